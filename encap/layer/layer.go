@@ -193,12 +193,16 @@ func (l *L2TPv3) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error 
 
 // SerializeTo prepends the header described by l's fields.
 func (l *L2TPv3) SerializeTo(b gopacket.SerializeBuffer, opts gopacket.SerializeOptions) error {
-	n := 4 + len(l.Cookie)
-	if l.Encap == encap.EncapUDP {
-		n += 4
+	udpCtl := l.Encap == encap.EncapUDP && l.Control()
+	n := 4 // UDP flags word, or IP session ID
+	if l.Encap == encap.EncapUDP && !udpCtl {
+		n += 4 // session ID
 	}
-	if l.Sublayer {
-		n += 4
+	if !l.Control() {
+		n += len(l.Cookie)
+		if l.Sublayer {
+			n += 4
+		}
 	}
 	hdr, err := b.PrependBytes(n)
 	if err != nil {
@@ -208,10 +212,16 @@ func (l *L2TPv3) SerializeTo(b gopacket.SerializeBuffer, opts gopacket.Serialize
 	if l.Encap == encap.EncapUDP {
 		binary.BigEndian.PutUint16(hdr, l.Flags)
 		binary.BigEndian.PutUint16(hdr[2:], l.Reserved)
+		if udpCtl {
+			return nil // the control header itself is payload here
+		}
 		off = 4
 	}
 	binary.BigEndian.PutUint32(hdr[off:], l.SessionID)
 	off += 4
+	if l.Control() {
+		return nil
+	}
 	off += copy(hdr[off:], l.Cookie)
 	if l.Sublayer {
 		binary.BigEndian.PutUint32(hdr[off:], l.L2SS)
