@@ -1,0 +1,49 @@
+// Package netns runs work inside a network namespace. Sockets and TAP
+// devices belong to the namespace of the thread that creates them and stay
+// there, so a dataplane can serve a namespace while its goroutines run
+// anywhere.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Path returns the bind-mount path ip netns uses for name.
+func Path(name string) string { return filepath.Join("/run/netns", name) }
+
+// Do runs fn on a thread that is in the namespace at path ("" means the
+// current one). The thread returns to its namespace afterwards; if it
+// cannot, the thread is left locked so the runtime retires it.
+func Do(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	target, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("netns: %w", err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: %w", err)
+	}
+	defer self.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: enter %s: %w", path, err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: it dies with this goroutine.
+		return fmt.Errorf("netns: return from %s: %w", path, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}

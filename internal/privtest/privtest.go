@@ -1,0 +1,114 @@
+// Package privtest holds helpers for tests that need root: they skip with a
+// reason when not root, and fail instead when L2TPU_REQUIRE_PRIV=1 (CI), so
+// a run cannot pass by skipping. It also makes uniquely named network
+// namespaces and veth pairs that are always cleaned up.
+package privtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/l2tpu/l2tpu/internal/netns"
+)
+
+// Require skips (or, with L2TPU_REQUIRE_PRIV=1, fails) unless the test can
+// create namespaces and TAP devices.
+func Require(t testing.TB) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "needs root (network namespaces, TAP devices, raw sockets)"
+	default:
+		if _, err := os.Stat("/dev/net/tun"); err != nil {
+			why = "needs /dev/net/tun"
+		} else if _, err := exec.LookPath("ip"); err != nil {
+			why = "needs the ip command (iproute2)"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("L2TPU_REQUIRE_PRIV") == "1" {
+		t.Fatalf("L2TPU_REQUIRE_PRIV=1 but this test %s", why)
+	}
+	t.Skip(why)
+}
+
+var seq atomic.Uint32
+
+// Prefix returns a short prefix unique to this process and call, for
+// namespace and link names (interface names are at most 15 bytes).
+func Prefix() string {
+	return fmt.Sprintf("lt%x%x", os.Getpid()&0xfff, seq.Add(1)&0xff)
+}
+
+// Run runs a command and fails the test with its output on error.
+func Run(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// NS is a network namespace made for one test.
+type NS struct {
+	Name string
+}
+
+// Path is the namespace's bind mount, for netns.Do and dataplane options.
+func (n *NS) Path() string { return netns.Path(n.Name) }
+
+// NewNS creates a namespace with loopback up, deleted when the test ends.
+func NewNS(t testing.TB, name string) *NS {
+	t.Helper()
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	n := &NS{Name: name}
+	n.Run(t, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+// Run runs a command inside the namespace.
+func (n *NS) Run(t testing.TB, args ...string) string {
+	t.Helper()
+	return Run(t, append([]string{"ip", "netns", "exec", n.Name}, args...)...)
+}
+
+// Try runs a command inside the namespace and returns its output and error.
+func (n *NS) Try(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Veth joins two namespaces with a veth pair (aName in a, bName in b), up.
+func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
+	t.Helper()
+	Run(t, "ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name)
+	a.Run(t, "ip", "link", "set", aName, "up")
+	b.Run(t, "ip", "link", "set", bName, "up")
+}
+
+// Eventually retries f until it returns nil or the deadline passes; it is
+// for waiting on the kernel (DAD, link up), not for timing assertions.
+func Eventually(t testing.TB, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

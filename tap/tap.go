@@ -1,0 +1,246 @@
+// Package tap is the Ethernet side of a session: a Linux TAP device read and
+// written in batches of frames.
+//
+// Every device is an fd on /dev/net/tun in non-blocking mode, served by the
+// Go runtime's poller. Two creators sit behind [Open]: songgao/water (the
+// user's package), which suffices for a plain TAP, and a direct x/sys/unix
+// ioctl path for what water cannot express: IFF_VNET_HDR and offloads,
+// and re-attaching to a persistent device without clearing persistence (water
+// always issues TUNSETPERSIST, with 0 unless asked otherwise). The I/O is the
+// same for both.
+package tap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Backend chooses how the device is created.
+type Backend uint8
+
+const (
+	// Auto uses water when it can create what the Config asks for and the
+	// unix path otherwise.
+	Auto Backend = iota
+	Water
+	Unix
+)
+
+func (b Backend) String() string {
+	switch b {
+	case Auto:
+		return "auto"
+	case Water:
+		return "water"
+	case Unix:
+		return "unix"
+	}
+	return "backend?"
+}
+
+// Config describes a TAP device to create or attach to.
+type Config struct {
+	// Name is the interface name, or a template with one %d that the
+	// kernel expands to the lowest free index (as l2tp_eth's "l2tpeth%d").
+	Name string
+	// Persist keeps the interface when the fd is closed, so a restarted
+	// process can attach to it again; Remove deletes it.
+	Persist bool
+	// Attach requires the interface to exist already (a persistent TAP
+	// left by an earlier process) instead of creating it.
+	Attach  bool
+	Backend Backend
+}
+
+// ErrBackend: the chosen backend cannot do what the Config asks.
+var ErrBackend = errors.New("tap: backend cannot create this device (use tap.Unix)")
+
+// Device is one TAP queue. Read and Write move batches of whole Ethernet
+// frames (no FCS); WaitRead blocks until a frame is waiting, holding no
+// buffers, so idle devices cost nothing but a parked goroutine.
+type Device interface {
+	Name() string
+	// WaitRead returns when a frame can be read, or an error after Close.
+	WaitRead() error
+	// Read reads up to len(bufs) waiting frames into bufs[i][offset:],
+	// their lengths into sizes, without blocking; it may return 0.
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	// Write writes each bufs[i][offset:] as one frame. It returns how many
+	// were written and the last error; a frame that fails is skipped.
+	Write(bufs [][]byte, offset int) (int, error)
+	// Close detaches: a non-persistent device disappears.
+	Close() error
+	// Remove deletes the interface even when persistent.
+	Remove() error
+}
+
+// Open creates (or attaches to) a TAP device.
+func Open(c Config) (Device, error) {
+	b := c.Backend
+	if b == Auto {
+		b = Water
+		if c.Attach && !c.Persist {
+			b = Unix
+		}
+	}
+	var (
+		f    *os.File
+		name string
+		err  error
+	)
+	switch b {
+	case Water:
+		if c.Attach && !c.Persist {
+			return nil, ErrBackend
+		}
+		f, name, err = openWater(c)
+	case Unix:
+		f, name, err = openUnix(c)
+	default:
+		return nil, fmt.Errorf("tap: unknown backend %d", b)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist}, nil
+}
+
+// ifreqFlags is struct ifreq as TUNSETIFF reads it: name and short flags.
+type ifreqFlags struct {
+	name  [unix.IFNAMSIZ]byte
+	flags uint16
+	_     [22]byte
+}
+
+func openUnix(c Config) (*os.File, string, error) {
+	if len(c.Name) >= unix.IFNAMSIZ {
+		return nil, "", fmt.Errorf("tap: name %q: %w", c.Name, unix.EINVAL)
+	}
+	if c.Attach {
+		if _, err := interfaceIndex(c.Name); err != nil {
+			return nil, "", fmt.Errorf("tap: attach %s: %w", c.Name, unix.ENODEV)
+		}
+	}
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("tap: open /dev/net/tun: %w", err)
+	}
+	var req ifreqFlags
+	copy(req.name[:], c.Name)
+	req.flags = unix.IFF_TAP | unix.IFF_NO_PI
+	if err := ioctlPtr(fd, unix.TUNSETIFF, &req); err != nil {
+		unix.Close(fd)
+		return nil, "", fmt.Errorf("tap: create %q: %w", c.Name, err)
+	}
+	if c.Persist {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			unix.Close(fd)
+			return nil, "", fmt.Errorf("tap: persist: %w", err)
+		}
+	}
+	return os.NewFile(uintptr(fd), "tap"), unix.ByteSliceToString(req.name[:]), nil
+}
+
+type fileDevice struct {
+	f       *os.File
+	rc      syscall.RawConn
+	name    string
+	persist bool
+}
+
+func (d *fileDevice) Name() string { return d.name }
+
+func (d *fileDevice) WaitRead() error {
+	first := true
+	return d.rc.Read(func(fd uintptr) bool {
+		if !first {
+			return true
+		}
+		first = false
+		// The poller is edge-triggered: a frame left unread by a full batch
+		// raises no new edge, so look before parking.
+		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd[:], 0)
+		return err == nil && n > 0
+	})
+}
+
+func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := 0
+	var rerr error
+	err := d.rc.Read(func(fd uintptr) bool {
+		for n < len(bufs) {
+			m, e := unix.Read(int(fd), bufs[n][offset:])
+			if e == unix.EINTR {
+				continue
+			}
+			if e != nil {
+				if e != unix.EAGAIN {
+					rerr = e
+				}
+				break
+			}
+			sizes[n] = m
+			n++
+		}
+		return true
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, rerr
+}
+
+func (d *fileDevice) Write(bufs [][]byte, offset int) (int, error) {
+	n, i := 0, 0
+	var werr error
+	err := d.rc.Write(func(fd uintptr) bool {
+		for i < len(bufs) {
+			_, e := unix.Write(int(fd), bufs[i][offset:])
+			switch e {
+			case nil:
+				n++
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait until writable
+			default:
+				werr = e // e.g. EIO while the interface is down: skip the frame
+			}
+			i++
+		}
+		return true
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
+}
+
+func (d *fileDevice) Close() error { return d.f.Close() }
+
+func (d *fileDevice) Remove() error {
+	if d.persist {
+		var perr error
+		err := d.rc.Control(func(fd uintptr) {
+			perr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, 0)
+		})
+		if err == nil {
+			err = perr
+		}
+		if err != nil {
+			d.f.Close()
+			return fmt.Errorf("tap: clear persist on %s: %w", d.name, err)
+		}
+	}
+	return d.f.Close()
+}

@@ -1,0 +1,217 @@
+package tap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/netns"
+	"github.com/l2tpu/l2tpu/internal/privtest"
+)
+
+const etherTest = 0x88b5 // IEEE local experimental EtherType
+
+func frame(i int) []byte {
+	f := make([]byte, 60+i)
+	copy(f, []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2})
+	binary.BigEndian.PutUint16(f[12:], etherTest)
+	binary.BigEndian.PutUint32(f[14:], uint32(i))
+	return f
+}
+
+// packetSocket is an AF_PACKET socket on ifname, made inside the namespace:
+// what it sends the kernel transmits on the TAP (and we read); what we write
+// into the TAP it receives.
+func packetSocket(t *testing.T, ns *privtest.NS, ifname string) (int, int) {
+	t.Helper()
+	var fd, idx int
+	err := netns.Do(ns.Path(), func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		idx = ifi.Index
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(etherTest)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(etherTest), Ifindex: idx})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	tv := unix.Timeval{Sec: 5}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	return fd, idx
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func inNS(t *testing.T, ns *privtest.NS, f func() error) {
+	t.Helper()
+	if err := netns.Do(ns.Path(), f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func open(t *testing.T, ns *privtest.NS, c Config) Device {
+	t.Helper()
+	var d Device
+	inNS(t, ns, func() (err error) { d, err = Open(c); return err })
+	return d
+}
+
+func TestDevice(t *testing.T) {
+	privtest.Require(t)
+	for _, b := range []Backend{Water, Unix} {
+		t.Run(b.String(), func(t *testing.T) {
+			ns := privtest.NewNS(t, privtest.Prefix())
+			// Name templates expand to the lowest free index.
+			d0 := open(t, ns, Config{Name: "l2tpeth%d", Backend: b})
+			d1 := open(t, ns, Config{Name: "l2tpeth%d", Backend: b})
+			if d0.Name() != "l2tpeth0" || d1.Name() != "l2tpeth1" {
+				t.Fatalf("names %s %s", d0.Name(), d1.Name())
+			}
+			d0.Close()
+			d2 := open(t, ns, Config{Name: "l2tpeth%d", Backend: b})
+			if d2.Name() != "l2tpeth0" {
+				t.Fatalf("after close: %s", d2.Name())
+			}
+			defer d1.Close()
+			defer d2.Close()
+
+			inNS(t, ns, func() error {
+				if err := SetMTU(d2.Name(), 1446); err != nil {
+					return err
+				}
+				if s, err := State(d2.Name()); err != nil || s.MTU != 1446 || s.Up {
+					t.Errorf("state %+v %v; want mtu 1446, down", s, err)
+				}
+				if err := SetUp(d2.Name(), true); err != nil {
+					return err
+				}
+				if s, _ := State(d2.Name()); !s.Up {
+					t.Error("not up")
+				}
+				return nil
+			})
+			ns.Run(t, "sysctl", "-qw", "net.ipv6.conf."+d2.Name()+".disable_ipv6=1")
+			pfd, idx := packetSocket(t, ns, d2.Name())
+
+			// Kernel transmits 5 frames on the TAP: one WaitRead, one batch.
+			for i := 0; i < 5; i++ {
+				if err := unix.Sendto(pfd, frame(i), 0, &unix.SockaddrLinklayer{Ifindex: idx, Protocol: htons(etherTest)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bufs := make([][]byte, 8)
+			for i := range bufs {
+				bufs[i] = make([]byte, 2048)
+			}
+			sizes := make([]int, 8)
+			got := 0
+			deadline := time.Now().Add(5 * time.Second)
+			for got < 5 && time.Now().Before(deadline) {
+				if err := d2.WaitRead(); err != nil {
+					t.Fatal(err)
+				}
+				n, err := d2.Read(bufs, sizes, 16)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < n; i++ {
+					f := bufs[i][16 : 16+sizes[i]]
+					if binary.BigEndian.Uint16(f[12:]) != etherTest {
+						continue
+					}
+					if !bytes.Equal(f, frame(got)) {
+						t.Fatalf("frame %d: %x", got, f)
+					}
+					got++
+				}
+			}
+			if got != 5 {
+				t.Fatalf("read %d of 5 frames", got)
+			}
+
+			// We write a batch of 3 frames: the kernel receives them.
+			out := [][]byte{append(make([]byte, 4), frame(10)...), append(make([]byte, 4), frame(11)...), append(make([]byte, 4), frame(12)...)}
+			if n, err := d2.Write(out, 4); n != 3 || err != nil {
+				t.Fatalf("write %d %v", n, err)
+			}
+			for i := 10; i < 13; i++ {
+				buf := make([]byte, 2048)
+				n, _, err := unix.Recvfrom(pfd, buf, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(buf[:n], frame(i)) {
+					t.Fatalf("kernel got %x", buf[:n])
+				}
+			}
+
+			// Close unblocks a waiting reader.
+			done := make(chan error, 1)
+			go func() { done <- d1.WaitRead() }()
+			time.Sleep(50 * time.Millisecond)
+			d1.Close()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("WaitRead after Close returned nil")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not unblock WaitRead")
+			}
+		})
+	}
+}
+
+func TestPersistAndAttach(t *testing.T) {
+	privtest.Require(t)
+	ns := privtest.NewNS(t, privtest.Prefix())
+	d := open(t, ns, Config{Name: "pw0", Persist: true})
+	inNS(t, ns, func() error { return SetMTU("pw0", 1400) })
+	d.Close()
+	// Still there, MTU kept, after the fd is gone (a crashed daemon).
+	inNS(t, ns, func() error {
+		s, err := State("pw0")
+		if err != nil || s.MTU != 1400 {
+			t.Fatalf("after close: %+v %v", s, err)
+		}
+		return nil
+	})
+	for _, b := range []Backend{Unix, Water} {
+		a := open(t, ns, Config{Name: "pw0", Persist: true, Attach: true, Backend: b})
+		if a.Name() != "pw0" {
+			t.Fatal(a.Name())
+		}
+		a.Close()
+	}
+	// Attach to a device that is not there is an error, not a new device.
+	inNS(t, ns, func() error {
+		if _, err := Open(Config{Name: "nothere0", Attach: true, Persist: true}); err == nil {
+			t.Error("attached to a missing device")
+		}
+		if _, err := Open(Config{Name: "x", Attach: true, Backend: Water}); !errors.Is(err, ErrBackend) {
+			t.Errorf("water non-persistent attach: %v", err)
+		}
+		return nil
+	})
+	a := open(t, ns, Config{Name: "pw0", Persist: true, Attach: true})
+	if err := a.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, ns, func() error {
+		if _, err := State("pw0"); err == nil {
+			t.Error("pw0 still exists after Remove")
+		}
+		return nil
+	})
+}
