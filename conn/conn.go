@@ -1,0 +1,243 @@
+// Package conn is the tunnel side of the dataplane: sockets that carry L2TP
+// messages, read and written in batches (recvmmsg/sendmmsg through x/net's
+// ipv4/ipv6 ReadBatch/WriteBatch).
+//
+// Sockets are set up the way the kernel sets up its tunnel sockets
+// (net/l2tp l2tp_tunnel_sock_create): bound to the local address and
+// connected to the peer, outer DF off with local fragmentation, and the
+// tunnel's UDP checksum options.
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Message is one packet of a batch; the ipv4 and ipv6 types are the same.
+type Message = ipv4.Message
+
+// Reader is the receive side of a tunnel socket.
+type Reader interface {
+	// WaitRead returns when a packet is waiting (holding no buffers), or
+	// an error once the socket is closed.
+	WaitRead() error
+	// ReadBatch reads up to len(bufs) waiting L2TP messages into
+	// bufs[i][offset:] without blocking. For IP encapsulation the message
+	// starts after the IP header.
+	ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error)
+}
+
+// Writer is the transmit side of a tunnel socket: each bufs[i][offset:] is
+// one L2TP message to the peer. It returns how many were sent.
+type Writer interface {
+	WriteBatch(bufs [][]byte, offset int) (int, error)
+}
+
+// Conn is a connected tunnel socket.
+type Conn interface {
+	Reader
+	Writer
+	// PathMTU is the MTU of the route to the peer (0 if unknown).
+	PathMTU() int
+	Close() error
+}
+
+// MaxBatch is the largest batch read or written in one system call.
+const MaxBatch = 64
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn have in common.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// sock holds a batch-capable socket and the message headers for its single
+// reader; writers take theirs from a pool.
+type sock struct {
+	c      net.Conn
+	rc     syscall.RawConn
+	bc     batchConn
+	v6     bool
+	rmsgs  []Message
+	rbufs  [][]byte
+	skipIP bool // IPv4 raw sockets deliver the IP header
+}
+
+var writeMsgs = sync.Pool{New: func() any { m := make([]Message, MaxBatch); return &m }}
+
+func newSock(c net.Conn, v6 bool) (*sock, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("conn: %T has no raw fd", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	s := &sock{c: c, rc: rc, v6: v6}
+	pc := c.(net.PacketConn)
+	if v6 {
+		s.bc = ipv6PacketConn(pc)
+	} else {
+		s.bc = ipv4.NewPacketConn(pc)
+	}
+	return s, nil
+}
+
+func (s *sock) WaitRead() error {
+	first := true
+	return s.rc.Read(func(fd uintptr) bool {
+		if !first {
+			return true
+		}
+		first = false
+		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd[:], 0)
+		return err == nil && n > 0
+	})
+}
+
+func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := min(len(bufs), MaxBatch)
+	if s.rmsgs == nil {
+		s.rmsgs = make([]Message, MaxBatch)
+		s.rbufs = make([][]byte, MaxBatch)
+		for i := range s.rmsgs {
+			s.rmsgs[i].Buffers = s.rbufs[i : i+1]
+		}
+	}
+	head := offset
+	if s.skipIP {
+		// Land the payload at offset when the IPv4 header has no options.
+		head = offset - ipv4.HeaderLen
+	}
+	for i := 0; i < n; i++ {
+		s.rbufs[i] = bufs[i][head:]
+	}
+	got, err := s.bc.ReadBatch(s.rmsgs[:n], unix.MSG_DONTWAIT)
+	if err != nil {
+		if errors.Is(err, unix.EAGAIN) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	for i := 0; i < got; i++ {
+		m := s.rmsgs[i].N
+		if s.skipIP {
+			b := bufs[i][head:]
+			ihl := ipv4.HeaderLen
+			if m > 0 {
+				ihl = int(b[0]&0xf) * 4
+			}
+			if m < ihl || ihl < ipv4.HeaderLen {
+				sizes[i] = 0
+				continue
+			}
+			if ihl != ipv4.HeaderLen {
+				copy(bufs[i][offset:], b[ihl:m])
+			}
+			m -= ihl
+		}
+		sizes[i] = m
+	}
+	return got, nil
+}
+
+func (s *sock) WriteBatch(bufs [][]byte, offset int) (int, error) {
+	mp := writeMsgs.Get().(*[]Message)
+	defer writeMsgs.Put(mp)
+	ms := *mp
+	sent := 0
+	for sent < len(bufs) {
+		n := min(len(bufs)-sent, MaxBatch)
+		for i := 0; i < n; i++ {
+			b := bufs[sent+i][offset:]
+			ms[i].Buffers = append(ms[i].Buffers[:0], b)
+		}
+		k, err := s.bc.WriteBatch(ms[:n], 0)
+		for i := 0; i < n; i++ {
+			ms[i].Buffers[0] = nil // drop the reference to the caller's buffer
+		}
+		sent += max(k, 0)
+		if err != nil {
+			return sent, err
+		}
+		if k < n {
+			// sendmmsg stops at the first failing message: report it.
+			return sent, unix.EAGAIN
+		}
+	}
+	return sent, nil
+}
+
+func (s *sock) PathMTU() int {
+	var mtu int
+	var gerr error
+	err := s.rc.Control(func(fd uintptr) {
+		if s.v6 {
+			mtu, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU)
+		} else {
+			mtu, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU)
+		}
+	})
+	if err != nil || gerr != nil {
+		return 0
+	}
+	return mtu
+}
+
+func (s *sock) Close() error { return s.c.Close() }
+
+// sockopts returns a Dialer/ListenConfig Control function setting the
+// options on the socket before bind and connect.
+func sockopts(set func(fd int) error) func(string, string, syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = set(int(fd)) }); err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+// noDF makes the kernel fragment oversize packets locally and send DF=0,
+// as l2tp does (skb->ignore_df).
+func noDF(fd int, v6 bool) error {
+	if v6 {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT)
+	}
+	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+}
+
+// bufSize asks for large socket buffers: the forced variant where
+// privileged, the ordinary one (capped by sysctl) otherwise.
+func bufSize(fd int, n int) {
+	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], n) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], n)
+		}
+	}
+}
+
+// SocketBuffer is the size asked for tunnel sockets' buffers.
+const SocketBuffer = 4 << 20
+
+func network(proto string, a netip.Addr) string {
+	if a.Is4() {
+		return proto + "4"
+	}
+	return proto + "6"
+}
+
+func dial(network string, laddr net.Addr, raddr string, set func(fd int) error) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: laddr, Control: sockopts(set)}
+	return d.DialContext(context.Background(), network, raddr)
+}

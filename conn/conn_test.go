@@ -1,0 +1,265 @@
+package conn
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/netns"
+	"github.com/l2tpu/l2tpu/internal/privtest"
+)
+
+type pair struct {
+	a, b     *privtest.NS
+	aIf, bIf string
+	a4, b4   netip.Addr
+	a6, b6   netip.Addr
+}
+
+func newPair(t *testing.T) *pair {
+	privtest.Require(t)
+	p := privtest.Prefix()
+	pr := &pair{a: privtest.NewNS(t, p+"a"), b: privtest.NewNS(t, p+"b"), aIf: p + "va", bIf: p + "vb",
+		a4: netip.MustParseAddr("192.0.2.1"), b4: netip.MustParseAddr("192.0.2.2"),
+		a6: netip.MustParseAddr("2001:db8:1::1"), b6: netip.MustParseAddr("2001:db8:1::2")}
+	privtest.Veth(t, pr.a, pr.aIf, pr.b, pr.bIf)
+	pr.a.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", pr.aIf)
+	pr.b.Run(t, "ip", "addr", "add", "192.0.2.2/24", "dev", pr.bIf)
+	pr.a.Run(t, "ip", "addr", "add", "2001:db8:1::1/64", "dev", pr.aIf, "nodad")
+	pr.b.Run(t, "ip", "addr", "add", "2001:db8:1::2/64", "dev", pr.bIf, "nodad")
+	return pr
+}
+
+func in[T any](t *testing.T, ns *privtest.NS, f func() (T, error)) T {
+	t.Helper()
+	var v T
+	if err := netns.Do(ns.Path(), func() (err error) { v, err = f(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func ap(a netip.Addr, p uint16) netip.AddrPort { return netip.AddrPortFrom(a, p) }
+
+func msgs(n, size int, head int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		b := make([]byte, head+size)
+		binary.BigEndian.PutUint32(b[head:], uint32(i))
+		out[i] = b
+	}
+	return out
+}
+
+// readN reads n messages from r within a few seconds.
+func readN(t *testing.T, r Reader, n int, offset int) [][]byte {
+	t.Helper()
+	bufs := make([][]byte, MaxBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65536)
+	}
+	sizes := make([]int, MaxBatch)
+	var out [][]byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for len(out) < n {
+			if err := r.WaitRead(); err != nil {
+				return
+			}
+			k, err := r.ReadBatch(bufs, sizes, offset)
+			if err != nil {
+				return
+			}
+			for i := 0; i < k; i++ {
+				out = append(out, append([]byte(nil), bufs[i][offset:offset+sizes[i]]...))
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("got %d of %d messages", len(out), n)
+	}
+	return out
+}
+
+func udpOf(f []byte) (*layers.UDP, gopacket.NetworkLayer) {
+	p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+	u, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	return u, p.NetworkLayer()
+}
+
+func TestUDPRoundTripAndWire(t *testing.T) {
+	pr := newPair(t)
+	for _, tc := range []struct {
+		name     string
+		la, lb   netip.Addr
+		oa, ob   UDPOptions
+		zeroCsum bool
+	}{
+		{"v4 default", pr.a4, pr.b4, UDPOptions{}, UDPOptions{}, true},
+		{"v4 udp_csum on", pr.a4, pr.b4, UDPOptions{Csum4: true}, UDPOptions{}, false},
+		{"v6 default", pr.a6, pr.b6, UDPOptions{}, UDPOptions{}, false},
+		{"v6 zero csum", pr.a6, pr.b6, UDPOptions{ZeroCsum6Tx: true}, UDPOptions{ZeroCsum6Rx: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := in(t, pr.a, func() (Conn, error) { return DialUDP(ap(tc.la, 1701), ap(tc.lb, 1702), tc.oa) })
+			defer a.Close()
+			b := in(t, pr.b, func() (Conn, error) { return DialUDP(ap(tc.lb, 1702), ap(tc.la, 1701), tc.ob) })
+			defer b.Close()
+			capt := privtest.NewCapture(t, pr.b, pr.bIf)
+			// 70 messages (more than one batch), one of them bigger than
+			// the path MTU: fragmented locally (DF off) and reassembled.
+			out := msgs(70, 100, 8)
+			out[5] = append(out[5], make([]byte, 3000)...)
+			if n, err := a.WriteBatch(out, 8); n != 70 || err != nil {
+				t.Fatalf("WriteBatch %d %v", n, err)
+			}
+			got := readN(t, b, 70, 8)
+			for i := range got {
+				if !bytes.Equal(got[i], out[i][8:]) {
+					t.Fatalf("message %d differs", i)
+				}
+			}
+			if mtu := a.PathMTU(); mtu != 1500 {
+				t.Errorf("path MTU %d", mtu)
+			}
+			frames := capt.Collect(200*time.Millisecond, func(f []byte, _ bool) bool { _, nl := udpOf(f); return nl != nil })
+			whole, frags := 0, 0
+			for _, f := range frames {
+				u, nl := udpOf(f)
+				if ip4, ok := nl.(*layers.IPv4); ok && ip4.Flags&layers.IPv4DontFragment != 0 {
+					t.Fatal("DF set")
+				}
+				if u == nil { // a fragment of the 3100-byte message
+					frags++
+					continue
+				}
+				whole++
+				if (u.Checksum == 0) != tc.zeroCsum {
+					t.Fatalf("UDP checksum %#x, zero expected %v", u.Checksum, tc.zeroCsum)
+				}
+			}
+			if whole != 69 || frags < 3 {
+				t.Fatalf("captured %d datagrams and %d fragments; want 69 and 3+", whole, frags)
+			}
+		})
+	}
+}
+
+func TestUDPZeroChecksumDroppedByDefault(t *testing.T) {
+	pr := newPair(t)
+	a := in(t, pr.a, func() (Conn, error) {
+		return DialUDP(ap(pr.a6, 1701), ap(pr.b6, 1701), UDPOptions{ZeroCsum6Tx: true})
+	})
+	defer a.Close()
+	b := in(t, pr.b, func() (Conn, error) { return DialUDP(ap(pr.b6, 1701), ap(pr.a6, 1701), UDPOptions{}) })
+	defer b.Close()
+	a.WriteBatch(msgs(3, 50, 0), 0)
+	time.Sleep(200 * time.Millisecond)
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	if n, _ := b.ReadBatch(bufs, sizes, 0); n != 0 {
+		t.Fatal("zero-checksum IPv6 datagram accepted with udp6_csum_rx on")
+	}
+}
+
+func TestUDPOnlyPeerAccepted(t *testing.T) {
+	pr := newPair(t)
+	a := in(t, pr.a, func() (Conn, error) { return DialUDP(ap(pr.a4, 1701), ap(pr.b4, 1701), UDPOptions{}) })
+	defer a.Close()
+	// Right address, wrong port.
+	other := in(t, pr.b, func() (Conn, error) { return DialUDP(ap(pr.b4, 1799), ap(pr.a4, 1701), UDPOptions{}) })
+	defer other.Close()
+	other.WriteBatch(msgs(3, 50, 0), 0)
+	time.Sleep(200 * time.Millisecond)
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	if n, _ := a.ReadBatch(bufs, sizes, 0); n != 0 {
+		t.Fatal("datagram from a non-peer port delivered")
+	}
+	peer := in(t, pr.b, func() (Conn, error) { return DialUDP(ap(pr.b4, 1701), ap(pr.a4, 1701), UDPOptions{}) })
+	defer peer.Close()
+	peer.WriteBatch(msgs(1, 50, 0), 0)
+	readN(t, a, 1, 0)
+}
+
+func TestDialErrors(t *testing.T) {
+	pr := newPair(t)
+	first := in(t, pr.a, func() (Conn, error) { return DialUDP(ap(pr.a4, 1701), ap(pr.b4, 1701), UDPOptions{}) })
+	defer first.Close()
+	for _, tc := range []struct {
+		name string
+		dial func() (Conn, error)
+		want error
+	}{
+		{"port in use", func() (Conn, error) { return DialUDP(ap(pr.a4, 1701), ap(pr.b4, 1702), UDPOptions{}) }, unix.EADDRINUSE},
+		{"local not ours", func() (Conn, error) {
+			return DialUDP(ap(netip.MustParseAddr("192.0.2.77"), 1701), ap(pr.b4, 1701), UDPOptions{})
+		}, unix.EADDRNOTAVAIL},
+		{"no route", func() (Conn, error) {
+			return DialUDP(ap(pr.a4, 1703), ap(netip.MustParseAddr("203.0.113.9"), 1701), UDPOptions{})
+		}, unix.ENETUNREACH},
+		{"no route v6", func() (Conn, error) {
+			return DialUDP(ap(pr.a6, 1703), ap(netip.MustParseAddr("2001:db8:99::9"), 1701), UDPOptions{})
+		}, unix.ENETUNREACH},
+		{"mixed families", func() (Conn, error) { return DialUDP(ap(pr.a4, 1704), ap(pr.b6, 1701), UDPOptions{}) }, unix.EINVAL},
+		{"ip local not ours", func() (Conn, error) { return DialIP(netip.MustParseAddr("192.0.2.77"), pr.b4) }, unix.EADDRNOTAVAIL},
+		{"ip no route", func() (Conn, error) { return DialIP(pr.a4, netip.MustParseAddr("203.0.113.9")) }, unix.ENETUNREACH},
+	} {
+		err := netns.Do(pr.a.Path(), func() error {
+			c, err := tc.dial()
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestIP(t *testing.T) {
+	pr := newPair(t)
+	for _, fam := range []struct {
+		name   string
+		la, lb netip.Addr
+		v6     bool
+	}{{"v4", pr.a4, pr.b4, false}, {"v6", pr.a6, pr.b6, true}} {
+		t.Run(fam.name, func(t *testing.T) {
+			a := in(t, pr.a, func() (Conn, error) { return DialIP(fam.la, fam.lb) })
+			defer a.Close()
+			b := in(t, pr.b, func() (Conn, error) { return DialIP(fam.lb, fam.la) })
+			defer b.Close()
+			type rx struct {
+				r     Reader
+				close func() error
+			}
+			l := in(t, pr.b, func() (rx, error) { r, c, err := ListenIP(fam.v6); return rx{r, c}, err })
+			defer l.close()
+			out := msgs(10, 100, 8)
+			out[3] = append(out[3], make([]byte, 3000)...) // fragmented and reassembled
+			if n, err := a.WriteBatch(out, 8); n != 10 || err != nil {
+				t.Fatalf("WriteBatch %d %v", n, err)
+			}
+			got := readN(t, l.r, 10, 64)
+			for i := range got {
+				if !bytes.Equal(got[i], out[i][8:]) {
+					t.Fatalf("message %d: %x", i, got[i][:8])
+				}
+			}
+			// The transmit socket itself queues nothing.
+			bufs, sizes := [][]byte{make([]byte, 4096)}, []int{0}
+			if n, _ := b.ReadBatch(bufs, sizes, 64); n != 0 {
+				t.Fatal("transmit socket received a packet")
+			}
+		})
+	}
+}

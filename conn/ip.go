@@ -1,0 +1,72 @@
+package conn
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// IPProto is L2TPv3's IP protocol number.
+const IPProto = 115
+
+func ipv6PacketConn(pc net.PacketConn) batchConn { return ipv6.NewPacketConn(pc) }
+
+// DialIP makes a tunnel's transmit socket for IP encapsulation: a raw
+// protocol-115 socket bound to local and connected to remote, as the kernel's
+// l2tp_ip socket is (so local must be ours and remote routable). It receives
+// nothing: a filter drops every packet, because IP-encap reception is
+// namespace-wide ([ListenIP]).
+func DialIP(local, remote netip.Addr) (Conn, error) {
+	v6 := local.Is6()
+	if remote.Is6() != v6 {
+		return nil, &net.OpError{Op: "dial", Net: "ip", Err: unix.EINVAL}
+	}
+	c, err := dial(network("ip", local)+":115", &net.IPAddr{IP: local.AsSlice()}, remote.String(), func(fd int) error {
+		bufSize(fd, SocketBuffer)
+		if err := dropAll(fd); err != nil {
+			return err
+		}
+		return noDF(fd, v6)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSock(c, v6)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// dropAll attaches a classic BPF program that accepts nothing.
+func dropAll(fd int) error {
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]})
+}
+
+// ListenIP makes the namespace-wide receive socket for IP encapsulation of
+// one family: every protocol-115 packet delivered to this host, from any
+// source, as the kernel's l2tp_ip handler sees them. Offsets passed to its
+// ReadBatch need 20 bytes of headroom for IPv4 (the header lands there).
+func ListenIP(v6 bool) (Reader, func() error, error) {
+	nw, addr := "ip4:115", "0.0.0.0"
+	if v6 {
+		nw, addr = "ip6:115", "::"
+	}
+	lc := net.ListenConfig{Control: sockopts(func(fd int) error { bufSize(fd, SocketBuffer); return nil })}
+	pc, err := lc.ListenPacket(context.Background(), nw, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := newSock(pc.(net.Conn), v6)
+	if err != nil {
+		pc.Close()
+		return nil, nil, err
+	}
+	s.skipIP = !v6
+	return s, s.Close, nil
+}

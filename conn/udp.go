@@ -1,0 +1,57 @@
+package conn
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// UDPOptions are the tunnel's checksum settings (ip l2tp udp_csum,
+// udp6_csum_tx, udp6_csum_rx), named so the zero value is ip l2tp's default.
+type UDPOptions struct {
+	Csum4       bool // IPv4: compute the UDP checksum on send (default: send 0)
+	ZeroCsum6Tx bool // IPv6: send checksum 0 (udp6_csum_tx off)
+	ZeroCsum6Rx bool // IPv6: accept checksum 0 (udp6_csum_rx off)
+}
+
+// DialUDP makes a tunnel's UDP socket: bound to local, connected to remote,
+// so only datagrams from remote reach it. Errors carry the kernel's errno
+// (EADDRINUSE, EADDRNOTAVAIL, ENETUNREACH, ...) for errors.Is.
+func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
+	v6 := local.Addr().Is6()
+	if remote.Addr().Is6() != v6 {
+		return nil, fmt.Errorf("conn: local %s and remote %s differ in family: %w", local.Addr(), remote.Addr(), unix.EINVAL)
+	}
+	c, err := dial(network("udp", local.Addr()), net.UDPAddrFromAddrPort(local), remote.String(), func(fd int) error {
+		bufSize(fd, SocketBuffer)
+		if err := noDF(fd, v6); err != nil {
+			return err
+		}
+		if v6 {
+			if o.ZeroCsum6Tx {
+				if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_NO_CHECK6_TX, 1); err != nil {
+					return err
+				}
+			}
+			if o.ZeroCsum6Rx {
+				return unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_NO_CHECK6_RX, 1)
+			}
+			return nil
+		}
+		if !o.Csum4 {
+			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSock(c, v6)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,68 @@
+package privtest
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/netns"
+)
+
+// Capture is an AF_PACKET socket seeing every frame on one interface of a
+// namespace, in both directions: the test's own tcpdump.
+type Capture struct {
+	fd int
+}
+
+// NewCapture starts capturing on ifname in ns; it stops when the test ends.
+func NewCapture(t testing.TB, ns *NS, ifname string) *Capture {
+	t.Helper()
+	var fd int
+	err := netns.Do(ns.Path(), func() error {
+		idx, err := ifindex(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: idx})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return &Capture{fd: fd}
+}
+
+// Next returns the next captured frame (from the Ethernet header on) and
+// whether it was sent by this host, or nil after timeout.
+func (c *Capture) Next(timeout time.Duration) (frame []byte, outgoing bool) {
+	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+	unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 65536)
+	n, from, err := unix.Recvfrom(c.fd, buf, 0)
+	if err != nil {
+		return nil, false
+	}
+	ll, _ := from.(*unix.SockaddrLinklayer)
+	return buf[:n], ll != nil && ll.Pkttype == unix.PACKET_OUTGOING
+}
+
+// Collect gathers frames until quiet for the given time.
+func (c *Capture) Collect(quiet time.Duration, keep func(frame []byte, outgoing bool) bool) [][]byte {
+	var out [][]byte
+	for {
+		f, o := c.Next(quiet)
+		if f == nil {
+			return out
+		}
+		if keep(f, o) {
+			out = append(out, f)
+		}
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
