@@ -36,7 +36,8 @@ type Reader interface {
 }
 
 // Writer is the transmit side of a tunnel socket: each bufs[i][offset:] is
-// one L2TP message to the peer. It returns how many were sent.
+// one L2TP message to the peer. It returns how many were sent and the last
+// error; a message that fails is skipped, the others are still sent.
 type Writer interface {
 	WriteBatch(bufs [][]byte, offset int) (int, error)
 }
@@ -131,6 +132,10 @@ func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	for i := 0; i < got; i++ {
 		m := s.rmsgs[i].N
+		if s.rmsgs[i].Flags&unix.MSG_TRUNC != 0 {
+			sizes[i] = 0 // larger than the buffer: never deliver a cut frame
+			continue
+		}
 		if s.skipIP {
 			b := bufs[i][head:]
 			ihl := ipv4.HeaderLen
@@ -156,26 +161,30 @@ func (s *sock) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	defer writeMsgs.Put(mp)
 	ms := *mp
 	sent := 0
-	for sent < len(bufs) {
-		n := min(len(bufs)-sent, MaxBatch)
+	var lastErr error
+	for done := 0; done < len(bufs); {
+		n := min(len(bufs)-done, MaxBatch)
 		for i := 0; i < n; i++ {
-			b := bufs[sent+i][offset:]
-			ms[i].Buffers = append(ms[i].Buffers[:0], b)
+			ms[i].Buffers = append(ms[i].Buffers[:0], bufs[done+i][offset:])
 		}
 		k, err := s.bc.WriteBatch(ms[:n], 0)
 		for i := 0; i < n; i++ {
 			ms[i].Buffers[0] = nil // drop the reference to the caller's buffer
 		}
-		sent += max(k, 0)
-		if err != nil {
-			return sent, err
-		}
+		k = max(k, 0)
+		sent += k
+		done += k
 		if k < n {
-			// sendmmsg stops at the first failing message: report it.
-			return sent, unix.EAGAIN
+			// sendmmsg stops at the first message that fails: count it as
+			// lost and go on with the rest, as one send per packet would.
+			if err == nil {
+				err = unix.EIO
+			}
+			lastErr = err
+			done++
 		}
 	}
-	return sent, nil
+	return sent, lastErr
 }
 
 func (s *sock) PathMTU() int {

@@ -215,3 +215,34 @@ func TestPersistAndAttach(t *testing.T) {
 		return nil
 	})
 }
+
+func TestMonitor(t *testing.T) {
+	privtest.Require(t)
+	ns := privtest.NewNS(t, privtest.Prefix())
+	var mon *Monitor
+	inNS(t, ns, func() (err error) { mon, err = NewMonitor(); return err })
+	events := make(chan LinkEvent, 64)
+	go mon.Run(func(e LinkEvent) { events <- e }, func() {})
+	defer mon.Close()
+	d := open(t, ns, Config{Name: "mon0"})
+	ns.Run(t, "ip", "link", "set", "mon0", "mtu", "1400", "up")
+	want := func(f func(LinkEvent) bool, what string) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case e := <-events:
+				if e.Name == "mon0" && f(e) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no event: %s", what)
+			}
+		}
+	}
+	want(func(e LinkEvent) bool { return e.MTU == 1400 && e.Up }, "mtu 1400, up")
+	ns.Run(t, "ip", "link", "set", "mon0", "down")
+	want(func(e LinkEvent) bool { return !e.Up }, "down")
+	d.Close()
+	want(func(e LinkEvent) bool { return e.Deleted }, "deleted")
+}
