@@ -1,0 +1,41 @@
+package dataplane
+
+import (
+	"github.com/l2tpu/l2tpu/encap"
+)
+
+// Buffer layout: every packet buffer has headroom in front of the frame so
+// the L2TP header (transmit) or the IPv4 header of a raw socket (receive)
+// lands in place without a copy.
+const (
+	headroom  = 64 // >= IPv4 header (20) + longest L2TP header (20)
+	maxFrame  = 9216 + encap.EthHeaderLen + encap.VLANSlack
+	bufSize   = headroom + encap.MaxHeaderLen + maxFrame
+	batchSize = 32
+)
+
+// batch is a set of packet buffers taken from the manager's pool for one
+// read-process-write round and given back right after: idle sessions and
+// tunnels hold none.
+type batch struct {
+	bufs  [][]byte
+	sizes []int
+	out   [][]byte
+}
+
+func newBatch() *batch {
+	b := &batch{bufs: make([][]byte, batchSize), sizes: make([]int, batchSize), out: make([][]byte, batchSize)}
+	mem := make([]byte, batchSize*bufSize)
+	for i := range b.bufs {
+		b.bufs[i] = mem[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+	}
+	return b
+}
+
+// held is a received frame waiting in a reorder buffer: a copy, because the
+// batch it arrived in is reused at once.
+type held struct {
+	buf    []byte
+	frame  []byte // buf[:n]
+	msgLen int    // L2TP message length, for rx_bytes
+}

@@ -1,0 +1,44 @@
+package dataplane
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Error is a dataplane error that carries the errno the Linux kernel returns
+// for the same condition, so a CLI can print what ip l2tp prints
+// ("RTNETLINK answers: File exists") and callers can use errors.Is with
+// either the sentinel or the errno.
+type Error struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Unwrap exposes the errno.
+func (e *Error) Unwrap() error { return e.errno }
+
+// Errno is the kernel's errno for this error.
+func (e *Error) Errno() syscall.Errno { return e.errno }
+
+// Errors of the create and delete operations, with the kernel's errnos.
+var (
+	ErrTunnelExists  = &Error{"tunnel ID already in use: choose another tunnel_id", syscall.EEXIST}
+	ErrNoTunnel      = &Error{"no such tunnel: create it first or check tunnel_id", syscall.ENODEV}
+	ErrSessionExists = &Error{"session ID already in use in this tunnel (or, with IP encapsulation, in this namespace): choose another session_id", syscall.EEXIST}
+	ErrNoSession     = &Error{"no such session: check tunnel_id and session_id", syscall.ENOENT}
+	ErrNameExists    = &Error{"an interface with this name already exists: choose another name", syscall.EEXIST}
+	ErrInvalid       = &Error{"invalid parameters", syscall.EINVAL}
+	ErrClosed        = &Error{"dataplane is closed", syscall.ESHUTDOWN}
+)
+
+// Errno returns the errno to report for err: the kernel's errno where one
+// is known (EINVAL otherwise).
+func Errno(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.EINVAL
+}

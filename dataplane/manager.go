@@ -1,0 +1,424 @@
+// Package dataplane is the l2tpu engine: tunnels and sessions that move
+// Ethernet frames between TAP devices and UDP or IP (protocol 115) sockets,
+// with the Linux kernel's L2TPv3 behaviour. The CLI and daemon are thin
+// layers over a Manager.
+//
+// Data flow: a session's goroutine waits on its TAP, reads a batch of frames
+// into pooled buffers with headroom, writes the L2TP header in front of each
+// and sends the batch with one sendmmsg. A UDP tunnel's goroutine (or, for IP
+// encapsulation, one per address family in the namespace) reads a batch with
+// recvmmsg, classifies each message (encap.Peek, a lock-free session lookup,
+// RxHeader.Decode, the sequence rules) and writes the frames to the TAPs.
+package dataplane
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/l2tpu/l2tpu/conn"
+	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/netns"
+	"github.com/l2tpu/l2tpu/tap"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// NetNS is the network namespace (a path such as /run/netns/NAME) in
+	// which sockets and interfaces are created; "" is the caller's.
+	NetNS string
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// TAPBackend chooses how TAP devices are created.
+	TAPBackend tap.Backend
+	// PersistTAP makes session interfaces outlive the process, so a
+	// restarted daemon re-attaches to them (see SessionConfig.Attach).
+	PersistTAP bool
+}
+
+// Manager owns the tunnels and sessions of one network namespace.
+type Manager struct {
+	opt     Options
+	log     *slog.Logger
+	epoch   time.Time
+	batches sync.Pool
+	helds   sync.Pool
+
+	mu         sync.Mutex // serialises control operations
+	closed     bool
+	tunnels    map[uint32]*tunnel
+	ipSessions atomicMap[uint32, *session]
+	byIndex    atomicMap[int, *session]
+	ipRx       [2]*ipListener // IPv4, IPv6
+	mon        *tap.Monitor
+	monDone    chan struct{}
+}
+
+type ipListener struct {
+	close func() error
+	refs  int
+	done  chan struct{}
+}
+
+// New starts a Manager.
+func New(o Options) (*Manager, error) {
+	m := &Manager{opt: o, log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel)}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.batches.New = func() any { return newBatch() }
+	m.helds.New = func() any { return &held{buf: make([]byte, maxFrame)} }
+	m.ipSessions.init()
+	m.byIndex.init()
+	err := m.inNS(func() (err error) {
+		m.mon, err = tap.NewMonitor()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.monDone = make(chan struct{})
+	go func() {
+		defer close(m.monDone)
+		m.mon.Run(m.onLink, m.resyncLinks)
+	}()
+	return m, nil
+}
+
+func (m *Manager) inNS(f func() error) error { return netns.Do(m.opt.NetNS, f) }
+
+func (m *Manager) now() int64 { return int64(time.Since(m.epoch)) }
+
+func (m *Manager) getBatch() *batch  { return m.batches.Get().(*batch) }
+func (m *Manager) putBatch(b *batch) { m.batches.Put(b) }
+func (m *Manager) getHeld() *held    { return m.helds.Get().(*held) }
+func (m *Manager) putHeld(h *held)   { h.frame = nil; m.helds.Put(h) }
+
+func (m *Manager) onLink(ev tap.LinkEvent) {
+	if s := m.byIndex.get(ev.Index); s != nil && !ev.Deleted {
+		s.setLink(ev.MTU, ev.Up)
+	}
+}
+
+// resyncLinks re-reads every session's interface after lost link events.
+func (m *Manager) resyncLinks() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.tunnels {
+		for _, s := range *t.sessions.Load() {
+			m.refreshLink(s)
+		}
+	}
+}
+
+func (m *Manager) refreshLink(s *session) {
+	m.inNS(func() error {
+		st, err := tap.State(s.ifname)
+		if err == nil {
+			s.setLink(st.MTU, st.Up)
+		}
+		return nil
+	})
+}
+
+// AddTunnel creates a tunnel: for UDP a socket bound to local:udp_sport and
+// connected to remote:udp_dport; for IP a raw socket bound and connected
+// likewise, plus the namespace's protocol-115 listener.
+func (m *Manager) AddTunnel(c TunnelConfig) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c.Local, c.Remote = c.Local.Unmap(), c.Remote.Unmap()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if _, ok := m.tunnels[c.TunnelID]; ok {
+		return fmt.Errorf("tunnel %d: %w", c.TunnelID, ErrTunnelExists)
+	}
+	t := &tunnel{cfg: c, done: make(chan struct{})}
+	t.sessions.Store(&map[uint32]*session{})
+	err := m.inNS(func() (err error) {
+		if c.Encap == encap.EncapUDP {
+			t.conn, err = conn.DialUDP(
+				netipAddrPort(c.Local, c.UDPSourcePort), netipAddrPort(c.Remote, c.UDPDestPort),
+				conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx})
+			return err
+		}
+		if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {
+			return err
+		}
+		if err := m.holdIPListener(c.IPv6()); err != nil {
+			t.conn.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
+	}
+	m.tunnels[c.TunnelID] = t
+	if c.Encap == encap.EncapUDP {
+		go t.rxLoop(m)
+	} else {
+		close(t.done)
+	}
+	m.log.Info("tunnel added", "tunnel_id", c.TunnelID, "encap", c.Encap.String(), "local", c.Local, "remote", c.Remote)
+	return nil
+}
+
+func (m *Manager) holdIPListener(v6 bool) error {
+	i := 0
+	if v6 {
+		i = 1
+	}
+	if l := m.ipRx[i]; l != nil {
+		l.refs++
+		return nil
+	}
+	r, closeFn, err := conn.ListenIP(v6)
+	if err != nil {
+		return err
+	}
+	l := &ipListener{close: closeFn, refs: 1, done: make(chan struct{})}
+	m.ipRx[i] = l
+	go func() {
+		defer close(l.done)
+		m.readLoop(r, encap.EncapIP, nil)
+	}()
+	return nil
+}
+
+func (m *Manager) releaseIPListener(v6 bool) {
+	i := 0
+	if v6 {
+		i = 1
+	}
+	l := m.ipRx[i]
+	if l == nil {
+		return
+	}
+	if l.refs--; l.refs == 0 {
+		l.close()
+		<-l.done
+		m.ipRx[i] = nil
+	}
+}
+
+// DeleteTunnel deletes a tunnel and, as the kernel does, every session in
+// it with its interface.
+func (m *Manager) DeleteTunnel(id uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tunnels[id]
+	if !ok {
+		return fmt.Errorf("tunnel %d: %w", id, ErrNoTunnel)
+	}
+	for _, s := range *t.sessions.Load() {
+		m.removeSession(s, true)
+	}
+	m.removeTunnel(t)
+	m.log.Info("tunnel deleted", "tunnel_id", id)
+	return nil
+}
+
+func (m *Manager) removeTunnel(t *tunnel) {
+	delete(m.tunnels, t.cfg.TunnelID)
+	t.conn.Close()
+	<-t.done
+	if t.cfg.Encap == encap.EncapIP {
+		m.releaseIPListener(t.cfg.IPv6())
+	}
+}
+
+// AddSession creates a session and its TAP interface (named Name, or
+// l2tpethN with the lowest free N), with the kernel's MTU for the path to
+// the peer, down, with a random locally administered MAC (as l2tp_eth).
+// It returns the interface name.
+func (m *Manager) AddSession(c SessionConfig) (string, error) {
+	if err := c.Validate(); err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", ErrClosed
+	}
+	t, ok := m.tunnels[c.TunnelID]
+	if !ok {
+		return "", fmt.Errorf("tunnel %d: %w", c.TunnelID, ErrNoTunnel)
+	}
+	if err := m.checkSessionID(t, c.SessionID); err != nil {
+		return "", err
+	}
+	wire := c.wire(t.cfg.Encap)
+	s := &session{m: m, cfg: c, t: t, tx: encap.NewTxHeader(&wire), rx: encap.NewRxHeader(&wire),
+		hasL2S: c.L2Spec == encap.L2SpecDefault, done: make(chan struct{}),
+		seq: encap.NewSeq[*held](encap.SeqConfig{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, ReorderTimeout: c.ReorderTimeout})}
+	s.mtu = wire.DefaultMTU(t.conn.PathMTU(), t.cfg.IPv6())
+	err := m.inNS(func() error {
+		name := c.Name
+		if name == "" {
+			name = "l2tpeth%d"
+		} else if _, err := net.InterfaceByName(name); err == nil {
+			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
+		}
+		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP, Backend: m.opt.TAPBackend})
+		if err != nil {
+			return err
+		}
+		s.dev, s.ifname = dev, dev.Name()
+		if err := tap.SetMTU(s.ifname, s.mtu); err != nil {
+			dev.Remove()
+			return err
+		}
+		ifi, err := net.InterfaceByName(s.ifname)
+		if err != nil {
+			dev.Remove()
+			return err
+		}
+		s.ifindex = ifi.Index
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("session %d in tunnel %d: %w", c.SessionID, c.TunnelID, err)
+	}
+	s.setLink(s.mtu, false)
+	m.byIndex.set(s.ifindex, s)
+	m.refreshLink(s) // events between creation and registration
+	t.sessions.Store(with(*t.sessions.Load(), c.SessionID, s))
+	if t.cfg.Encap == encap.EncapIP {
+		m.ipSessions.set(c.SessionID, s)
+	}
+	go s.txLoop()
+	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.ifname, "mtu", s.mtu)
+	return s.ifname, nil
+}
+
+// checkSessionID applies the kernel's uniqueness rules: unique within the
+// tunnel; unique in the namespace when either session is IP-encapsulated;
+// repeatable across UDP tunnels.
+func (m *Manager) checkSessionID(t *tunnel, id uint32) error {
+	if t.lookup(id) != nil {
+		return fmt.Errorf("session %d in tunnel %d: %w", id, t.cfg.TunnelID, ErrSessionExists)
+	}
+	for _, o := range m.tunnels {
+		if o != t && o.lookup(id) != nil && (o.cfg.Encap == encap.EncapIP || t.cfg.Encap == encap.EncapIP) {
+			return fmt.Errorf("session %d (in IP-encapsulated tunnel use): %w", id, ErrSessionExists)
+		}
+	}
+	return nil
+}
+
+// DeleteSession deletes a session and its interface.
+func (m *Manager) DeleteSession(tunnelID, sessionID uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tunnels[tunnelID]
+	if !ok {
+		return fmt.Errorf("tunnel %d: %w", tunnelID, ErrNoTunnel)
+	}
+	s := t.lookup(sessionID)
+	if s == nil {
+		return fmt.Errorf("session %d in tunnel %d: %w", sessionID, tunnelID, ErrNoSession)
+	}
+	m.removeSession(s, true)
+	m.log.Info("session deleted", "tunnel_id", tunnelID, "session_id", sessionID)
+	return nil
+}
+
+func (m *Manager) removeSession(s *session, removeIf bool) {
+	t := s.t
+	t.sessions.Store(without(*t.sessions.Load(), s.cfg.SessionID))
+	if t.cfg.Encap == encap.EncapIP {
+		m.ipSessions.del(s.cfg.SessionID)
+	}
+	m.byIndex.del(s.ifindex)
+	s.stop(removeIf)
+}
+
+// TunnelInfo is a tunnel as `show tunnel` reports it.
+type TunnelInfo struct {
+	Config TunnelConfig
+	Stats  Stats
+}
+
+// SessionInfo is a session as `show session` reports it. SendSeq and
+// RecvSeq are the current values (send_seq follows the peer in LAC mode).
+type SessionInfo struct {
+	Config       SessionConfig
+	PeerTunnelID uint32
+	Interface    string
+	MTU          int // at creation
+	SendSeq      bool
+	RecvSeq      bool
+	Stats        Stats
+}
+
+// Tunnels lists the tunnels in ascending tunnel ID order.
+func (m *Manager) Tunnels() []TunnelInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]TunnelInfo, 0, len(m.tunnels))
+	for _, t := range m.tunnels {
+		out = append(out, TunnelInfo{Config: t.cfg, Stats: t.stats.snapshot()})
+	}
+	slices.SortFunc(out, func(a, b TunnelInfo) int { return cmpU32(a.Config.TunnelID, b.Config.TunnelID) })
+	return out
+}
+
+// Sessions lists the sessions in ascending (tunnel ID, session ID) order.
+func (m *Manager) Sessions() []SessionInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []SessionInfo
+	for _, t := range m.tunnels {
+		for _, s := range *t.sessions.Load() {
+			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.ifname,
+				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), Stats: s.stats.snapshot()})
+		}
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int {
+		if c := cmpU32(a.Config.TunnelID, b.Config.TunnelID); c != 0 {
+			return c
+		}
+		return cmpU32(a.Config.SessionID, b.Config.SessionID)
+	})
+	return out
+}
+
+// Close stops the manager. Without persistence every interface is
+// removed; with Options.PersistTAP they stay for the next process unless
+// remove is set.
+func (m *Manager) Close(remove bool) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	for _, t := range m.tunnels {
+		for _, s := range *t.sessions.Load() {
+			m.removeSession(s, remove || !m.opt.PersistTAP)
+		}
+		m.removeTunnel(t)
+	}
+	m.mu.Unlock()
+	m.mon.Close()
+	<-m.monDone
+	return nil
+}
+
+func cmpU32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,212 @@
+package dataplane
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/tap"
+)
+
+// session is one pseudowire: a TAP device and its L2TP state.
+type session struct {
+	m       *Manager
+	cfg     SessionConfig
+	t       *tunnel
+	ifname  string
+	ifindex int
+	mtu     int // at creation
+	dev     tap.Device
+	tx      encap.TxHeader
+	rx      encap.RxHeader
+	hasL2S  bool
+
+	// maxFrame is MTU+18 while the interface is up and -1 while it is
+	// down: frames beyond it are dropped (l2tp_eth dev_forward_skb).
+	maxFrame atomic.Int64
+
+	rxMu  sync.Mutex // serialises sequenced receive and the reorder timer
+	seq   *encap.Seq[*held]
+	timer *time.Timer
+
+	stats counters
+	done  chan struct{} // closed when the transmit loop ends
+}
+
+func (s *session) setLink(mtu int, up bool) {
+	if up {
+		s.maxFrame.Store(int64(encap.MaxRxFrame(mtu)))
+	} else {
+		s.maxFrame.Store(-1)
+	}
+}
+
+// txLoop moves frames the kernel transmits on the TAP into the tunnel.
+func (s *session) txLoop() {
+	defer close(s.done)
+	for {
+		if err := s.dev.WaitRead(); err != nil {
+			return
+		}
+		b := s.m.getBatch()
+		n, err := s.dev.Read(b.bufs, b.sizes, headroom)
+		if n > 0 {
+			s.transmit(b, n)
+		}
+		s.m.putBatch(b)
+		if err != nil && errors.Is(err, os.ErrClosed) {
+			return
+		}
+	}
+}
+
+// transmit encapsulates n frames of b (at headroom) in place and sends them
+// (l2tp_xmit_skb): counters as the kernel keeps them, bytes = header + frame.
+func (s *session) transmit(b *batch, n int) {
+	h := s.tx.Len()
+	off := headroom - h
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		var l2ss uint32
+		if s.hasL2S {
+			l2ss = s.seq.NextSublayer()
+		}
+		s.tx.Put(b.bufs[i][off:], l2ss)
+		b.out[i] = b.bufs[i][:headroom+b.sizes[i]]
+		bytes += uint64(h + b.sizes[i])
+	}
+	sent, _ := s.t.conn.WriteBatch(b.out[:n], off)
+	if sent < n {
+		// Frames of one batch are alike: charge the failed ones their
+		// average size.
+		bytes = bytes * uint64(sent) / uint64(n)
+		s.stats.txErrors.Add(uint64(n - sent))
+		s.t.stats.txErrors.Add(uint64(n - sent))
+	}
+	s.stats.txPackets.Add(uint64(sent))
+	s.stats.txBytes.Add(bytes)
+	s.t.stats.txPackets.Add(uint64(sent))
+	s.t.stats.txBytes.Add(bytes)
+}
+
+// accept runs the sequence rules on a decoded message (l2tp_recv_common
+// from the sublayer on) and reports whether to deliver it now. Sequenced
+// packets held for reordering are copied and delivered later by release.
+func (s *session) accept(d encap.Data, msg []byte, now int64) bool {
+	if !d.HasSeq && s.seq.RecvSeq() {
+		s.stats.rxSeqDiscards.Add(1)
+		s.stats.rxErrors.Add(1)
+		return false
+	}
+	if !d.HasSeq && !s.seq.SendSeq() {
+		return true // the common unsequenced case needs no lock
+	}
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	var h *held
+	if d.HasSeq && s.cfg.ReorderTimeout > 0 {
+		h = s.m.getHeld()
+	}
+	v, oos := s.seq.Receive(d, h, now)
+	if oos {
+		s.stats.rxOOSPackets.Add(1)
+	}
+	switch v {
+	case encap.Deliver:
+		if h != nil {
+			s.m.putHeld(h)
+		}
+		return true
+	case encap.Queued:
+		n := copy(h.buf, msg[d.Offset:])
+		h.frame, h.msgLen = h.buf[:n], len(msg)
+		s.releaseLocked(now)
+		return false
+	case encap.DropSeq:
+		s.stats.rxSeqDiscards.Add(1)
+	}
+	if h != nil {
+		s.m.putHeld(h)
+	}
+	s.stats.rxErrors.Add(1)
+	return false
+}
+
+// releaseLocked delivers what the reorder buffer lets go and arms the timer
+// for the rest.
+func (s *session) releaseLocked(now int64) {
+	for {
+		h, ok := s.seq.Next(now)
+		if !ok {
+			break
+		}
+		s.countRx(h.msgLen)
+		s.deliver([][]byte{h.frame}, 0)
+		s.m.putHeld(h)
+	}
+	if dl, ok := s.seq.Deadline(); ok {
+		d := time.Duration(dl - now)
+		if s.timer == nil {
+			s.timer = time.AfterFunc(d, s.onTimer)
+		} else {
+			s.timer.Reset(d)
+		}
+	}
+}
+
+func (s *session) onTimer() {
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	s.releaseLocked(s.m.now())
+}
+
+func (s *session) countRx(msgLen int) {
+	s.stats.rxPackets.Add(1)
+	s.stats.rxBytes.Add(uint64(msgLen))
+	s.t.stats.rxPackets.Add(1)
+	s.t.stats.rxBytes.Add(uint64(msgLen))
+}
+
+// deliver writes frames (bufs[i][off:]) to the TAP after l2tp_eth's checks:
+// shorter than an Ethernet header, longer than MTU+18, or interface down
+// means dropped (no L2TP counter).
+func (s *session) deliver(bufs [][]byte, off int) {
+	limit := int(s.maxFrame.Load())
+	k := 0
+	for _, b := range bufs {
+		if n := len(b) - off; n >= encap.EthHeaderLen && n <= limit {
+			bufs[k] = b
+			k++
+		}
+	}
+	if k > 0 {
+		s.dev.Write(bufs[:k], off)
+	}
+}
+
+// stop ends the session: TAP closed (or removed), loop finished, held
+// packets purged (each rx_errors, as the kernel's purge).
+func (s *session) stop(remove bool) {
+	if remove {
+		s.dev.Remove()
+	} else {
+		s.dev.Close()
+	}
+	<-s.done
+	s.rxMu.Lock()
+	defer s.rxMu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	for {
+		h, ok := s.seq.Purge()
+		if !ok {
+			break
+		}
+		s.stats.rxErrors.Add(1)
+		s.m.putHeld(h)
+	}
+}
