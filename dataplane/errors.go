@@ -27,7 +27,7 @@ var (
 	ErrTunnelExists  = &Error{"tunnel ID already in use: choose another tunnel_id", syscall.EEXIST}
 	ErrNoTunnel      = &Error{"no such tunnel: create it first or check tunnel_id", syscall.ENODEV}
 	ErrSessionExists = &Error{"session ID already in use in this tunnel (or, with IP encapsulation, in this namespace): choose another session_id", syscall.EEXIST}
-	ErrNoSession     = &Error{"no such session: check tunnel_id and session_id", syscall.ENOENT}
+	ErrNoSession     = &Error{"no such session: check tunnel_id and session_id", syscall.ENODEV}
 	ErrNameExists    = &Error{"an interface with this name already exists: choose another name", syscall.EEXIST}
 	ErrInvalid       = &Error{"invalid parameters", syscall.EINVAL}
 	ErrClosed        = &Error{"dataplane is closed", syscall.ESHUTDOWN}

@@ -12,15 +12,16 @@ import (
 // Capture is an AF_PACKET socket seeing every frame on one interface of a
 // namespace, in both directions: the test's own tcpdump.
 type Capture struct {
-	fd int
+	fd  int
+	idx int
 }
 
 // NewCapture starts capturing on ifname in ns; it stops when the test ends.
 func NewCapture(t testing.TB, ns *NS, ifname string) *Capture {
 	t.Helper()
-	var fd int
-	err := netns.Do(ns.Path(), func() error {
-		idx, err := ifindex(ifname)
+	var fd, idx int
+	err := netns.Do(ns.Path(), func() (err error) {
+		idx, err = ifindex(ifname)
 		if err != nil {
 			return err
 		}
@@ -34,7 +35,16 @@ func NewCapture(t testing.TB, ns *NS, ifname string) *Capture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	return &Capture{fd: fd}
+	return &Capture{fd: fd, idx: idx}
+}
+
+// Send makes the kernel transmit frame on the interface (as if the host's
+// stack sent it): on a TAP, the process holding the TAP reads it.
+func (c *Capture) Send(t testing.TB, frame []byte) {
+	t.Helper()
+	if err := unix.Sendto(c.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: c.idx, Protocol: htons(unix.ETH_P_ALL)}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Next returns the next captured frame (from the Ethernet header on) and
