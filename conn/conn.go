@@ -19,6 +19,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/poll"
 )
 
 // Message is one packet of a batch; the ipv4 and ipv6 types are the same.
@@ -93,18 +95,7 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	return s, nil
 }
 
-func (s *sock) WaitRead() error {
-	first := true
-	return s.rc.Read(func(fd uintptr) bool {
-		if !first {
-			return true
-		}
-		first = false
-		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd[:], 0)
-		return err == nil && n > 0
-	})
-}
+func (s *sock) WaitRead() error { return poll.WaitRead(s.rc) }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := min(len(bufs), MaxBatch)
@@ -249,4 +240,17 @@ func network(proto string, a netip.Addr) string {
 func dial(network string, laddr net.Addr, raddr string, set func(fd int) error) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: laddr, Control: sockopts(set)}
 	return d.DialContext(context.Background(), network, raddr)
+}
+
+// wrap turns a dialled socket into a Conn, closing it on failure.
+func wrap(c net.Conn, v6 bool, err error) (Conn, error) {
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSock(c, v6)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
 }

@@ -31,15 +31,7 @@ func DialIP(local, remote netip.Addr) (Conn, error) {
 		}
 		return noDF(fd, v6)
 	})
-	if err != nil {
-		return nil, err
-	}
-	s, err := newSock(c, v6)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return s, nil
+	return wrap(c, v6, err)
 }
 
 // dropAll attaches a classic BPF program that accepts nothing.

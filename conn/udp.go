@@ -45,13 +45,5 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	s, err := newSock(c, v6)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return s, nil
+	return wrap(c, v6, err)
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/poll"
 )
 
 // Backend chooses how the device is created.
@@ -159,20 +161,7 @@ type fileDevice struct {
 
 func (d *fileDevice) Name() string { return d.name }
 
-func (d *fileDevice) WaitRead() error {
-	first := true
-	return d.rc.Read(func(fd uintptr) bool {
-		if !first {
-			return true
-		}
-		first = false
-		// The poller is edge-triggered: a frame left unread by a full batch
-		// raises no new edge, so look before parking.
-		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd[:], 0)
-		return err == nil && n > 0
-	})
-}
+func (d *fileDevice) WaitRead() error { return poll.WaitRead(d.rc) }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
