@@ -240,6 +240,22 @@ func (m *Manager) removeTunnel(t *tunnel) {
 // the peer, down, with a random locally administered MAC (as l2tp_eth).
 // It returns the interface name.
 func (m *Manager) AddSession(c SessionConfig) (string, error) {
+	return m.addSession(c, "")
+}
+
+// RestoreSession re-creates a session recorded by an earlier process whose
+// interface was ifname. If that interface is still there (a persistent TAP,
+// see Options.PersistTAP) the session re-attaches to it and leaves its MTU,
+// addresses and bridge membership alone; otherwise it is created anew under
+// that name.
+func (m *Manager) RestoreSession(c SessionConfig, ifname string) (string, error) {
+	if ifname == "" {
+		return m.addSession(c, "")
+	}
+	return m.addSession(c, ifname)
+}
+
+func (m *Manager) addSession(c SessionConfig, restore string) (string, error) {
 	if err := c.Validate(); err != nil {
 		return "", err
 	}
@@ -262,17 +278,26 @@ func (m *Manager) AddSession(c SessionConfig) (string, error) {
 	s.mtu = wire.DefaultMTU(t.conn.PathMTU(), t.cfg.IPv6())
 	err := m.inNS(func() error {
 		name := c.Name
-		if name == "" {
+		attach := false
+		if restore != "" {
+			name = restore
+			_, err := net.InterfaceByName(name)
+			attach = err == nil
+		} else if name == "" {
 			name = "l2tpeth%d"
 		} else if _, err := net.InterfaceByName(name); err == nil {
 			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
 		}
-		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP, Backend: m.opt.TAPBackend})
+		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend})
 		if err != nil {
 			return err
 		}
 		s.dev, s.ifname = dev, dev.Name()
-		if err := tap.SetMTU(s.ifname, s.mtu); err != nil {
+		if attach {
+			if st, err := tap.State(s.ifname); err == nil {
+				s.mtu = st.MTU // the administrator's, kept
+			}
+		} else if err := tap.SetMTU(s.ifname, s.mtu); err != nil {
 			dev.Remove()
 			return err
 		}

@@ -489,3 +489,52 @@ func TestCreateErrors(t *testing.T) {
 }
 
 func countLines(s string) int { return bytes.Count([]byte(s), []byte("\n")) }
+
+// TestRestoreReattaches: a manager that stops without removing its
+// persistent interfaces (a crash) leaves them; a new manager restoring the
+// session re-attaches, keeping MTU and addresses, and traffic flows again.
+func TestRestoreReattaches(t *testing.T) {
+	e := newEnv(t)
+	ma := newManager(t, e.a)
+	mb1, err := New(Options{NetNS: e.b.Path(), PersistTAP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta, tb := tunnelPair(encap.EncapUDP, false)
+	sa, sb := sessionPair(t, combo{encap: encap.EncapUDP, cookie: 8, l2spec: encap.L2SpecDefault})
+	if err := ma.AddTunnel(ta); err != nil {
+		t.Fatal(err)
+	}
+	ifa, _ := ma.AddSession(sa)
+	if err := mb1.AddTunnel(tb); err != nil {
+		t.Fatal(err)
+	}
+	ifb, err := mb1.AddSession(sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up(t, e.a, ifa, "203.0.113.1/24")
+	up(t, e.b, ifb, "203.0.113.2/24")
+	e.b.Run(t, "ip", "link", "set", ifb, "mtu", "1400")
+	if err := ping(e.a, "203.0.113.2", 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	mb1.Close(false) // as if the process died: interfaces stay
+	if out := e.b.Run(t, "ip", "-o", "addr", "show", ifb); !bytes.Contains([]byte(out), []byte("203.0.113.2/24")) {
+		t.Fatalf("address gone with the process: %s", out)
+	}
+	mb2 := newManager(t, e.b)
+	if err := mb2.AddTunnel(tb); err != nil {
+		t.Fatal(err)
+	}
+	name, err := mb2.RestoreSession(sb, ifb)
+	if err != nil || name != ifb {
+		t.Fatalf("restore: %q %v", name, err)
+	}
+	if s := mb2.Sessions()[0]; s.MTU != 1400 {
+		t.Fatalf("MTU %d after re-attach, want the administrator's 1400", s.MTU)
+	}
+	if err := ping(e.a, "203.0.113.2", 3, 2); err != nil {
+		t.Fatal(err)
+	}
+}

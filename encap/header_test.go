@@ -269,3 +269,19 @@ func TestResultStrings(t *testing.T) {
 		t.Error("String")
 	}
 }
+
+func TestCookieText(t *testing.T) {
+	for _, s := range []string{"", "01020304", "a1a2a3a4b1b2b3b4"} {
+		var c Cookie
+		if err := c.UnmarshalText([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := c.MarshalText(); string(b) != s {
+			t.Fatalf("%q -> %q", s, b)
+		}
+	}
+	var c Cookie
+	if err := c.UnmarshalText([]byte("123")); err == nil {
+		t.Fatal("accepted 3 digits")
+	}
+}

@@ -207,3 +207,20 @@ func (s *Session) DefaultMTU(pathMTU int, ipv6 bool) int {
 // MaxRxFrame is the longest Ethernet frame (without FCS) l2tp_eth passes to
 // the stack for an interface MTU: MTU + 14 + one VLAN tag.
 func MaxRxFrame(mtu int) int { return mtu + EthHeaderLen + VLANSlack }
+
+// MarshalText is the lowercase hex form ("" for no cookie).
+func (c Cookie) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText accepts "" or 8 or 16 hex digits.
+func (c *Cookie) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*c = Cookie{}
+		return nil
+	}
+	v, err := ParseCookie(string(b))
+	if err != nil {
+		return err
+	}
+	*c = v
+	return nil
+}
