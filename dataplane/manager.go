@@ -240,22 +240,34 @@ func (m *Manager) removeTunnel(t *tunnel) {
 // the peer, down, with a random locally administered MAC (as l2tp_eth).
 // It returns the interface name.
 func (m *Manager) AddSession(c SessionConfig) (string, error) {
-	return m.addSession(c, "")
+	return m.addSession(c, nil)
 }
 
-// RestoreSession re-creates a session recorded by an earlier process whose
-// interface was ifname. If that interface is still there (a persistent TAP,
-// see Options.PersistTAP) the session re-attaches to it and leaves its MTU,
-// addresses and bridge membership alone; otherwise it is created anew under
-// that name.
-func (m *Manager) RestoreSession(c SessionConfig, ifname string) (string, error) {
-	if ifname == "" {
-		return m.addSession(c, "")
+// Restore is what an earlier process recorded of a session.
+type Restore struct {
+	// Interface was the session's interface. If it is still there (a
+	// persistent TAP, see Options.PersistTAP) the session re-attaches to it
+	// and leaves its MTU, addresses and bridge membership alone; otherwise
+	// it is created anew under that name.
+	Interface string
+	// NextNS is the sequence number to send next. The peer drops numbers
+	// behind the one it expects (the kernel's window rule) but resyncs
+	// to numbers ahead after a few packets, so a session restored after a
+	// crash should resume ahead of the last number it is known to have
+	// sent.
+	NextNS uint32
+}
+
+// RestoreSession re-creates a session recorded by an earlier process.
+func (m *Manager) RestoreSession(c SessionConfig, r Restore) (string, error) {
+	return m.addSession(c, &r)
+}
+
+func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
+	restore := ""
+	if r != nil {
+		restore = r.Interface
 	}
-	return m.addSession(c, ifname)
-}
-
-func (m *Manager) addSession(c SessionConfig, restore string) (string, error) {
 	if err := c.Validate(); err != nil {
 		return "", err
 	}
@@ -311,6 +323,9 @@ func (m *Manager) addSession(c SessionConfig, restore string) (string, error) {
 	})
 	if err != nil {
 		return "", fmt.Errorf("session %d in tunnel %d: %w", c.SessionID, c.TunnelID, err)
+	}
+	if r != nil {
+		s.seq.SetNextNS(r.NextNS)
 	}
 	s.setLink(s.mtu, false)
 	m.byIndex.set(s.ifindex, s)
@@ -381,6 +396,7 @@ type SessionInfo struct {
 	MTU          int // at creation
 	SendSeq      bool
 	RecvSeq      bool
+	NextNS       uint32 // sequence number to send next
 	Stats        Stats
 }
 
@@ -404,7 +420,7 @@ func (m *Manager) Sessions() []SessionInfo {
 	for _, t := range m.tunnels {
 		for _, s := range *t.sessions.Load() {
 			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.ifname,
-				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), Stats: s.stats.snapshot()})
+				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot()})
 		}
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int {

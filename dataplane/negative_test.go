@@ -527,7 +527,7 @@ func TestRestoreReattaches(t *testing.T) {
 	if err := mb2.AddTunnel(tb); err != nil {
 		t.Fatal(err)
 	}
-	name, err := mb2.RestoreSession(sb, ifb)
+	name, err := mb2.RestoreSession(sb, Restore{Interface: ifb})
 	if err != nil || name != ifb {
 		t.Fatalf("restore: %q %v", name, err)
 	}

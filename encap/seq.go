@@ -120,6 +120,13 @@ func (s *Seq[T]) NextSublayer() uint32 {
 	return SublayerWord(true, s.ns.Add(1)-1)
 }
 
+// NextNS is the ns the next sequenced packet will carry.
+func (s *Seq[T]) NextNS() uint32 { return s.ns.Load() & SeqMask }
+
+// SetNextNS sets the ns of the next sequenced packet (restoring a session
+// whose peer still expects the old numbering).
+func (s *Seq[T]) SetNextNS(ns uint32) { s.ns.Store(ns & SeqMask) }
+
 // SeqSnapshot is the sequencing state for display.
 type SeqSnapshot struct {
 	SendSeq, RecvSeq bool

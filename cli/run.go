@@ -1,0 +1,215 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+
+	"github.com/l2tpu/l2tpu/dataplane"
+)
+
+// Backend is where commands take effect: the namespace's daemon, or a
+// dataplane.Manager directly. Errors should carry the kernel's errno.
+type Backend interface {
+	AddTunnel(dataplane.TunnelConfig) error
+	AddSession(dataplane.SessionConfig) error
+	DeleteTunnel(tunnelID uint32) error
+	DeleteSession(tunnelID, sessionID uint32) error
+	List() ([]dataplane.TunnelInfo, []dataplane.SessionInfo, error)
+}
+
+// Runner executes commands as ip l2tp does.
+type Runner struct {
+	Backend Backend
+	Format  Format
+	Out     io.Writer
+	Err     io.Writer
+}
+
+// Strerror is glibc's strerror text for an errno ("File exists").
+func Strerror(e syscall.Errno) string {
+	s := e.Error()
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// failed prints what rtnl_talk prints for a kernel error, and returns ip's
+// exit status for it.
+func (r *Runner) failed(err error) int {
+	var e syscall.Errno
+	if !errors.As(err, &e) {
+		e = dataplane.Errno(err)
+	}
+	fmt.Fprintf(r.Err, "RTNETLINK answers: %s\n", Strerror(e))
+	return ExitFailed
+}
+
+// Exec runs one parsed command and returns the exit status.
+func (r *Runner) Exec(c *Command) int {
+	for _, n := range c.Notices {
+		io.WriteString(r.Err, n)
+	}
+	switch c.Verb {
+	case Add:
+		ret := ExitOK
+		if c.Tunnel {
+			if err := r.Backend.AddTunnel(c.T); err != nil {
+				ret = r.failed(err)
+			}
+		}
+		if c.Session {
+			// Like ip: the session is attempted even if the tunnel
+			// failed, and its result is the command's.
+			ret = ExitOK
+			if err := r.Backend.AddSession(c.S); err != nil {
+				ret = r.failed(err)
+			}
+		}
+		return ret
+	case Del:
+		var err error
+		if c.DeletesSession() {
+			err = r.Backend.DeleteSession(c.T.TunnelID, c.S.SessionID)
+		} else {
+			err = r.Backend.DeleteTunnel(c.T.TunnelID)
+		}
+		if err != nil {
+			return r.failed(err)
+		}
+		return ExitOK
+	case Show:
+		ts, ss, err := r.Backend.List()
+		if err != nil {
+			return r.failed(err)
+		}
+		if c.Session {
+			err = PrintSessions(r.Out, FilterSessions(ss, c), r.Format)
+		} else {
+			err = PrintTunnels(r.Out, FilterTunnels(ts, c), r.Format)
+		}
+		if err != nil {
+			return ExitFailed
+		}
+	}
+	return ExitOK
+}
+
+// Main runs the arguments after `ip l2tp` and returns the exit status,
+// printing usage and parse errors as ip does.
+func (r *Runner) Main(args []string) int {
+	c, err := Parse(args)
+	if err != nil {
+		return r.parseError(err)
+	}
+	return r.Exec(c)
+}
+
+func (r *Runner) parseError(err error) int {
+	var e *ExitError
+	if !errors.As(err, &e) {
+		fmt.Fprintln(r.Err, err)
+		return ExitUsage
+	}
+	if e == ErrUsage {
+		io.WriteString(r.Err, usageText)
+	} else {
+		io.WriteString(r.Err, e.Msg)
+	}
+	return e.Code
+}
+
+// Batch runs commands from in (ip -batch): one per line, '#' comments,
+// a trailing '\' joins lines, words split as ip's makeargs does, an
+// optional leading "l2tp" word. A parse error ends the run at once, as in
+// ip; a failed operation prints "Command failed NAME:LINE" and stops the run
+// unless force. The status is 1 if any command failed.
+func (r *Runner) Batch(in io.Reader, name string, force bool) int {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	ret, lineNo := ExitOK, 0
+	for {
+		line, n, ok := readLogicalLine(sc)
+		if !ok {
+			break
+		}
+		lineNo += n
+		args := makeargs(line)
+		if len(args) == 0 {
+			continue
+		}
+		if args[0] == "l2tp" {
+			args = args[1:]
+		}
+		c, err := Parse(args)
+		if err != nil {
+			return r.parseError(err)
+		}
+		if r.Exec(c) != ExitOK {
+			fmt.Fprintf(r.Err, "Command failed %s:%d\n", name, lineNo)
+			ret = 1
+			if !force {
+				break
+			}
+		}
+	}
+	return ret
+}
+
+// readLogicalLine joins continuation lines and drops comments (ip's
+// getcmdline); n is how many physical lines it took.
+func readLogicalLine(sc *bufio.Scanner) (string, int, bool) {
+	var b strings.Builder
+	n := 0
+	for sc.Scan() {
+		n++
+		l := sc.Text()
+		if i := strings.IndexByte(l, '#'); i >= 0 {
+			l = l[:i]
+		}
+		if strings.HasSuffix(l, "\\") {
+			b.WriteString(strings.TrimSuffix(l, "\\"))
+			continue
+		}
+		b.WriteString(l)
+		return b.String(), n, true
+	}
+	return b.String(), n, n > 0
+}
+
+// makeargs splits on white space, honouring single and double quotes.
+func makeargs(line string) []string {
+	var args []string
+	var cur strings.Builder
+	in, quote := false, byte(0)
+	for i := 0; i < len(line); i++ {
+		ch := line[i]
+		switch {
+		case quote != 0:
+			if ch == quote {
+				quote = 0
+			} else {
+				cur.WriteByte(ch)
+			}
+		case ch == '"' || ch == '\'':
+			quote, in = ch, true
+		case ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r':
+			if in {
+				args = append(args, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(ch)
+			in = true
+		}
+	}
+	if in {
+		args = append(args, cur.String())
+	}
+	return args
+}

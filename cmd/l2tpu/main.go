@@ -1,0 +1,224 @@
+// Command l2tpu is a drop-in for `ip l2tp` backed by a userspace dataplane:
+// `l2tpu add tunnel ...` where a script said `ip l2tp add tunnel ...`.
+// State lives in a per-network-namespace daemon (`l2tpu daemon`), started
+// on demand by the first `add`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/l2tpu/l2tpu/cli"
+	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/tap"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+
+func matches(arg, word string) bool { return arg != "" && strings.HasPrefix(word, arg) }
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var (
+		f         cli.Format
+		force     bool
+		verbose   bool
+		batchFile string
+	)
+	// ip's option loop: "-x" or "--x", any prefix of the long name.
+	for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' {
+		opt := args[0]
+		if len(opt) > 2 && opt[1] == '-' {
+			opt = opt[1:]
+		}
+		switch {
+		case matches(opt, "-stats"), matches(opt, "-statistics"):
+			f.Stats = true
+		case matches(opt, "-oneline"):
+			f.Oneline = true
+		case matches(opt, "-Version"):
+			fmt.Fprintf(stdout, "l2tpu utility, l2tpu-%s\n", version)
+			return 0
+		case matches(opt, "-force"):
+			force = true
+		case matches(opt, "-batch"):
+			if len(args) < 2 {
+				io.WriteString(stderr, cli.Usage())
+				return cli.ExitUsage
+			}
+			args = args[1:]
+			batchFile = args[0]
+		case matches(opt, "-help"):
+			io.WriteString(stderr, cli.Usage())
+			return cli.ExitUsage
+		case matches(opt, "-json"):
+			f.JSON = true
+		case matches(opt, "-pretty"):
+			f.Pretty = true
+		case opt == "-v" || opt == "-verbose":
+			verbose = true
+		default:
+			fmt.Fprintf(stderr, "Option \"%s\" is unknown, try \"l2tpu -help\".\n", args[0])
+			return cli.ExitUsage
+		}
+		args = args[1:]
+	}
+	if len(args) > 0 && args[0] == "daemon" {
+		return runDaemon(args[1:], verbose, stderr)
+	}
+	if len(args) > 0 && args[0] == "l2tp" { // `l2tpu l2tp add ...` reads like `ip l2tp add ...`
+		args = args[1:]
+	}
+	r := &cli.Runner{Backend: &client{}, Format: f, Out: stdout, Err: stderr}
+	if batchFile != "" {
+		in := stdin
+		if batchFile != "-" {
+			fh, err := os.Open(batchFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "Cannot open file \"%s\" for reading: %s\n", batchFile, cli.Strerror(errnoOf(err)))
+				return 1
+			}
+			defer fh.Close()
+			in = fh
+		}
+		return r.Batch(in, batchFile, force)
+	}
+	return r.Main(args)
+}
+
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.EIO
+}
+
+// client is the cli.Backend that talks to this namespace's daemon,
+// starting it on the first change.
+type client struct{}
+
+func (client) call(req daemon.Request, start bool) (daemon.Response, error) {
+	resp, err := daemon.Call(req)
+	if errors.Is(err, daemon.ErrNotRunning) && start {
+		if os.Geteuid() != 0 {
+			return resp, fmt.Errorf("l2tpu: only root may start the daemon: %w", syscall.EPERM)
+		}
+		if err := startDaemon(); err != nil {
+			fmt.Fprintf(os.Stderr, "l2tpu: cannot start the daemon: %v\n", err)
+			return resp, syscall.EIO
+		}
+		resp, err = daemon.Call(req)
+	}
+	if err != nil {
+		return resp, err
+	}
+	if resp.Errno != 0 {
+		return resp, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
+	}
+	return resp, nil
+}
+
+func startDaemon() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	id, err := daemon.NamespaceID()
+	if err != nil {
+		return err
+	}
+	return daemon.Start(exe, filepath.Join(daemon.RunDir, id+".log"))
+}
+
+func (c client) AddTunnel(t dataplane.TunnelConfig) error {
+	_, err := c.call(daemon.Request{Op: daemon.OpAddTunnel, Tunnel: &t}, true)
+	return err
+}
+
+func (c client) AddSession(s dataplane.SessionConfig) error {
+	_, err := c.call(daemon.Request{Op: daemon.OpAddSession, Session: &s}, true)
+	return err
+}
+
+// Without a daemon there is nothing to delete: the kernel's answer is ENODEV.
+func (c client) DeleteTunnel(id uint32) error {
+	_, err := c.call(daemon.Request{Op: daemon.OpDelTunnel, TunnelID: id}, false)
+	if errors.Is(err, daemon.ErrNotRunning) {
+		return syscall.ENODEV
+	}
+	return err
+}
+
+func (c client) DeleteSession(tid, sid uint32) error {
+	_, err := c.call(daemon.Request{Op: daemon.OpDelSession, TunnelID: tid, SessionID: sid}, false)
+	if errors.Is(err, daemon.ErrNotRunning) {
+		return syscall.ENODEV
+	}
+	return err
+}
+
+// Without a daemon there is nothing to show.
+func (c client) List() ([]dataplane.TunnelInfo, []dataplane.SessionInfo, error) {
+	resp, err := c.call(daemon.Request{Op: daemon.OpList}, false)
+	if errors.Is(err, daemon.ErrNotRunning) {
+		return nil, nil, nil
+	}
+	return resp.Tunnels, resp.Sessions, err
+}
+
+func runDaemon(args []string, verbose bool, stderr io.Writer) int {
+	fs := flag.NewFlagSet("l2tpu daemon", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o daemon.Options
+	fs.BoolVar(&verbose, "v", verbose, "log debug detail")
+	fs.BoolVar(&o.Keep, "keep", false, "on SIGTERM keep interfaces and state for the next daemon")
+	fs.StringVar(&o.Group, "group", "", "a group whose members may change state (besides root)")
+	fs.StringVar(&o.StatePath, "state", "", "state file (default /run/l2tpu/net-INODE.json)")
+	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
+	if err := fs.Parse(args); err != nil {
+		return cli.ExitUsage
+	}
+	switch *backend {
+	case "auto":
+	case "water":
+		o.TAPBackend = tap.Water
+	case "unix":
+		o.TAPBackend = tap.Unix
+	default:
+		fmt.Fprintf(stderr, "l2tpu daemon: unknown -tap-backend %q (auto, water or unix)\n", *backend)
+		return cli.ExitUsage
+	}
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	s, err := daemon.Listen(o)
+	if err != nil {
+		o.Logger.Error("cannot start", "err", err)
+		if errors.Is(err, daemon.ErrRunning) {
+			return 0 // someone else serves this namespace: nothing to do
+		}
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	o.Logger.Info("l2tpu daemon ready", "version", version, "pid", os.Getpid())
+	if err := s.Serve(ctx); err != nil {
+		return 1
+	}
+	return 0
+}
