@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/l2tpu/l2tpu/internal/privtest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds l2tpu once per test run, as `make build` does.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "l2tpu-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "l2tpu")
+		out, err := exec.Command("go", "build", "-ldflags", "-X main.version=corpus", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// corpusCase is one entry of testdata/corpus.txt:
+//
+//	## title
+//	$ ARGS          (shell words, as typed after `l2tpu`)
+//	? STATUS        (exit status; 0 if absent)
+//	1> LINE         (expected stdout line; "1>" alone is an empty line)
+//	2> LINE         (expected stderr line)
+type corpusCase struct {
+	title    string
+	line     int
+	args     []string
+	status   int
+	out, err string
+}
+
+func loadCorpus(t *testing.T, path string) []corpusCase {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var cs []corpusCase
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		n++
+		l := sc.Text()
+		switch {
+		case strings.HasPrefix(l, "## "):
+			cs = append(cs, corpusCase{title: l[3:], line: n})
+		case len(cs) == 0 || l == "" || strings.HasPrefix(l, "# "):
+		case strings.HasPrefix(l, "$ ") || l == "$":
+			cs[len(cs)-1].args = shellWords(t, strings.TrimPrefix(strings.TrimPrefix(l, "$"), " "))
+		case strings.HasPrefix(l, "? "):
+			cs[len(cs)-1].status, _ = strconv.Atoi(l[2:])
+		case strings.HasPrefix(l, "1>"):
+			cs[len(cs)-1].out += strings.TrimPrefix(l[2:], " ") + "\n"
+		case strings.HasPrefix(l, "2>"):
+			cs[len(cs)-1].err += strings.TrimPrefix(l[2:], " ") + "\n"
+		default:
+			t.Fatalf("%s:%d: cannot read %q", path, n, l)
+		}
+	}
+	return cs
+}
+
+// shellWords splits like a shell: white space, "double" and 'single' quotes.
+func shellWords(t *testing.T, s string) []string {
+	var out []string
+	var cur strings.Builder
+	in, q := false, byte(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case q != 0 && c == q:
+			q = 0
+		case q != 0:
+			cur.WriteByte(c)
+		case c == '"' || c == '\'':
+			q, in = c, true
+		case c == ' ':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if q != 0 {
+		t.Fatalf("unbalanced quote in %q", s)
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// cliNS is a namespace with an address to bind and a route to the
+// documentation peers; its daemon is stopped (by PID) at the end.
+func cliNS(t *testing.T) *privtest.NS {
+	ns := privtest.NewNS(t, privtest.Prefix())
+	ns.Run(t, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	ns.Run(t, "ip", "link", "set", "d0", "up")
+	ns.Run(t, "ip", "link", "set", "d1", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "d0")
+	ns.Run(t, "ip", "addr", "add", "2001:db8::1/64", "dev", "d0", "nodad")
+	ns.Run(t, "ip", "route", "add", "default", "via", "192.0.2.254")
+	t.Cleanup(func() { stopDaemon(t, ns) })
+	return ns
+}
+
+// stopDaemon ends the namespace's daemon, if one runs, by its PID file.
+func stopDaemon(t *testing.T, ns *privtest.NS) {
+	id, err := ns.Try("readlink", "/proc/self/ns/net")
+	if err != nil {
+		return
+	}
+	ino := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "net:["), "]")
+	base := filepath.Join("/run/l2tpu", "net-"+ino)
+	b, err := os.ReadFile(base + ".pid")
+	if err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			syscall.Kill(pid, syscall.SIGTERM)
+			for i := 0; i < 100; i++ {
+				if syscall.Kill(pid, 0) != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	if t.Failed() {
+		if log, err := os.ReadFile(base + ".log"); err == nil {
+			t.Logf("daemon log:\n%s", log)
+		}
+	}
+	os.Remove(base + ".log")
+	os.Remove(base + ".json")
+}
+
+// l2tpu runs the binary in the namespace.
+func l2tpu(t *testing.T, ns *privtest.NS, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, binary(t)}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// TestCorpus runs every command of testdata/corpus.txt, in order, against
+// the real binary and the daemon the first `add` starts.
+func TestCorpus(t *testing.T) {
+	privtest.Require(t)
+	cases := loadCorpus(t, "testdata/corpus.txt")
+	if len(cases) < 100 {
+		t.Fatalf("only %d cases", len(cases))
+	}
+	ns := cliNS(t)
+	for _, c := range cases {
+		out, errs, code := l2tpu(t, ns, c.args...)
+		if out != c.out || errs != c.err || code != c.status {
+			t.Errorf("corpus.txt:%d %s\n$ l2tpu %s\nstatus %d, want %d\n--- stdout\n%s--- want\n%s--- stderr\n%s--- want\n%s",
+				c.line, c.title, strings.Join(c.args, " "), code, c.status, out, c.out, errs, c.err)
+		}
+	}
+}
