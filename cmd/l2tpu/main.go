@@ -112,6 +112,15 @@ type client struct{}
 
 func (client) call(req daemon.Request, start bool) (daemon.Response, error) {
 	resp, err := daemon.Call(req)
+	if errors.Is(err, daemon.ErrNotRunning) && !start && os.Geteuid() == 0 {
+		// A state file without a daemon: it died. Bring it back (it
+		// restores the state) rather than answer as if nothing existed.
+		if p, perr := daemon.DefaultStatePath(); perr == nil {
+			if _, serr := os.Stat(p); serr == nil {
+				start = true
+			}
+		}
+	}
 	if errors.Is(err, daemon.ErrNotRunning) && start {
 		if os.Geteuid() != 0 {
 			return resp, fmt.Errorf("l2tpu: only root may start the daemon: %w", syscall.EPERM)

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/netns"
+	"github.com/l2tpu/l2tpu/internal/privtest"
+)
+
+// pair is two namespaces joined by veth, each to run its own daemon.
+func pair(t *testing.T) (*privtest.NS, *privtest.NS) {
+	p := privtest.Prefix()
+	a, b := privtest.NewNS(t, p+"a"), privtest.NewNS(t, p+"b")
+	t.Cleanup(func() { stopDaemon(t, a); stopDaemon(t, b) })
+	privtest.Veth(t, a, p+"va", b, p+"vb")
+	a.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", p+"va")
+	b.Run(t, "ip", "addr", "add", "192.0.2.2/24", "dev", p+"vb")
+	return a, b
+}
+
+func must(t *testing.T, ns *privtest.NS, args ...string) string {
+	t.Helper()
+	out, errs, code := l2tpu(t, ns, args...)
+	if code != 0 {
+		t.Fatalf("l2tpu %s: status %d\n%s", strings.Join(args, " "), code, errs)
+	}
+	return out
+}
+
+func daemonPID(t *testing.T, ns *privtest.NS) int {
+	t.Helper()
+	id, err := ns.Try("readlink", "/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "net:["), "]")
+	b, err := os.ReadFile(filepath.Join("/run/l2tpu", "net-"+ino+".pid"))
+	if err != nil {
+		t.Fatalf("no daemon pid file: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func pings(ns *privtest.NS, addr string, n int) int {
+	out, _ := ns.Try("ping", "-n", "-q", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "2", addr)
+	var sent, recv int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "packets transmitted") {
+			fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &recv)
+		}
+	}
+	return recv
+}
+
+// TestEndToEnd: two namespaces configured with l2tpu commands only, one
+// daemon each; ping across; kill -9 one daemon; the next command brings it
+// back from its state file and the pseudowire works again without touching
+// the interfaces, which kept their addresses and MTU.
+func TestEndToEnd(t *testing.T) {
+	privtest.Require(t)
+	a, b := pair(t)
+	must(t, a, "add", "tunnel", "tunnel_id", "3000", "peer_tunnel_id", "4000", "encap", "udp",
+		"local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "5000", "udp_dport", "6000")
+	must(t, a, "add", "session", "name", "pw0", "tunnel_id", "3000", "session_id", "1000", "peer_session_id", "2000",
+		"cookie", "0123456789abcdef", "peer_cookie", "fedcba98", "seq", "both")
+	must(t, b, "add", "tunnel", "session", "tunnel_id", "4000", "peer_tunnel_id", "3000", "encap", "udp",
+		"local", "192.0.2.2", "remote", "192.0.2.1", "udp_sport", "6000", "udp_dport", "5000",
+		"session_id", "2000", "peer_session_id", "1000", "cookie", "fedcba98", "peer_cookie", "0123456789abcdef", "seq", "both")
+	a.Run(t, "ip", "link", "set", "pw0", "mtu", "1400")
+	a.Run(t, "ip", "addr", "add", "203.0.113.1/24", "dev", "pw0")
+	a.Run(t, "ip", "link", "set", "pw0", "up")
+	b.Run(t, "ip", "addr", "add", "203.0.113.2/24", "dev", "l2tpeth0")
+	b.Run(t, "ip", "link", "set", "l2tpeth0", "up")
+	if n := pings(a, "203.0.113.2", 5); n < 4 {
+		t.Fatalf("%d of 5 pings answered", n)
+	}
+
+	// Two daemons, one per namespace, each with only its own state.
+	pa, pb := daemonPID(t, a), daemonPID(t, b)
+	if pa == pb {
+		t.Fatal("one daemon for two namespaces")
+	}
+	if out := must(t, b, "show", "tunnel"); !strings.Contains(out, "Tunnel 4000") || strings.Contains(out, "Tunnel 3000") {
+		t.Fatalf("namespace b sees:\n%s", out)
+	}
+	time.Sleep(1500 * time.Millisecond) // let a sequence-number checkpoint happen
+
+	// Crash.
+	if err := syscall.Kill(pa, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pa, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := a.Run(t, "ip", "-o", "addr", "show", "pw0"); !strings.Contains(out, "203.0.113.1/24") {
+		t.Fatalf("pw0 lost its address with the daemon: %s", out)
+	}
+	// Any command brings the daemon back, which restores its state.
+	if out := must(t, a, "show", "session"); !strings.Contains(out, "interface name: pw0") {
+		t.Fatalf("after restart:\n%s", out)
+	}
+	if daemonPID(t, a) == pa {
+		t.Fatal("no new daemon")
+	}
+	if n := pings(a, "203.0.113.2", 10); n < 7 {
+		t.Fatalf("after restart %d of 10 pings answered", n)
+	}
+	if out := a.Run(t, "ip", "-o", "link", "show", "pw0"); !strings.Contains(out, "mtu 1400") {
+		t.Fatalf("pw0 lost its MTU: %s", out)
+	}
+	// A clean stop removes what the daemon made.
+	stopDaemon(t, a)
+	if _, err := a.Try("ip", "link", "show", "pw0"); err == nil {
+		t.Fatal("pw0 still there after the daemon stopped")
+	}
+	if out := must(t, a, "show", "tunnel"); out != "" {
+		t.Fatalf("state after a clean stop:\n%s", out)
+	}
+}
+
+// TestNonRootRefused: an unprivileged caller may look but not change.
+func TestNonRootRefused(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	bin := binary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	as := func(args ...string) (string, int) {
+		cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--setuid", "65534", "--setgid", "65534", bin}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	// No daemon yet: not root, so none is started.
+	if out, code := as("add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1"); code != 2 || out != "RTNETLINK answers: Operation not permitted\n" {
+		t.Fatalf("status %d: %q", code, out)
+	}
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	for _, args := range [][]string{
+		{"add", "tunnel", "tid", "3", "ptid", "4", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1"},
+		{"add", "session", "tid", "1", "sid", "1", "psid", "1"},
+		{"del", "tunnel", "tid", "1"},
+	} {
+		if out, code := as(args...); code != 2 || out != "RTNETLINK answers: Operation not permitted\n" {
+			t.Fatalf("%v: status %d: %q", args, code, out)
+		}
+	}
+	if out, code := as("show", "tunnel"); code != 0 || !strings.HasPrefix(out, "Tunnel 1, encap IP") {
+		t.Fatalf("show as nobody: %d %q", code, out)
+	}
+	if out := must(t, ns, "show", "tunnel"); strings.Count(out, "Tunnel ") != 1 {
+		t.Fatalf("state changed:\n%s", out)
+	}
+}
+
+// TestControlSocketAbuse: garbage, oversized, malformed and half requests
+// get errors or are dropped; the daemon lives on with its state unchanged.
+func TestControlSocketAbuse(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	before := must(t, ns, "-j", "show", "tunnel")
+	pid := daemonPID(t, ns)
+	send := func(payload []byte, read bool) string {
+		var c *net.UnixConn
+		if err := netns.Do(ns.Path(), func() (err error) {
+			c, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: daemon.SocketName, Net: "unix"})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(payload)
+		if !read {
+			return ""
+		}
+		c.CloseWrite()
+		b := make([]byte, 4096)
+		n, _ := c.Read(b)
+		return string(b[:n])
+	}
+	big := make([]byte, 2*daemon.MaxRequest)
+	for i := range big {
+		big[i] = '['
+	}
+	deep := strings.Repeat("[", 100000)
+	for _, p := range []string{
+		"\x00\x01\x02garbage\xff",
+		"{",
+		`{"op":"add_tunnel"}`,
+		`{"op":"add_tunnel","tunnel":{"TunnelID":"x"}}`,
+		`{"op":"add_tunnel","tunnel":{"TunnelID":9,"PeerTunnelID":9,"Encap":7,"Local":"192.0.2.1","Remote":"198.51.100.1"}}`,
+		`{"op":"add_session","session":{"TunnelID":1,"SessionID":5,"PeerSessionID":5,"Name":"../../x"}}`,
+		`{"op":"add_session","session":{"TunnelID":1,"SessionID":5,"PeerSessionID":5,"Cookie":"zz"}}`,
+		`{"op":"del_tunnel","tunnel_id":99}`,
+		`{"op":"explode"}`,
+		`{"op":"list","extra":1}`,
+		`null`,
+		`[]`,
+		deep,
+		string(big),
+	} {
+		resp := send([]byte(p), true)
+		var r daemon.Response
+		if resp != "" {
+			if err := json.Unmarshal([]byte(resp), &r); err != nil || r.Errno == 0 {
+				t.Errorf("request %.40q: answer %q", p, resp)
+			}
+		}
+	}
+	// Connections that send half a request and go away, many at once.
+	for i := 0; i < 50; i++ {
+		send([]byte(`{"op":"add_tun`), false)
+	}
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatal("daemon died")
+	}
+	if daemonPID(t, ns) != pid {
+		t.Fatal("daemon was replaced")
+	}
+	if after := must(t, ns, "-j", "show", "tunnel"); after != before {
+		t.Fatalf("state changed:\n%s\n%s", before, after)
+	}
+}
