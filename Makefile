@@ -3,13 +3,18 @@
 GO       ?= go
 FUZZTIME ?= 30s
 PKGS     := ./...
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+PREFIX   ?= /usr/local
+DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench demo clean
+.PHONY: all build test check fuzz bench demo install uninstall clean
 
 all: build
 
+# A static binary: no cgo, runs on any Linux with /dev/net/tun.
 build:
-	CGO_ENABLED=0 $(GO) build $(PKGS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/l2tpu ./cmd/l2tpu
+	$(GO) build $(PKGS)
 
 # The tests. Privileged tests skip when not root, and fail instead when
 # L2TPU_REQUIRE_PRIV=1 (CI sets it).
@@ -32,10 +37,20 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-# The wire format in action: encode and decode a frame exactly as the Linux
-# kernel does (the demo tunnel arrives with the dataplane and CLI).
-demo:
-	$(GO) test -count=1 -run '^Example' -v ./encap/
+# Two namespaces, a pseudowire set up with l2tpu commands, ping, counters.
+demo: build
+	.ci/deps.sh
+	scripts/demo.sh
+
+install: build
+	install -D -m 0755 bin/l2tpu $(DESTDIR)$(PREFIX)/sbin/l2tpu
+	install -D -m 0644 man/l2tpu.8 $(DESTDIR)$(PREFIX)/share/man/man8/l2tpu.8
+	install -D -m 0644 dist/l2tpu.service $(DESTDIR)/etc/systemd/system/l2tpu.service
+	[ -e $(DESTDIR)/etc/l2tpu/l2tpu.conf ] || install -D -m 0644 dist/l2tpu.conf $(DESTDIR)/etc/l2tpu/l2tpu.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/l2tpu $(DESTDIR)$(PREFIX)/share/man/man8/l2tpu.8 $(DESTDIR)/etc/systemd/system/l2tpu.service
 
 clean:
+	rm -rf bin
 	$(GO) clean -testcache

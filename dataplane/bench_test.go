@@ -48,7 +48,7 @@ func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tu
 	s := &session{m: m, cfg: cfg, t: t, dev: fd, tx: encap.NewTxHeader(&wire), rx: encap.NewRxHeader(&wire),
 		hasL2S: cfg.L2Spec == encap.L2SpecDefault,
 		seq:    encap.NewSeq[*held](encap.SeqConfig{SendSeq: cfg.SendSeq, RecvSeq: cfg.RecvSeq, ReorderTimeout: cfg.ReorderTimeout})}
-	s.setLink(1446, true)
+	s.setMTU(1446)
 	t.sessions.Store(&map[uint32]*session{cfg.SessionID: s})
 	return m, t, s, fc, fd
 }

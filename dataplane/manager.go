@@ -99,7 +99,7 @@ func (m *Manager) putHeld(h *held)   { h.frame = nil; m.helds.Put(h) }
 
 func (m *Manager) onLink(ev tap.LinkEvent) {
 	if s := m.byIndex.get(ev.Index); s != nil && !ev.Deleted {
-		s.setLink(ev.MTU, ev.Up)
+		s.setMTU(ev.MTU)
 	}
 }
 
@@ -118,7 +118,7 @@ func (m *Manager) refreshLink(s *session) {
 	m.inNS(func() error {
 		st, err := tap.State(s.ifname)
 		if err == nil {
-			s.setLink(st.MTU, st.Up)
+			s.setMTU(st.MTU)
 		}
 		return nil
 	})
@@ -327,7 +327,7 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	if r != nil {
 		s.seq.SetNextNS(r.NextNS)
 	}
-	s.setLink(s.mtu, false)
+	s.setMTU(s.mtu)
 	m.byIndex.set(s.ifindex, s)
 	m.refreshLink(s) // events between creation and registration
 	t.sessions.Store(with(*t.sessions.Load(), c.SessionID, s))

@@ -24,8 +24,10 @@ type session struct {
 	rx      encap.RxHeader
 	hasL2S  bool
 
-	// maxFrame is MTU+18 while the interface is up and -1 while it is
-	// down: frames beyond it are dropped (l2tp_eth dev_forward_skb).
+	// maxFrame is MTU+18: longer frames are dropped, as by l2tp_eth
+	// (dev_forward_skb). The other half of that check, the interface
+	// being up, the TUN driver makes itself: it refuses writes (EIO) to a
+	// down interface, synchronously, as the kernel does.
 	maxFrame atomic.Int64
 
 	rxMu  sync.Mutex // serialises sequenced receive and the reorder timer
@@ -36,13 +38,7 @@ type session struct {
 	done  chan struct{} // closed when the transmit loop ends
 }
 
-func (s *session) setLink(mtu int, up bool) {
-	if up {
-		s.maxFrame.Store(int64(encap.MaxRxFrame(mtu)))
-	} else {
-		s.maxFrame.Store(-1)
-	}
-}
+func (s *session) setMTU(mtu int) { s.maxFrame.Store(int64(encap.MaxRxFrame(mtu))) }
 
 // txLoop moves frames the kernel transmits on the TAP into the tunnel.
 func (s *session) txLoop() {
@@ -93,8 +89,9 @@ func (s *session) transmit(b *batch, n int) {
 }
 
 // accept runs the sequence rules on a decoded message (l2tp_recv_common
-// from the sublayer on) and reports whether to deliver it now. Sequenced
-// packets held for reordering are copied and delivered later by release.
+// from the sublayer on) and reports whether the caller should deliver it.
+// With reordering, sequenced packets are delivered (or held, copied, and
+// released in order) here, under the session's lock.
 func (s *session) accept(d encap.Data, msg []byte, now int64) bool {
 	if !d.HasSeq && s.seq.RecvSeq() {
 		s.stats.rxSeqDiscards.Add(1)
@@ -118,6 +115,13 @@ func (s *session) accept(d encap.Data, msg []byte, now int64) bool {
 	case encap.Deliver:
 		if h != nil {
 			s.m.putHeld(h)
+		}
+		if s.cfg.ReorderTimeout > 0 {
+			// Written here, under the lock, so that it cannot be
+			// overtaken by packets the timer releases.
+			s.countRx(len(msg))
+			s.deliverOne(msg[d.Offset:])
+			return false
 		}
 		return true
 	case encap.Queued:
@@ -144,7 +148,7 @@ func (s *session) releaseLocked(now int64) {
 			break
 		}
 		s.countRx(h.msgLen)
-		s.deliver([][]byte{h.frame}, 0)
+		s.deliverOne(h.frame)
 		s.m.putHeld(h)
 	}
 	if dl, ok := s.seq.Deadline(); ok {
@@ -171,8 +175,8 @@ func (s *session) countRx(msgLen int) {
 }
 
 // deliver writes frames (bufs[i][off:]) to the TAP after l2tp_eth's checks:
-// shorter than an Ethernet header, longer than MTU+18, or interface down
-// means dropped (no L2TP counter).
+// shorter than an Ethernet header or longer than MTU+18 means dropped (no
+// L2TP counter); so does a down interface (the TUN driver refuses).
 func (s *session) deliver(bufs [][]byte, off int) {
 	limit := int(s.maxFrame.Load())
 	k := 0
@@ -185,6 +189,11 @@ func (s *session) deliver(bufs [][]byte, off int) {
 	if k > 0 {
 		s.dev.Write(bufs[:k], off)
 	}
+}
+
+func (s *session) deliverOne(frame []byte) {
+	one := [1][]byte{frame}
+	s.deliver(one[:], 0)
 }
 
 // stop ends the session: TAP closed (or removed), loop finished, held

@@ -94,6 +94,9 @@ func (m *Manager) receive(e encap.Encap, t *tunnel, b *batch, n int) {
 		default: // Truncated (IP): discarded without a counter
 			continue
 		}
+		if d.HasSeq && s.cfg.ReorderTimeout > 0 && run == s {
+			flush() // this session's earlier frames go out first
+		}
 		if !s.accept(d, msg, now) {
 			continue
 		}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/l2tpu/l2tpu/cli"
+)
+
+// TestHelpAndManMatchTheParser: every keyword the usage text offers is one
+// the parser accepts, and the man page documents it.
+func TestHelpAndManMatchTheParser(t *testing.T) {
+	man, err := os.ReadFile("../../man/l2tpu.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manText := strings.ReplaceAll(string(man), `\-`, "-")
+	words := regexp.MustCompile(`\b[a-z][a-z0-9]*_[a-z0-9_]+\b|\b(?:encap|name|local|remote|cookie|seq)\b`).FindAllString(cli.Usage(), -1)
+	if len(words) < 15 {
+		t.Fatalf("found only %v", words)
+	}
+	for _, w := range words {
+		args := []string{"add", "session", w, "1"}
+		_, err := cli.Parse(args)
+		if e, ok := err.(*cli.ExitError); ok && strings.HasPrefix(e.Msg, "Unknown command") {
+			t.Errorf("usage offers %q but the parser rejects it", w)
+		}
+		if !strings.Contains(manText, w) {
+			t.Errorf("man page does not mention %q", w)
+		}
+	}
+	for _, opt := range []string{"-json", "-pretty", "-oneline", "-stats", "-batch", "-force", "-Version"} {
+		if !strings.Contains(manText, opt) {
+			t.Errorf("man page lacks %s", opt)
+		}
+		var out, errb strings.Builder
+		if code := run([]string{opt[:2], "help"}, nil, &out, &errb); opt != "-Version" && opt != "-batch" && code == 255 && strings.Contains(errb.String(), "is unknown") {
+			t.Errorf("%s not accepted", opt[:2])
+		}
+	}
+}
