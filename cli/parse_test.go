@@ -78,8 +78,8 @@ func TestMakeargs(t *testing.T) {
 		``:                  "",
 		`a""b`:              "ab",
 	} {
-		if got := strings.Join(makeargs(in), "|"); got != want {
-			t.Errorf("makeargs(%q) = %q, want %q", in, got, want)
+		if got := strings.Join(SplitLine(in), "|"); got != want {
+			t.Errorf("SplitLine(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

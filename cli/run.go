@@ -138,7 +138,7 @@ func (r *Runner) Batch(in io.Reader, name string, force bool) int {
 			break
 		}
 		lineNo += n
-		args := makeargs(line)
+		args := SplitLine(line)
 		if len(args) == 0 {
 			continue
 		}
@@ -181,8 +181,9 @@ func readLogicalLine(sc *bufio.Scanner) (string, int, bool) {
 	return b.String(), n, n > 0
 }
 
-// makeargs splits on white space, honouring single and double quotes.
-func makeargs(line string) []string {
+// SplitLine is ip's makeargs: words split on white space, honouring single
+// and double quotes.
+func SplitLine(line string) []string {
 	var args []string
 	var cur strings.Builder
 	in, quote := false, byte(0)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
@@ -47,7 +48,7 @@ func binary(t *testing.T) string {
 // corpusCase is one entry of testdata/corpus.txt:
 //
 //	## title
-//	$ ARGS          (shell words, as typed after `l2tpu`)
+//	$ ARGS          (words as ip -batch splits them, typed after `l2tpu`)
 //	? STATUS        (exit status; 0 if absent)
 //	1> LINE         (expected stdout line; "1>" alone is an empty line)
 //	2> LINE         (expected stderr line)
@@ -77,7 +78,7 @@ func loadCorpus(t *testing.T, path string) []corpusCase {
 			cs = append(cs, corpusCase{title: l[3:], line: n})
 		case len(cs) == 0 || l == "" || strings.HasPrefix(l, "# "):
 		case strings.HasPrefix(l, "$ ") || l == "$":
-			cs[len(cs)-1].args = shellWords(t, strings.TrimPrefix(strings.TrimPrefix(l, "$"), " "))
+			cs[len(cs)-1].args = cli.SplitLine(strings.TrimPrefix(l, "$"))
 		case strings.HasPrefix(l, "? "):
 			cs[len(cs)-1].status, _ = strconv.Atoi(l[2:])
 		case strings.HasPrefix(l, "1>"):
@@ -89,40 +90,6 @@ func loadCorpus(t *testing.T, path string) []corpusCase {
 		}
 	}
 	return cs
-}
-
-// shellWords splits like a shell: white space, "double" and 'single' quotes.
-func shellWords(t *testing.T, s string) []string {
-	var out []string
-	var cur strings.Builder
-	in, q := false, byte(0)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case q != 0 && c == q:
-			q = 0
-		case q != 0:
-			cur.WriteByte(c)
-		case c == '"' || c == '\'':
-			q, in = c, true
-		case c == ' ':
-			if in {
-				out = append(out, cur.String())
-				cur.Reset()
-				in = false
-			}
-		default:
-			cur.WriteByte(c)
-			in = true
-		}
-	}
-	if q != 0 {
-		t.Fatalf("unbalanced quote in %q", s)
-	}
-	if in {
-		out = append(out, cur.String())
-	}
-	return out
 }
 
 // cliNS is a namespace with an address to bind and a route to the
