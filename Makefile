@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench demo install uninstall clean
+.PHONY: all build test check fuzz bench demo interop install uninstall clean
 
 all: build
 
@@ -41,6 +41,13 @@ bench:
 demo: build
 	.ci/deps.sh
 	scripts/demo.sh
+
+# l2tpu against the real Linux kernel (Debian's, in a QEMU VM) and QEMU's
+# l2tpv3 backend: every parameter combination. Writes build/interop-results.md.
+interop:
+	.ci/deps.sh interop
+	L2TPU_INTEROP=1 L2TPU_INTEROP_OUT=$(CURDIR)/build/interop-results.md \
+	  $(GO) test -count=1 -v -timeout 40m -run '^TestInterop$$' ./interop/
 
 install: build
 	install -D -m 0755 bin/l2tpu $(DESTDIR)$(PREFIX)/sbin/l2tpu

@@ -7,6 +7,15 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# `deps.sh interop`: what make interop needs as well.
+if [ "${1:-}" = interop ]; then
+	command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+	[ -e /usr/share/qemu/qboot.rom ] || need+=(qemu-system-data)
+	command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+	command -v tshark >/dev/null 2>&1 || need+=(tshark)
+	command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+	command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${need[*]}; run as root to install them" >&2
