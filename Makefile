@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench demo interop install uninstall clean
+.PHONY: all build test check fuzz bench microbench demo interop install uninstall clean
 
 all: build
 
@@ -34,8 +34,15 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+# Throughput, 64-byte rate and RTT through direct veth, kernel VXLAN, QEMU
+# l2tpv3 and l2tpu between two namespaces: build/bench/results.{md,json,svg}.
+bench: build
+	.ci/deps.sh bench
+	$(GO) run ./bench -t 5 -o build/bench -l2tpu bin/l2tpu
+
+# The Go benchmarks of the hot paths (ns/op, allocs/op; benchstat-ready).
+microbench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
 
 # Two namespaces, a pseudowire set up with l2tpu commands, ping, counters.
 demo: build

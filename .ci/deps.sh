@@ -8,6 +8,10 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 # `deps.sh interop`: what make interop needs as well.
+if [ "${1:-}" = bench ]; then
+	command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+	command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+fi
 if [ "${1:-}" = interop ]; then
 	command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 	[ -e /usr/share/qemu/qboot.rom ] || need+=(qemu-system-data)
