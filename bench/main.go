@@ -161,18 +161,25 @@ func setup(method string) (target string, teardown func(), note string) {
 				stop(c)
 			}
 		}, "QEMU l2tpv3 UDP, guestless, MTU 1446"
-	case "l2tpu":
+	case "l2tpu", "l2tpu-csum":
+		extra := []string{}
+		note := "l2tpu UDP/IPv4, default parameters, MTU 1446"
+		if method == "l2tpu-csum" {
+			extra = []string{"udp_csum", "on"}
+			note = "l2tpu UDP/IPv4 with udp_csum on (enables UDP GSO), MTU 1446"
+		}
 		for _, x := range [][6]string{{nsA, "100", "200", "192.0.2.1", "192.0.2.2", "203.0.113.1/24"}, {nsB, "200", "100", "192.0.2.2", "192.0.2.1", "203.0.113.2/24"}} {
-			must(in(x[0], *l2tpu, "add", "tunnel", "session", "tunnel_id", x[1], "peer_tunnel_id", x[2],
+			args := []string{*l2tpu, "add", "tunnel", "session", "tunnel_id", x[1], "peer_tunnel_id", x[2],
 				"local", x[3], "remote", x[4], "udp_sport", "1701", "udp_dport", "1701",
-				"session_id", x[1], "peer_session_id", x[2], "name", "pw0")...)
+				"session_id", x[1], "peer_session_id", x[2], "name", "pw0"}
+			must(in(x[0], append(args, extra...)...)...)
 			inner(x[0], "pw0", x[5])
 		}
 		return "203.0.113.2", func() {
 			for _, ns := range []string{nsA, nsB} {
 				stopDaemon(ns)
 			}
-		}, "l2tpu UDP/IPv4, default parameters, MTU 1446"
+		}, note
 	}
 	fatal(fmt.Errorf("unknown method %s", method))
 	return "", nil, ""
@@ -255,7 +262,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
 		os.Exit(1)
 	}
-	methods := []string{"direct", "vxlan", "qemu", "l2tpu"}
+	methods := []string{"direct", "vxlan", "qemu", "l2tpu", "l2tpu-csum"}
 	if *only != "" {
 		methods = strings.Split(*only, ",")
 	}

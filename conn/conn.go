@@ -10,12 +10,15 @@ package conn
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -65,13 +68,16 @@ type batchConn interface {
 // sock holds a batch-capable socket and the message headers for its single
 // reader; writers take theirs from a pool.
 type sock struct {
-	c      net.Conn
-	rc     syscall.RawConn
-	bc     batchConn
-	v6     bool
-	rmsgs  []Message
-	rbufs  [][]byte
-	skipIP bool // IPv4 raw sockets deliver the IP header
+	gso     atomic.Bool // send runs of equal-size messages as one UDP GSO send
+	gsoMax  int         // largest GSO segment: path MTU less IP and UDP headers
+	c       net.Conn
+	rc      syscall.RawConn
+	bc      batchConn
+	v6      bool
+	rmsgs   []Message
+	rbufs   [][]byte
+	skipIP  bool // IPv4 raw sockets deliver the IP header
+	drained bool // the last ReadBatch emptied the queue (one reader only)
 }
 
 var writeMsgs = sync.Pool{New: func() any { m := make([]Message, MaxBatch); return &m }}
@@ -85,7 +91,7 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sock{c: c, rc: rc, v6: v6}
+	s := &sock{c: c, rc: rc, v6: v6, drained: true}
 	pc := c.(net.PacketConn)
 	if v6 {
 		s.bc = ipv6PacketConn(pc)
@@ -95,7 +101,7 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	return s, nil
 }
 
-func (s *sock) WaitRead() error { return poll.WaitRead(s.rc) }
+func (s *sock) WaitRead() error { return poll.WaitRead(s.rc, s.drained) }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := min(len(bufs), MaxBatch)
@@ -115,6 +121,9 @@ func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 		s.rbufs[i] = bufs[i][head:]
 	}
 	got, err := s.bc.ReadBatch(s.rmsgs[:n], unix.MSG_DONTWAIT)
+	// Non-blocking recvmmsg returns fewer than asked only when the queue
+	// ran dry.
+	s.drained = err != nil || got < n
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) {
 			return 0, nil
@@ -147,7 +156,105 @@ func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return got, nil
 }
 
+// gsoMaxSegments and gsoMaxBytes bound one UDP GSO send (the kernel's
+// UDP_MAX_SEGMENTS is at least 64; a UDP payload at most 64 KiB).
+const (
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 65000
+)
+
+// writeGSO sends runs of messages of one size (the last of a run may be
+// shorter) as single sendmmsg entries with a UDP_SEGMENT control message:
+// the kernel carries each run through the stack as one packet and splits
+// it at the last moment. Buffers are gathered, not copied. It returns how
+// many of bufs were sent, or EIO when the route cannot do GSO (the caller
+// falls back).
+func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
+	mp := writeMsgs.Get().(*[]Message)
+	defer writeMsgs.Put(mp)
+	ms := *mp
+	var runs [MaxBatch]int // frames per message
+	sent := 0
+	var lastErr error
+	for done := 0; done < len(bufs); {
+		nm := 0
+		for i := done; i < len(bufs) && nm < MaxBatch; nm++ {
+			size := len(bufs[i]) - offset
+			j, total := i+1, size
+			// Larger than the path allows: alone, and fragmented as usual.
+			for size <= s.gsoMax && j < len(bufs) && j-i < gsoMaxSegments {
+				l := len(bufs[j]) - offset
+				if l > size || total+l > gsoMaxBytes {
+					break
+				}
+				total += l
+				j++
+				if l < size {
+					break // a shorter message ends the run
+				}
+			}
+			m := &ms[nm]
+			m.Buffers = m.Buffers[:0]
+			for k := i; k < j; k++ {
+				m.Buffers = append(m.Buffers, bufs[k][offset:])
+			}
+			m.OOB = m.OOB[:0]
+			if j-i > 1 {
+				m.OOB = appendSegmentCmsg(m.OOB, size)
+			}
+			runs[nm] = j - i
+			i = j
+		}
+		k, err := s.bc.WriteBatch(ms[:nm], 0)
+		for i := 0; i < nm; i++ {
+			clear(ms[i].Buffers)
+			ms[i].OOB = ms[i].OOB[:0] // the pool is shared with writeBatch
+		}
+		if err != nil && errors.Is(err, unix.EIO) && k <= 0 {
+			return sent, unix.EIO
+		}
+		k = max(k, 0)
+		for i := 0; i < k; i++ {
+			sent += runs[i]
+			done += runs[i]
+		}
+		if k < nm {
+			if err == nil {
+				err = unix.EIO
+			}
+			lastErr = err
+			done += runs[k] // the failing run is lost
+		}
+	}
+	return sent, lastErr
+}
+
+// appendSegmentCmsg appends a SOL_UDP/UDP_SEGMENT control message.
+func appendSegmentCmsg(b []byte, size int) []byte {
+	n := len(b)
+	b = append(b, make([]byte, unix.CmsgSpace(2))...)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[n]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[n+unix.CmsgLen(0):], uint16(size))
+	return b
+}
+
 func (s *sock) WriteBatch(bufs [][]byte, offset int) (int, error) {
+	if s.gso.Load() && len(bufs) > 1 {
+		n, err := s.writeGSO(bufs, offset)
+		if !errors.Is(err, unix.EIO) || n == len(bufs) {
+			return n, err
+		}
+		// The egress device cannot checksum for GSO: stop using it.
+		s.gso.Store(false)
+		m, err := s.writeBatch(bufs[n:], offset)
+		return n + m, err
+	}
+	return s.writeBatch(bufs, offset)
+}
+
+func (s *sock) writeBatch(bufs [][]byte, offset int) (int, error) {
 	mp := writeMsgs.Get().(*[]Message)
 	defer writeMsgs.Put(mp)
 	ms := *mp

@@ -11,7 +11,11 @@ import (
 // UDPOptions are the tunnel's checksum settings (ip l2tp udp_csum,
 // udp6_csum_tx, udp6_csum_rx), named so the zero value is ip l2tp's default.
 type UDPOptions struct {
-	Csum4       bool // IPv4: compute the UDP checksum on send (default: send 0)
+	Csum4 bool // IPv4: compute the UDP checksum on send (default: send 0)
+	// GSO sends runs of equal-size messages with UDP_SEGMENT. It needs UDP
+	// checksums, so it takes effect only where they are on (IPv6 unless
+	// ZeroCsum6Tx, IPv4 with Csum4).
+	GSO         bool
 	ZeroCsum6Tx bool // IPv6: send checksum 0 (udp6_csum_tx off)
 	ZeroCsum6Rx bool // IPv6: accept checksum 0 (udp6_csum_rx off)
 }
@@ -45,5 +49,27 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 		}
 		return nil
 	})
-	return wrap(c, v6, err)
+	conn, err := wrap(c, v6, err)
+	if err == nil && o.GSO && ((v6 && !o.ZeroCsum6Tx) || (!v6 && o.Csum4)) && gsoSupported(conn.(*sock)) {
+		s := conn.(*sock)
+		hdr := 20 + 8
+		if v6 {
+			hdr = 40 + 8
+		}
+		if mtu := s.PathMTU(); mtu > hdr {
+			s.gsoMax = mtu - hdr
+			s.gso.Store(true)
+		}
+	}
+	return conn, err
+}
+
+// gsoSupported asks the kernel whether the socket knows UDP_SEGMENT.
+func gsoSupported(s *sock) bool {
+	ok := false
+	s.rc.Control(func(fd uintptr) {
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		ok = err == nil
+	})
+	return ok
 }

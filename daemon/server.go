@@ -35,6 +35,7 @@ type Options struct {
 	// Logger receives the daemon's logs.
 	Logger     *slog.Logger
 	TAPBackend tap.Backend
+	NoGSO      bool // see dataplane.Options
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -82,7 +83,7 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend})
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO})
 	if err != nil {
 		ln.Close()
 		return nil, err

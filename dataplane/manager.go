@@ -37,6 +37,10 @@ type Options struct {
 	// PersistTAP makes session interfaces outlive the process, so a
 	// restarted daemon re-attaches to them (see SessionConfig.Attach).
 	PersistTAP bool
+	// NoGSO turns UDP GSO off. GSO is used only where the UDP checksum is
+	// on anyway (IPv6 by default, IPv4 with udp_csum on), so it changes
+	// nothing on the wire: the kernel segments and checksums as it sends.
+	NoGSO bool
 }
 
 // Manager owns the tunnels and sessions of one network namespace.
@@ -146,7 +150,7 @@ func (m *Manager) AddTunnel(c TunnelConfig) error {
 		if c.Encap == encap.EncapUDP {
 			t.conn, err = conn.DialUDP(
 				netipAddrPort(c.Local, c.UDPSourcePort), netipAddrPort(c.Remote, c.UDPDestPort),
-				conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx})
+				conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx, GSO: !m.opt.NoGSO})
 			return err
 		}
 		if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {

@@ -113,7 +113,7 @@ func Open(c Config) (Device, error) {
 		f.Close()
 		return nil, err
 	}
-	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist}, nil
+	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist, drained: true}, nil
 }
 
 // ifreqFlags is struct ifreq as TUNSETIFF reads it: name and short flags.
@@ -153,6 +153,7 @@ func openUnix(c Config) (*os.File, string, error) {
 }
 
 type fileDevice struct {
+	drained bool // the last Read ended in EAGAIN (one reader only)
 	f       *os.File
 	rc      syscall.RawConn
 	name    string
@@ -161,7 +162,7 @@ type fileDevice struct {
 
 func (d *fileDevice) Name() string { return d.name }
 
-func (d *fileDevice) WaitRead() error { return poll.WaitRead(d.rc) }
+func (d *fileDevice) WaitRead() error { return poll.WaitRead(d.rc, d.drained) }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
@@ -181,6 +182,7 @@ func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			sizes[n] = m
 			n++
 		}
+		d.drained = n < len(bufs)
 		return true
 	})
 	if err != nil {

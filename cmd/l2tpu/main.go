@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -197,6 +198,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.StringVar(&o.Group, "group", "", "a group whose members may change state (besides root)")
 	fs.StringVar(&o.StatePath, "state", "", "state file (default /run/l2tpu/net-INODE.json)")
 	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
+	fs.BoolVar(&o.NoGSO, "no-gso", false, "never send with UDP GSO (it is used only where UDP checksums are on)")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
@@ -225,6 +227,13 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// For performance work: L2TPU_CPUPROFILE=FILE profiles until the stop.
+	if p := os.Getenv("L2TPU_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	o.Logger.Info("l2tpu daemon ready", "version", version, "pid", os.Getpid())
 	if err := s.Serve(ctx); err != nil {
 		return 1

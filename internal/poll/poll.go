@@ -10,16 +10,22 @@ import (
 )
 
 // WaitRead returns when the fd behind rc is readable, or an error once it
-// is closed.
-func WaitRead(rc syscall.RawConn) error {
+// is closed. drained says the caller's last read emptied the queue; if it
+// did not (a full batch), there is more to read and WaitRead returns at
+// once.
+func WaitRead(rc syscall.RawConn, drained bool) error {
+	if !drained {
+		return nil
+	}
 	first := true
 	return rc.Read(func(fd uintptr) bool {
 		if !first {
 			return true
 		}
 		first = false
-		// The poller is edge-triggered: data left unread by a full batch
-		// raises no new edge, so look before parking.
+		// rc.Read has just reset the poller's readiness flag (pollReset),
+		// so an edge that came before this call is forgotten: look at the
+		// fd itself before parking.
 		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(pfd[:], 0)
 		return err == nil && n > 0
