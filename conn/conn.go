@@ -76,8 +76,10 @@ type sock struct {
 	v6      bool
 	rmsgs   []Message
 	rbufs   [][]byte
-	skipIP  bool // IPv4 raw sockets deliver the IP header
-	drained bool // the last ReadBatch emptied the queue (one reader only)
+	skipIP  bool     // IPv4 raw sockets deliver the IP header
+	drained bool     // the last ReadBatch emptied the queue (one reader only)
+	groOn   bool     // UDP_GRO is set: reads go through readGRO
+	gro     *groBufs // a coalesced read still being handed out
 }
 
 var writeMsgs = sync.Pool{New: func() any { m := make([]Message, MaxBatch); return &m }}
@@ -104,6 +106,9 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 func (s *sock) WaitRead() error { return poll.WaitRead(s.rc, s.drained) }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if s.groOn {
+		return s.readGRO(bufs, sizes, offset)
+	}
 	n := min(len(bufs), MaxBatch)
 	if s.rmsgs == nil {
 		s.rmsgs = make([]Message, MaxBatch)
@@ -301,7 +306,14 @@ func (s *sock) PathMTU() int {
 	return mtu
 }
 
-func (s *sock) Close() error { return s.c.Close() }
+func (s *sock) Close() error {
+	err := s.c.Close()
+	if g := s.gro; g != nil {
+		s.gro = nil
+		groPool.Put(g)
+	}
+	return err
+}
 
 // sockopts returns a Dialer/ListenConfig Control function setting the
 // options on the socket before bind and connect.
@@ -361,3 +373,5 @@ func wrap(c net.Conn, v6 bool, err error) (Conn, error) {
 	}
 	return s, nil
 }
+
+func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(&b[0]) }

@@ -111,6 +111,9 @@ func TestUDPRoundTripAndWire(t *testing.T) {
 		{"v4 GSO without checksum: not used", pr.a4, pr.b4, UDPOptions{GSO: true}, UDPOptions{}, true},
 		{"v6 default", pr.a6, pr.b6, UDPOptions{}, UDPOptions{}, false},
 		{"v6 GSO", pr.a6, pr.b6, UDPOptions{GSO: true}, UDPOptions{}, false},
+		{"v4 GSO to GRO", pr.a4, pr.b4, UDPOptions{Csum4: true, GSO: true}, UDPOptions{GRO: true}, false},
+		{"v6 GSO to GRO", pr.a6, pr.b6, UDPOptions{GSO: true}, UDPOptions{GRO: true}, false},
+		{"v4 plain to GRO", pr.a4, pr.b4, UDPOptions{}, UDPOptions{GRO: true}, true},
 		{"v6 zero csum", pr.a6, pr.b6, UDPOptions{ZeroCsum6Tx: true}, UDPOptions{ZeroCsum6Rx: true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,7 +15,10 @@ type UDPOptions struct {
 	// GSO sends runs of equal-size messages with UDP_SEGMENT. It needs UDP
 	// checksums, so it takes effect only where they are on (IPv6 unless
 	// ZeroCsum6Tx, IPv4 with Csum4).
-	GSO         bool
+	GSO bool
+	// GRO lets the kernel coalesce received datagrams (UDP_GRO); ReadBatch
+	// splits them again.
+	GRO         bool
 	ZeroCsum6Tx bool // IPv6: send checksum 0 (udp6_csum_tx off)
 	ZeroCsum6Rx bool // IPv6: accept checksum 0 (udp6_csum_rx off)
 }
@@ -50,6 +53,12 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 		return nil
 	})
 	conn, err := wrap(c, v6, err)
+	if err == nil && o.GRO {
+		s := conn.(*sock)
+		s.rc.Control(func(fd uintptr) {
+			s.groOn = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+		})
+	}
 	if err == nil && o.GSO && ((v6 && !o.ZeroCsum6Tx) || (!v6 && o.Csum4)) && gsoSupported(conn.(*sock)) {
 		s := conn.(*sock)
 		hdr := 20 + 8

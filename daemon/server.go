@@ -36,6 +36,7 @@ type Options struct {
 	Logger     *slog.Logger
 	TAPBackend tap.Backend
 	NoGSO      bool // see dataplane.Options
+	NoGRO      bool
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -83,7 +84,7 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO})
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO})
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -41,6 +41,8 @@ type Options struct {
 	// on anyway (IPv6 by default, IPv4 with udp_csum on), so it changes
 	// nothing on the wire: the kernel segments and checksums as it sends.
 	NoGSO bool
+	// NoGRO turns UDP GRO off (receive side only: no change on the wire).
+	NoGRO bool
 }
 
 // Manager owns the tunnels and sessions of one network namespace.
@@ -150,7 +152,7 @@ func (m *Manager) AddTunnel(c TunnelConfig) error {
 		if c.Encap == encap.EncapUDP {
 			t.conn, err = conn.DialUDP(
 				netipAddrPort(c.Local, c.UDPSourcePort), netipAddrPort(c.Remote, c.UDPDestPort),
-				conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx, GSO: !m.opt.NoGSO})
+				conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx, GSO: !m.opt.NoGSO, GRO: !m.opt.NoGRO})
 			return err
 		}
 		if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {

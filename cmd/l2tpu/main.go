@@ -199,6 +199,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.StringVar(&o.StatePath, "state", "", "state file (default /run/l2tpu/net-INODE.json)")
 	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
 	fs.BoolVar(&o.NoGSO, "no-gso", false, "never send with UDP GSO (it is used only where UDP checksums are on)")
+	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
