@@ -37,6 +37,7 @@ type Options struct {
 	TAPBackend tap.Backend
 	NoGSO      bool // see dataplane.Options
 	NoGRO      bool
+	NoTAPGRO   bool
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -84,7 +85,7 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO})
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO, NoTAPGRO: o.NoTAPGRO})
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -43,6 +43,9 @@ type Options struct {
 	NoGSO bool
 	// NoGRO turns UDP GRO off (receive side only: no change on the wire).
 	NoGRO bool
+	// NoTAPGRO opens session TAPs without IFF_VNET_HDR: no coalescing of
+	// received TCP segments into one write.
+	NoTAPGRO bool
 }
 
 // Manager owns the tunnels and sessions of one network namespace.
@@ -306,7 +309,7 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		} else if _, err := net.InterfaceByName(name); err == nil {
 			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
 		}
-		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend})
+		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend, VnetHdr: !m.opt.NoTAPGRO})
 		if err != nil {
 			return err
 		}

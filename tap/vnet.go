@@ -1,0 +1,303 @@
+package tap
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// With IFF_VNET_HDR every frame on the TAP fd is preceded by a struct
+// virtio_net_hdr. l2tpu sets no TUNSETOFFLOAD flags, so what it reads are
+// plain, fully checksummed frames; what it writes may be GSO super-frames:
+// consecutive segments of one TCP flow are coalesced (GRO in userspace), so
+// the stack above the TAP takes one packet where it would take dozens.
+
+const (
+	vnetHdrLen        = 10
+	vnetFlagNeedsCsum = 1
+	vnetGSONone       = 0
+	vnetGSOTCPv4      = 1
+	vnetGSOTCPv6      = 4
+	groMaxSize        = 65535 // IP length fields
+	groMaxSegs        = 64
+)
+
+// tcpSeg is a parsed TCP/IP frame that may be coalesced.
+type tcpSeg struct {
+	l3, l4, hdr, end int // offsets: IP, TCP, payload, end of IP packet
+	v6               bool
+	seq              uint32
+	flags            byte
+}
+
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpPSH = 0x08
+	tcpURG = 0x20
+	tcpECE = 0x40
+	tcpCWR = 0x80
+)
+
+// parseTCP reports whether f is an Ethernet (optionally VLAN-tagged) frame
+// carrying a TCP segment with payload that may be coalesced: IPv4 without
+// options or fragments, or IPv6 without extension headers.
+func parseTCP(f []byte) (s tcpSeg, ok bool) {
+	if len(f) < 14 {
+		return s, false
+	}
+	l3, et := 14, binary.BigEndian.Uint16(f[12:])
+	for et == 0x8100 || et == 0x88a8 {
+		if len(f) < l3+4 {
+			return s, false
+		}
+		et = binary.BigEndian.Uint16(f[l3+2:])
+		l3 += 4
+	}
+	s.l3 = l3
+	switch et {
+	case 0x0800:
+		if len(f) < l3+20 || f[l3] != 0x45 || f[l3+9] != unix.IPPROTO_TCP {
+			return s, false
+		}
+		if binary.BigEndian.Uint16(f[l3+6:])&0x3fff != 0 { // MF or offset
+			return s, false
+		}
+		s.l4, s.end = l3+20, l3+int(binary.BigEndian.Uint16(f[l3+2:]))
+	case 0x86dd:
+		if len(f) < l3+40 || f[l3]>>4 != 6 || f[l3+6] != unix.IPPROTO_TCP {
+			return s, false
+		}
+		s.v6 = true
+		s.l4, s.end = l3+40, l3+40+int(binary.BigEndian.Uint16(f[l3+4:]))
+	default:
+		return s, false
+	}
+	if s.end > len(f) || s.l4+20 > s.end {
+		return s, false
+	}
+	thl := int(f[s.l4+12]>>4) * 4
+	s.hdr = s.l4 + thl
+	if thl < 20 || s.hdr >= s.end { // no payload: nothing to gain
+		return s, false
+	}
+	s.seq = binary.BigEndian.Uint32(f[s.l4+4:])
+	s.flags = f[s.l4+13]
+	if s.flags&(tcpSYN|tcpFIN|tcpRST|tcpURG|tcpECE|tcpCWR) != 0 {
+		return s, false
+	}
+	return s, true
+}
+
+// checksum adds b to a one's-complement sum.
+func checksum(sum uint64, b []byte) uint64 {
+	for len(b) >= 8 {
+		v := binary.BigEndian.Uint64(b)
+		sum += v >> 32
+		sum += v & 0xffffffff
+		b = b[8:]
+	}
+	for len(b) >= 2 {
+		sum += uint64(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint64(b[0]) << 8
+	}
+	return sum
+}
+
+func fold(sum uint64) uint16 {
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
+// pseudo is the TCP pseudo-header sum for a segment of tcpLen bytes.
+func pseudo(f []byte, s *tcpSeg, tcpLen int) uint64 {
+	var sum uint64
+	if s.v6 {
+		sum = checksum(0, f[s.l3+8:s.l3+40])
+	} else {
+		sum = checksum(0, f[s.l3+12:s.l3+20])
+	}
+	return sum + unix.IPPROTO_TCP + uint64(tcpLen)
+}
+
+// validTCP checks a segment's TCP checksum: l2tp carries no integrity of
+// its own, and coalesced data is checksummed anew.
+func validTCP(f []byte, s *tcpSeg) bool {
+	return fold(checksum(pseudo(f, s, s.end-s.l4), f[s.l4:s.end])) == 0xffff
+}
+
+// canFollow reports whether segment b continues segment a's flow.
+func canFollow(a []byte, sa *tcpSeg, aPayload int, b []byte, sb *tcpSeg) bool {
+	if sa.l4 != sb.l4 || sa.hdr != sb.hdr || sa.v6 != sb.v6 {
+		return false
+	}
+	if sb.seq != sa.seq+uint32(aPayload) {
+		return false
+	}
+	// Ethernet and VLAN headers, then the IP header fields that must match.
+	if string(a[:sa.l3]) != string(b[:sb.l3]) {
+		return false
+	}
+	if sa.v6 {
+		// version, class, flow label; addresses; hop limit and next header
+		if string(a[sa.l3:sa.l3+4]) != string(b[sb.l3:sb.l3+4]) || string(a[sa.l3+6:sa.l3+40]) != string(b[sb.l3+6:sb.l3+40]) {
+			return false
+		}
+	} else {
+		// TOS; flags (DF); TTL, protocol; addresses
+		if a[sa.l3+1] != b[sb.l3+1] || a[sa.l3+6] != b[sb.l3+6] || string(a[sa.l3+8:sa.l3+10]) != string(b[sb.l3+8:sb.l3+10]) ||
+			string(a[sa.l3+12:sa.l3+20]) != string(b[sb.l3+12:sb.l3+20]) {
+			return false
+		}
+	}
+	// TCP: ports; ack number; data offset, flags but PSH, window; options.
+	if string(a[sa.l4:sa.l4+4]) != string(b[sb.l4:sb.l4+4]) || string(a[sa.l4+8:sa.l4+12]) != string(b[sb.l4+8:sb.l4+12]) ||
+		a[sa.l4+12] != b[sb.l4+12] || a[sa.l4+13]&^tcpPSH != b[sb.l4+13]&^tcpPSH ||
+		string(a[sa.l4+14:sa.l4+16]) != string(b[sb.l4+14:sb.l4+16]) || string(a[sa.l4+20:sa.hdr]) != string(b[sb.l4+20:sb.hdr]) {
+		return false
+	}
+	return true
+}
+
+var superPool = sync.Pool{New: func() any { b := make([]byte, vnetHdrLen+groMaxSize); return &b }}
+
+// coalesce builds, from frames[i][offset:] (following each other, parsed
+// in segs), one GSO frame with its virtio_net_hdr in out; it returns its
+// length.
+func coalesce(out []byte, frames [][]byte, offset int, segs []tcpSeg) int {
+	f0, s0 := frames[0][offset:], &segs[0]
+	mss := s0.end - s0.hdr
+	o := vnetHdrLen
+	o += copy(out[o:], f0[:s0.hdr])
+	var flags byte
+	for i, f := range frames {
+		o += copy(out[o:], f[offset+segs[i].hdr:offset+segs[i].end])
+		flags |= segs[i].flags & tcpPSH
+	}
+	frame := out[vnetHdrLen:o]
+	l3, l4 := s0.l3, s0.l4
+	tcpLen := len(frame) - l4
+	gso := uint8(vnetGSOTCPv4)
+	if s0.v6 {
+		gso = vnetGSOTCPv6
+		binary.BigEndian.PutUint16(frame[l3+4:], uint16(len(frame)-l3-40))
+	} else {
+		binary.BigEndian.PutUint16(frame[l3+2:], uint16(len(frame)-l3))
+		frame[l3+10], frame[l3+11] = 0, 0
+		binary.BigEndian.PutUint16(frame[l3+10:], ^fold(checksum(0, frame[l3:l3+20])))
+	}
+	frame[l4+13] |= flags
+	// NEEDS_CSUM: the checksum field holds the pseudo-header sum; the
+	// kernel completes it over the data (and each segment, if it resegments).
+	binary.BigEndian.PutUint16(frame[l4+16:], fold(pseudo(frame, s0, tcpLen)))
+	h := out[:vnetHdrLen]
+	h[0], h[1] = vnetFlagNeedsCsum, gso
+	binary.NativeEndian.PutUint16(h[2:], uint16(s0.hdr)) // hdr_len
+	binary.NativeEndian.PutUint16(h[4:], uint16(mss))    // gso_size
+	binary.NativeEndian.PutUint16(h[6:], uint16(l4))     // csum_start
+	binary.NativeEndian.PutUint16(h[8:], 16)             // csum_offset
+	return o
+}
+
+// writeVnet writes frames (bufs[i][offset:]) coalescing runs of one TCP
+// flow; every other frame goes out alone with an empty header.
+func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
+	var zero [vnetHdrLen]byte
+	var segArr [groMaxSegs]tcpSeg // on the stack: Write may run concurrently
+	segs := segArr[:0]
+	written := 0
+	var lastErr error
+	for i := 0; i < len(bufs); {
+		f := bufs[i][offset:]
+		s, ok := parseTCP(f)
+		j := i + 1
+		if ok && validTCP(f, &s) && s.flags&tcpPSH == 0 {
+			segs = append(segs[:0], s)
+			size, mss := s.end-s.l3, s.end-s.hdr
+			prevPayload := mss
+			for j < len(bufs) && j-i < groMaxSegs && prevPayload == mss {
+				g := bufs[j][offset:]
+				t, ok := parseTCP(g)
+				if !ok || t.end-t.hdr > mss || size+t.end-t.hdr > groMaxSize ||
+					!canFollow(bufs[j-1][offset:], &segs[len(segs)-1], prevPayload, g, &t) || !validTCP(g, &t) {
+					break
+				}
+				segs = append(segs, t)
+				size += t.end - t.hdr
+				prevPayload = t.end - t.hdr
+				j++
+				if t.flags&tcpPSH != 0 {
+					break
+				}
+			}
+		} else {
+			j = i + 1
+		}
+		var err error
+		if j-i > 1 {
+			bp := superPool.Get().(*[]byte)
+			n := coalesce(*bp, bufs[i:j], offset, segs)
+			err = d.writeRaw((*bp)[:n])
+			superPool.Put(bp)
+		} else {
+			err = d.writev(zero[:], f)
+		}
+		if err == nil {
+			written += j - i
+		} else {
+			lastErr = err
+		}
+		i = j
+	}
+	return written, lastErr
+}
+
+func (d *fileDevice) writeRaw(b []byte) error {
+	var werr error
+	err := d.rc.Write(func(fd uintptr) bool {
+		for {
+			_, e := unix.Write(int(fd), b)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			werr = e
+			return true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+func (d *fileDevice) writev(hdr, frame []byte) error {
+	var werr error
+	iov := [2][]byte{hdr, frame}
+	err := d.rc.Write(func(fd uintptr) bool {
+		for {
+			_, e := unix.Writev(int(fd), iov[:])
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			werr = e
+			return true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}

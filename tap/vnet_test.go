@@ -1,0 +1,161 @@
+package tap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+)
+
+// tcpFrames builds n consecutive segments of one flow with valid checksums
+// (the last one shorter), with offset bytes of headroom each.
+func tcpFrames(t testing.TB, v6, vlan bool, n, mss, offset int) [][]byte {
+	var out [][]byte
+	for i := 0; i < n; i++ {
+		size := mss
+		if i == n-1 {
+			size = mss / 2
+		}
+		payload := make([]byte, size)
+		for k := range payload {
+			payload[k] = byte(i*7 + k)
+		}
+		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 5001, Seq: 1000 + uint32(i*mss), Ack: 77, ACK: true, Window: 500,
+			Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: []byte{0, 0, 0, 1, 0, 0, 0, 2}}}}
+		var ip gopacket.SerializableLayer
+		if v6 {
+			eth.EthernetType = layers.EthernetTypeIPv6
+			ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
+			tcp.SetNetworkLayerForChecksum(ip6)
+			ip = ip6
+		} else {
+			ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: uint16(100 + i), Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolTCP,
+				SrcIP: net.IP{192, 0, 2, 1}, DstIP: net.IP{192, 0, 2, 2}}
+			tcp.SetNetworkLayerForChecksum(ip4)
+			ip = ip4
+		}
+		ls := []gopacket.SerializableLayer{eth}
+		if vlan {
+			et := eth.EthernetType
+			eth.EthernetType = layers.EthernetTypeDot1Q
+			ls = append(ls, &layers.Dot1Q{VLANIdentifier: 100, Type: et})
+		}
+		if i == n-1 {
+			tcp.PSH = true
+		}
+		ls = append(ls, ip, tcp, gopacket.Payload(payload))
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, append(make([]byte, offset), buf.Bytes()...))
+	}
+	return out
+}
+
+func TestCoalesce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		v6, vlan bool
+	}{{"v4", false, false}, {"v6", true, false}, {"v4 vlan", false, true}, {"v6 vlan", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const off, mss = 16, 1000
+			frames := tcpFrames(t, tc.v6, tc.vlan, 5, mss, off)
+			var segs []tcpSeg
+			var want []byte
+			for i, f := range frames {
+				s, ok := parseTCP(f[off:])
+				if !ok || !validTCP(f[off:], &s) {
+					t.Fatalf("frame %d not parsed or invalid", i)
+				}
+				if i > 0 && !canFollow(frames[i-1][off:], &segs[i-1], segs[i-1].end-segs[i-1].hdr, f[off:], &s) {
+					t.Fatalf("frame %d does not follow", i)
+				}
+				segs = append(segs, s)
+				want = append(want, f[off+s.hdr:off+s.end]...)
+			}
+			out := make([]byte, vnetHdrLen+groMaxSize)
+			n := coalesce(out, frames, off, segs)
+			h := out[:vnetHdrLen]
+			gso := byte(vnetGSOTCPv4)
+			if tc.v6 {
+				gso = vnetGSOTCPv6
+			}
+			if h[0] != vnetFlagNeedsCsum || h[1] != gso || binary.NativeEndian.Uint16(h[4:]) != mss ||
+				int(binary.NativeEndian.Uint16(h[2:])) != segs[0].hdr || int(binary.NativeEndian.Uint16(h[6:])) != segs[0].l4 || binary.NativeEndian.Uint16(h[8:]) != 16 {
+				t.Fatalf("vnet header %x", h)
+			}
+			p := gopacket.NewPacket(out[vnetHdrLen:n], layers.LayerTypeEthernet, gopacket.Default)
+			tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if tcp == nil || !bytes.Equal(tcp.Payload, want) || tcp.Seq != 1000 || !tcp.PSH || !tcp.ACK {
+				t.Fatalf("coalesced TCP: %v", p)
+			}
+			if ip4, ok := p.NetworkLayer().(*layers.IPv4); ok {
+				if int(ip4.Length) != 20+len(tcp.Contents)+len(want) {
+					t.Fatalf("IPv4 length %d", ip4.Length)
+				}
+				s := segs[0]
+				if fold(checksum(0, out[vnetHdrLen+s.l3:vnetHdrLen+s.l3+20])) != 0xffff {
+					t.Fatal("IPv4 header checksum")
+				}
+			}
+			// Completing the partial checksum as the kernel does gives a
+			// valid segment.
+			frame := append([]byte(nil), out[vnetHdrLen:n]...)
+			s0 := segs[0]
+			sum := checksum(0, frame[s0.l4:])
+			binary.BigEndian.PutUint16(frame[s0.l4+16:], ^fold(sum))
+			s0.end = len(frame)
+			if !validTCP(frame, &s0) {
+				t.Fatal("completed checksum invalid")
+			}
+		})
+	}
+}
+
+func TestCoalesceRefuses(t *testing.T) {
+	const off = 0
+	frames := tcpFrames(t, false, false, 3, 1000, off)
+	s0, _ := parseTCP(frames[0])
+	s2, _ := parseTCP(frames[2])
+	if canFollow(frames[0], &s0, 1000, frames[2], &s2) {
+		t.Fatal("a gap in sequence numbers was accepted")
+	}
+	bad := append([]byte(nil), frames[1]...)
+	bad[len(bad)-1] ^= 1
+	s1, _ := parseTCP(bad)
+	if validTCP(bad, &s1) {
+		t.Fatal("a corrupted segment passed the checksum")
+	}
+	syn := append([]byte(nil), frames[1]...)
+	syn[s1.l4+13] |= tcpSYN
+	if _, ok := parseTCP(syn); ok {
+		t.Fatal("SYN accepted for coalescing")
+	}
+	for _, junk := range [][]byte{nil, make([]byte, 13), make([]byte, 60), frames[0][:40]} {
+		parseTCP(junk)
+	}
+}
+
+// FuzzParseTCP: no input makes the parser or coalescer misbehave.
+func FuzzParseTCP(f *testing.F) {
+	for _, fr := range tcpFrames(f, false, true, 2, 200, 0) {
+		f.Add(fr)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, ok := parseTCP(b)
+		if !ok {
+			return
+		}
+		if !(s.l3 < s.l4 && s.l4 < s.hdr && s.hdr < s.end && s.end <= len(b)) {
+			t.Fatalf("offsets %+v for %d bytes", s, len(b))
+		}
+		validTCP(b, &s)
+		out := make([]byte, vnetHdrLen+groMaxSize)
+		coalesce(out, [][]byte{b, b}, 0, []tcpSeg{s, s})
+	})
+}
