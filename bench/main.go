@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/l2tpu/l2tpu/daemon"
 )
 
 var (
@@ -177,30 +179,12 @@ func setup(method string) (target string, teardown func(), note string) {
 		}
 		return "203.0.113.2", func() {
 			for _, ns := range []string{nsA, nsB} {
-				stopDaemon(ns)
+				daemon.StopInNamespace("/run/netns/" + ns)
 			}
 		}, note
 	}
 	fatal(fmt.Errorf("unknown method %s", method))
 	return "", nil, ""
-}
-
-// stopDaemon ends the namespace's l2tpu daemon by its PID file.
-func stopDaemon(ns string) {
-	id, err := sh(in(ns, "readlink", "/proc/self/ns/net")...)
-	if err != nil {
-		return
-	}
-	base := "/run/l2tpu/net-" + strings.Trim(strings.TrimPrefix(strings.TrimSpace(id), "net:"), "[]")
-	if b, err := os.ReadFile(base + ".pid"); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			syscall.Kill(pid, syscall.SIGTERM)
-			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	}
-	os.Remove(base + ".log")
 }
 
 type iperfJSON struct {

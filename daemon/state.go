@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/l2tpu/l2tpu/dataplane"
 )
@@ -40,6 +43,35 @@ func PIDPath() (string, error) {
 		return "", err
 	}
 	return filepath.Join(RunDir, id+".pid"), nil
+}
+
+// StopInNamespace ends the daemon serving the network namespace mounted at
+// nsPath (as /run/netns/NAME), by the PID it recorded, waits for it, and
+// removes its log and state files. For tools and tests that start daemons
+// in namespaces they made.
+func StopInNamespace(nsPath string) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(nsPath, &st); err != nil {
+		return err
+	}
+	base := filepath.Join(RunDir, fmt.Sprintf("net-%d", st.Ino))
+	defer os.Remove(base + ".log")
+	defer os.Remove(base + ".json")
+	b, err := os.ReadFile(base + ".pid")
+	if err != nil {
+		return nil // none runs
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return nil
+	}
+	for i := 0; i < 250 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }
 
 // state is what the daemon records to come back after a restart.

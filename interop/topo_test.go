@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/l2tpu/l2tpu/daemon"
 	"github.com/l2tpu/l2tpu/dataplane"
 	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/internal/privtest"
@@ -62,7 +63,7 @@ func newTopo(t *testing.T) *topo {
 	t.Logf("kernel %s, image ready in %s", img.Release, time.Since(t0).Round(time.Millisecond))
 	p := privtest.Prefix()
 	tp := &topo{u: privtest.NewNS(t, p+"u"), q: privtest.NewNS(t, p+"q"), tap: p + "tap", bin: bin, workDir: dir}
-	t.Cleanup(func() { stopDaemon(tp.u) })
+	t.Cleanup(func() { daemon.StopInNamespace(tp.u.Path()) })
 	privtest.Veth(t, tp.u, p+"vu", tp.q, p+"vq")
 	tp.u.Run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", p+"vu")
 	tp.u.Run(t, "ip", "addr", "add", "2001:db8:b::1/64", "dev", p+"vu", "nodad")
@@ -80,26 +81,6 @@ func newTopo(t *testing.T) *topo {
 		t.Fatal(err)
 	}
 	return tp
-}
-
-// stopDaemon ends the l2tpu daemon of ns by its PID file.
-func stopDaemon(ns *privtest.NS) {
-	id, err := ns.Try("readlink", "/proc/self/ns/net")
-	if err != nil {
-		return
-	}
-	ino := strings.Trim(strings.TrimPrefix(strings.TrimSpace(id), "net:"), "[]")
-	base := filepath.Join("/run/l2tpu", "net-"+ino)
-	if b, err := os.ReadFile(base + ".pid"); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			syscall.Kill(pid, syscall.SIGTERM)
-			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	}
-	os.Remove(base + ".log")
-	os.Remove(base + ".json")
 }
 
 // l2tpu runs the l2tpu binary in ns U.

@@ -244,7 +244,7 @@ func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
 		if j-i > 1 {
 			bp := superPool.Get().(*[]byte)
 			n := coalesce(*bp, bufs[i:j], offset, segs)
-			err = d.writeRaw((*bp)[:n])
+			err = d.writev((*bp)[:n])
 			superPool.Put(bp)
 		} else {
 			err = d.writev(zero[:], f)
@@ -259,33 +259,12 @@ func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
 	return written, lastErr
 }
 
-func (d *fileDevice) writeRaw(b []byte) error {
+// writev writes one frame gathered from parts (a header, then the frame).
+func (d *fileDevice) writev(parts ...[]byte) error {
 	var werr error
 	err := d.rc.Write(func(fd uintptr) bool {
 		for {
-			_, e := unix.Write(int(fd), b)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			werr = e
-			return true
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return werr
-}
-
-func (d *fileDevice) writev(hdr, frame []byte) error {
-	var werr error
-	iov := [2][]byte{hdr, frame}
-	err := d.rc.Write(func(fd uintptr) bool {
-		for {
-			_, e := unix.Writev(int(fd), iov[:])
+			_, e := unix.Writev(int(fd), parts)
 			switch e {
 			case unix.EINTR:
 				continue

@@ -10,11 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/l2tpu/l2tpu/cli"
+	"github.com/l2tpu/l2tpu/daemon"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
@@ -106,33 +105,18 @@ func cliNS(t *testing.T) *privtest.NS {
 	return ns
 }
 
-// stopDaemon ends the namespace's daemon, if one runs, by its PID file.
+// stopDaemon ends the namespace's daemon, if one runs, showing its log
+// when the test failed.
 func stopDaemon(t *testing.T, ns *privtest.NS) {
-	id, err := ns.Try("readlink", "/proc/self/ns/net")
-	if err != nil {
-		return
-	}
-	ino := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "net:["), "]")
-	base := filepath.Join("/run/l2tpu", "net-"+ino)
-	b, err := os.ReadFile(base + ".pid")
-	if err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			syscall.Kill(pid, syscall.SIGTERM)
-			for i := 0; i < 100; i++ {
-				if syscall.Kill(pid, 0) != nil {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
+	if t.Failed() {
+		if id, err := ns.Try("readlink", "/proc/self/ns/net"); err == nil {
+			ino := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "net:["), "]")
+			if log, err := os.ReadFile(filepath.Join(daemon.RunDir, "net-"+ino+".log")); err == nil {
+				t.Logf("daemon log:\n%s", log)
 			}
 		}
 	}
-	if t.Failed() {
-		if log, err := os.ReadFile(base + ".log"); err == nil {
-			t.Logf("daemon log:\n%s", log)
-		}
-	}
-	os.Remove(base + ".log")
-	os.Remove(base + ".json")
+	daemon.StopInNamespace(ns.Path())
 }
 
 // l2tpu runs the binary in the namespace.
