@@ -38,6 +38,7 @@ type Options struct {
 	NoGSO      bool // see dataplane.Options
 	NoGRO      bool
 	NoTAPGRO   bool
+	NoTSO      bool
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -85,7 +86,7 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO, NoTAPGRO: o.NoTAPGRO})
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO, NoTAPGRO: o.NoTAPGRO, NoTSO: o.NoTSO})
 	if err != nil {
 		ln.Close()
 		return nil, err

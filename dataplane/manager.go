@@ -46,6 +46,9 @@ type Options struct {
 	// NoTAPGRO opens session TAPs without IFF_VNET_HDR: no coalescing of
 	// received TCP segments into one write.
 	NoTAPGRO bool
+	// NoTSO keeps the TAP from handing over TCP super-frames (TSO) and
+	// unchecksummed frames; without NoTAPGRO's header it is off anyway.
+	NoTSO bool
 }
 
 // Manager owns the tunnels and sessions of one network namespace.
@@ -309,7 +312,7 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		} else if _, err := net.InterfaceByName(name); err == nil {
 			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
 		}
-		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend, VnetHdr: !m.opt.NoTAPGRO})
+		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend, VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO})
 		if err != nil {
 			return err
 		}

@@ -60,6 +60,10 @@ type Config struct {
 	// coalesced TCP (GRO in userspace). Reads are unchanged for the caller
 	// (offset must leave 10 bytes of headroom). Needs the unix backend.
 	VnetHdr bool
+	// TSO (with VnetHdr) lets the stack hand over TCP super-frames and
+	// unchecksummed frames (TUNSETOFFLOAD CSUM, TSO4, TSO6); Read
+	// segments and checksums them, so callers still get whole frames.
+	TSO bool
 }
 
 // ErrBackend: the chosen backend cannot do what the Config asks.
@@ -117,7 +121,7 @@ func Open(c Config) (Device, error) {
 		f.Close()
 		return nil, err
 	}
-	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist, drained: true, vnet: c.VnetHdr}, nil
+	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist, drained: true, vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO}, nil
 }
 
 // ifreqFlags is struct ifreq as TUNSETIFF reads it: name and short flags.
@@ -150,6 +154,12 @@ func openUnix(c Config) (*os.File, string, error) {
 		unix.Close(fd)
 		return nil, "", fmt.Errorf("tap: create %q: %w", c.Name, err)
 	}
+	if c.VnetHdr && c.TSO {
+		if err := setOffload(fd); err != nil {
+			unix.Close(fd)
+			return nil, "", fmt.Errorf("tap: offloads: %w", err)
+		}
+	}
 	if c.Persist {
 		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
 			unix.Close(fd)
@@ -162,6 +172,8 @@ func openUnix(c Config) (*os.File, string, error) {
 type fileDevice struct {
 	drained bool // the last Read ended in EAGAIN (one reader only)
 	vnet    bool // IFF_VNET_HDR: a virtio_net_hdr precedes every frame
+	tsoOn   bool // offloads on: reads go through readTSO
+	tso     tsoState
 	f       *os.File
 	rc      syscall.RawConn
 	name    string
@@ -170,9 +182,12 @@ type fileDevice struct {
 
 func (d *fileDevice) Name() string { return d.name }
 
-func (d *fileDevice) WaitRead() error { return poll.WaitRead(d.rc, d.drained) }
+func (d *fileDevice) WaitRead() error { return poll.WaitRead(d.rc, d.drained && !d.pending()) }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if d.tsoOn {
+		return d.readTSO(bufs, sizes, offset)
+	}
 	n := 0
 	var rerr error
 	err := d.rc.Read(func(fd uintptr) bool {
@@ -241,6 +256,9 @@ func (d *fileDevice) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 func (d *fileDevice) Close() error { return d.f.Close() }
+
+// pending reports a super-frame not yet fully handed out.
+func (d *fileDevice) pending() bool { return d.tso.buf != nil }
 
 func (d *fileDevice) Remove() error {
 	if d.persist {

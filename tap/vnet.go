@@ -41,10 +41,10 @@ const (
 	tcpCWR = 0x80
 )
 
-// parseTCP reports whether f is an Ethernet (optionally VLAN-tagged) frame
-// carrying a TCP segment with payload that may be coalesced: IPv4 without
-// options or fragments, or IPv6 without extension headers.
-func parseTCP(f []byte) (s tcpSeg, ok bool) {
+// parseTCPAny reports whether f is an Ethernet (optionally VLAN-tagged)
+// frame carrying a TCP segment with payload: IPv4 without options or
+// fragments, or IPv6 without extension headers.
+func parseTCPAny(f []byte) (s tcpSeg, ok bool) {
 	if len(f) < 14 {
 		return s, false
 	}
@@ -85,10 +85,17 @@ func parseTCP(f []byte) (s tcpSeg, ok bool) {
 	}
 	s.seq = binary.BigEndian.Uint32(f[s.l4+4:])
 	s.flags = f[s.l4+13]
-	if s.flags&(tcpSYN|tcpFIN|tcpRST|tcpURG|tcpECE|tcpCWR) != 0 {
+	return s, true
+}
+
+// parseTCP is parseTCPAny for segments that may be coalesced: no SYN, FIN,
+// RST, URG, ECE or CWR.
+func parseTCP(f []byte) (s tcpSeg, ok bool) {
+	s, ok = parseTCPAny(f)
+	if ok && s.flags&(tcpSYN|tcpFIN|tcpRST|tcpURG|tcpECE|tcpCWR) != 0 {
 		return s, false
 	}
-	return s, true
+	return s, ok
 }
 
 // checksum adds b to a one's-complement sum.

@@ -200,6 +200,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
 	fs.BoolVar(&o.NoGSO, "no-gso", false, "never send with UDP GSO (it is used only where UDP checksums are on)")
 	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
+	fs.BoolVar(&o.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
 	fs.BoolVar(&o.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage

@@ -1,0 +1,156 @@
+package tap
+
+import (
+	"encoding/binary"
+
+	"golang.org/x/sys/unix"
+)
+
+// TSO on read: with TUNSETOFFLOAD(CSUM|TSO4|TSO6) the stack above the TAP
+// hands over TCP super-frames of up to 64 KiB, and frames whose checksum is
+// left to the device (NEEDS_CSUM). Read finishes both, so callers still get
+// whole, checksummed, MTU-sized frames, at one read per super-frame.
+
+// TUN offload flags (linux/if_tun.h).
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
+func setOffload(fd int) error {
+	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6)
+}
+
+// tsoState is a super-frame being handed out segment by segment.
+type tsoState struct {
+	buf  *[]byte // from superPool; nil when idle
+	n    int     // frame length (after the virtio header)
+	seg  tcpSeg
+	mss  int
+	next int // payload offset of the next segment
+	k    int // its index
+}
+
+// completeCsum fills in the checksum the stack left to the device: the
+// field at start+off holds the pseudo-header sum; the sum runs from start.
+func completeCsum(f []byte, start, off int) bool {
+	if start+off+2 > len(f) || start < 0 {
+		return false
+	}
+	binary.BigEndian.PutUint16(f[start+off:], ^fold(checksum(0, f[start:])))
+	return true
+}
+
+// readTSO is Read for a device with offloads on.
+func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := 0
+	var rerr error
+	for n < len(bufs) {
+		if d.tso.buf != nil {
+			n += d.tso.emit(bufs[n:], sizes[n:], offset)
+			if d.tso.next >= d.tso.n {
+				superPool.Put(d.tso.buf)
+				d.tso.buf = nil
+			}
+			continue
+		}
+		bp := superPool.Get().(*[]byte)
+		var m int
+		var e error
+		err := d.rc.Read(func(fd uintptr) bool {
+			for {
+				m, e = unix.Read(int(fd), *bp)
+				if e != unix.EINTR {
+					return true
+				}
+			}
+		})
+		if err != nil || e != nil {
+			superPool.Put(bp)
+			if err != nil {
+				return n, err
+			}
+			if e != unix.EAGAIN {
+				rerr = e
+			}
+			d.drained = true
+			return n, rerr
+		}
+		b := (*bp)[:m]
+		if m < vnetHdrLen {
+			superPool.Put(bp)
+			continue
+		}
+		flags, gso := b[0], b[1]&^0x80 // ECN bit
+		cstart := int(binary.NativeEndian.Uint16(b[6:]))
+		coff := int(binary.NativeEndian.Uint16(b[8:]))
+		gsoSize := int(binary.NativeEndian.Uint16(b[4:]))
+		f := b[vnetHdrLen:]
+		switch gso {
+		case vnetGSONone:
+			if flags&vnetFlagNeedsCsum != 0 && !completeCsum(f, cstart, coff) {
+				superPool.Put(bp)
+				continue
+			}
+			sizes[n] = copy(bufs[n][offset:], f)
+			n++
+			superPool.Put(bp)
+		case vnetGSOTCPv4, vnetGSOTCPv6:
+			s, ok := parseTSO(f)
+			if !ok || gsoSize <= 0 {
+				superPool.Put(bp) // not what TSO promises: drop
+				continue
+			}
+			d.tso = tsoState{buf: bp, n: len(f) + vnetHdrLen, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
+		default: // UDP offloads are not negotiated
+			superPool.Put(bp)
+		}
+	}
+	d.drained = false
+	return n, nil
+}
+
+// parseTSO parses a TSO super-frame's headers: parseTCPAny's rules (the
+// TCP flags are kept, on the right segments).
+func parseTSO(f []byte) (tcpSeg, bool) { return parseTCPAny(f) }
+
+// emit writes segments of the pending super-frame into bufs.
+func (t *tsoState) emit(bufs [][]byte, sizes []int, offset int) int {
+	f := (*t.buf)[vnetHdrLen:t.n]
+	s := &t.seg
+	n := 0
+	for n < len(bufs) && t.next < t.n {
+		start := t.next - vnetHdrLen
+		end := min(start+t.mss, len(f))
+		last := end == len(f)
+		out := bufs[n][offset:]
+		h := copy(out, f[:s.hdr])
+		l := copy(out[h:], f[start:end])
+		seg := out[:h+l]
+		l3, l4 := s.l3, s.l4
+		if s.v6 {
+			binary.BigEndian.PutUint16(seg[l3+4:], uint16(len(seg)-l3-40))
+		} else {
+			binary.BigEndian.PutUint16(seg[l3+2:], uint16(len(seg)-l3))
+			binary.BigEndian.PutUint16(seg[l3+4:], binary.BigEndian.Uint16(f[l3+4:])+uint16(t.k))
+			seg[l3+10], seg[l3+11] = 0, 0
+			binary.BigEndian.PutUint16(seg[l3+10:], ^fold(checksum(0, seg[l3:l3+20])))
+		}
+		binary.BigEndian.PutUint32(seg[l4+4:], s.seq+uint32(t.k*t.mss))
+		if !last {
+			seg[l4+13] &^= tcpFIN | tcpPSH
+		}
+		if t.k > 0 {
+			seg[l4+13] &^= tcpCWR
+		}
+		seg[l4+16], seg[l4+17] = 0, 0
+		sum := pseudo(seg, s, len(seg)-l4)
+		binary.BigEndian.PutUint16(seg[l4+16:], ^fold(checksum(sum, seg[l4:])))
+		sizes[n] = len(seg)
+		n++
+		t.next += end - start
+		t.k++
+	}
+	return n
+}
