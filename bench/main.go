@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/proc"
 )
 
 var (
@@ -105,17 +106,7 @@ func start(args ...string) *exec.Cmd {
 	return cmd
 }
 
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
+func stop(cmd *exec.Cmd) { proc.Stop(cmd, 5*time.Second) }
 
 func inner(ns, dev, cidr string) {
 	sh(in(ns, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")...)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/proc"
 )
 
 // runQEMU runs l2tpu against QEMU's userspace -netdev l2tpv3, guestless
@@ -97,17 +98,7 @@ func (tp *topo) qemuCase(t *testing.T, e encap.Encap, v6 bool, ck int, l2 encap.
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
+	defer proc.Stop(cmd, 5*time.Second)
 	up := false
 	for j := 0; j < 100 && !up; j++ {
 		up = exec.Command("ip", "-n", tp.q.Name, "link", "show", qtap).Run() == nil
