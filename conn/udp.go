@@ -12,9 +12,11 @@ import (
 // udp6_csum_tx, udp6_csum_rx), named so the zero value is ip l2tp's default.
 type UDPOptions struct {
 	Csum4 bool // IPv4: compute the UDP checksum on send (default: send 0)
-	// GSO sends runs of equal-size messages with UDP_SEGMENT. It needs UDP
-	// checksums, so it takes effect only where they are on (IPv6 unless
-	// ZeroCsum6Tx, IPv4 with Csum4).
+	// GSO sends runs of equal-size messages with UDP_SEGMENT. The kernel
+	// refuses it on a socket that sends checksum 0, so with GSO (where the
+	// kernel has it) every message carries a real UDP checksum, whatever
+	// Csum4 and ZeroCsum6Tx say: valid for every receiver, but not the
+	// kernel's bytes. Without GSO the zero-checksum settings hold exactly.
 	GSO bool
 	// GRO lets the kernel coalesce received datagrams (UDP_GRO); ReadBatch
 	// splits them again.
@@ -31,13 +33,15 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 	if remote.Addr().Is6() != v6 {
 		return nil, fmt.Errorf("conn: local %s and remote %s differ in family: %w", local.Addr(), remote.Addr(), unix.EINVAL)
 	}
+	gso := false
 	c, err := dial(network("udp", local.Addr()), net.UDPAddrFromAddrPort(local), remote.String(), func(fd int) error {
 		bufSize(fd, SocketBuffer)
 		if err := noDF(fd, v6); err != nil {
 			return err
 		}
+		gso = o.GSO && segmentSupported(fd)
 		if v6 {
-			if o.ZeroCsum6Tx {
+			if o.ZeroCsum6Tx && !gso {
 				if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_NO_CHECK6_TX, 1); err != nil {
 					return err
 				}
@@ -47,7 +51,7 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 			}
 			return nil
 		}
-		if !o.Csum4 {
+		if !o.Csum4 && !gso {
 			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
 		}
 		return nil
@@ -59,7 +63,7 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 			s.groOn = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
 		})
 	}
-	if err == nil && o.GSO && ((v6 && !o.ZeroCsum6Tx) || (!v6 && o.Csum4)) && gsoSupported(conn.(*sock)) {
+	if err == nil && gso {
 		s := conn.(*sock)
 		hdr := 20 + 8
 		if v6 {
@@ -73,12 +77,8 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 	return conn, err
 }
 
-// gsoSupported asks the kernel whether the socket knows UDP_SEGMENT.
-func gsoSupported(s *sock) bool {
-	ok := false
-	s.rc.Control(func(fd uintptr) {
-		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
-		ok = err == nil
-	})
-	return ok
+// segmentSupported asks the kernel whether the socket knows UDP_SEGMENT.
+func segmentSupported(fd int) bool {
+	_, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT)
+	return err == nil
 }

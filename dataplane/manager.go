@@ -37,9 +37,12 @@ type Options struct {
 	// PersistTAP makes session interfaces outlive the process, so a
 	// restarted daemon re-attaches to them (see SessionConfig.Attach).
 	PersistTAP bool
-	// NoGSO turns UDP GSO off. GSO is used only where the UDP checksum is
-	// on anyway (IPv6 by default, IPv4 with udp_csum on), so it changes
-	// nothing on the wire: the kernel segments and checksums as it sends.
+	// NoGSO turns UDP GSO off: the byte-exact path. GSO needs a UDP
+	// checksum on every message, so with it (the default) UDP tunnels
+	// send real checksums even where the kernel sends 0 (IPv4 with
+	// udp_csum off, its default; IPv6 with udp6_csum_tx off). A valid
+	// checksum is accepted by every receiver; with NoGSO the wire is the
+	// kernel's, checksum 0 included.
 	NoGSO bool
 	// NoGRO turns UDP GRO off (receive side only: no change on the wire).
 	NoGRO bool

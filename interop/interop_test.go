@@ -41,6 +41,9 @@ type kcase struct {
 	// outcome for that configuration), or a check of its own.
 	expect string
 	check  func(c *caseRun) string
+	// exact: l2tpu's daemon runs with -no-gso, the byte-exact path (UDP
+	// checksum 0 over IPv4 where udp_csum is off, as the kernel sends).
+	exact bool
 }
 
 func hexCookie(b byte, n int) string {
@@ -86,6 +89,28 @@ func matrix() []kcase {
 						cs = append(cs, c)
 					}
 				}
+			}
+		}
+	}
+	return cs
+}
+
+// exactCases run UDP cases again with l2tpu's byte-exact path (-no-gso):
+// checksum 0 over IPv4 like the kernel's; over IPv6 the same bytes as with
+// GSO, sent without it.
+func exactCases() []kcase {
+	var cs []kcase
+	for _, v6 := range []bool{false, true} {
+		for _, ck := range []int{0, 4, 8} {
+			for _, seq := range []string{"none", "both"} {
+				kc, uc := cookiePair(ck)
+				fam := "v4"
+				if v6 {
+					fam = "v6"
+				}
+				cs = append(cs, kcase{name: fmt.Sprintf("exact-udp-%s-c%d-l2default-seq%s", fam, ck, seq), encap: encap.EncapUDP, v6: v6,
+					l2spec: encap.L2SpecDefault, k: side{cookie: kc, peerCookie: uc, seq: seq}, u: side{cookie: uc, peerCookie: kc, seq: seq},
+					expect: "pass", exact: true})
 			}
 		}
 	}
@@ -384,8 +409,11 @@ func (r *caseRun) checkWire() string {
 		if km.udp.SrcPort != layers.UDPPort(r.kPort) || um.udp.SrcPort != layers.UDPPort(r.uPort) || km.udp.Length != um.udp.Length {
 			return "UDP header differs"
 		}
-		if km.ip4 != nil && (km.udp.Checksum != 0 || um.udp.Checksum != 0) {
-			return fmt.Sprintf("IPv4 UDP checksums %#x / %#x, want 0 (udp_csum off)", km.udp.Checksum, um.udp.Checksum)
+		// With GSO (the default) l2tpu checksums every message; the
+		// byte-exact path sends 0 as the kernel does.
+		if km.ip4 != nil && (km.udp.Checksum != 0 || (um.udp.Checksum == 0) != r.exact) {
+			return fmt.Sprintf("IPv4 UDP checksums kernel %#x / l2tpu %#x (exact %v), want 0 / %s", km.udp.Checksum, um.udp.Checksum, r.exact,
+				map[bool]string{true: "0", false: "non-zero"}[r.exact])
 		}
 		if km.ip6 != nil && (km.udp.Checksum == 0 || um.udp.Checksum == 0) {
 			return "IPv6 UDP checksum 0"
@@ -561,7 +589,7 @@ func TestInterop(t *testing.T) {
 	var rows []string
 	failed := 0
 	header := "| case | expect | ping → kernel | ping ← kernel | TCP → | TCP ← | counters (l2tpu vs kernel) | wire | tshark | verdict |\n|---|---|---|---|---|---|---|---|---|---|"
-	cases := append(matrix(), negatives()...)
+	cases := append(append(matrix(), negatives()...), exactCases()...)
 	if only := os.Getenv("L2TPU_INTEROP_ONLY"); only != "" {
 		var sel []kcase
 		for _, c := range cases {
@@ -571,7 +599,12 @@ func TestInterop(t *testing.T) {
 		}
 		cases = sel
 	}
+	exact := false
 	for i, c := range cases {
+		if c.exact != exact {
+			tp.restartDaemon(t, c.exact)
+			exact = c.exact
+		}
 		r := tp.runKernel(t, c, i+1)
 		rows = append(rows, r.row())
 		if !r.verdict() {
@@ -579,6 +612,9 @@ func TestInterop(t *testing.T) {
 			t.Errorf("%s", rows[len(rows)-1])
 		}
 		fmt.Printf("[%3d/%d %5.0fs] %s\n", i+1, len(cases), time.Since(start).Seconds(), rows[len(rows)-1])
+	}
+	if exact {
+		tp.restartDaemon(t, false)
 	}
 	kernelTime := time.Since(start)
 	qrows, qfailed := tp.runQEMU(t)

@@ -94,6 +94,23 @@ func (tp *topo) l2tpu(args ...string) (string, error) {
 
 func (tp *topo) l2tpuBin() string { return tp.bin }
 
+// restartDaemon replaces ns U's daemon with one on the byte-exact path
+// (-no-gso) or the default one.
+func (tp *topo) restartDaemon(t *testing.T, exact bool) {
+	t.Helper()
+	daemon.StopInNamespace(tp.u.Path())
+	var args []string
+	if exact {
+		args = append(args, "-no-gso")
+	}
+	err := netns.Do(tp.u.Path(), func() error {
+		return daemon.Start(tp.bin, filepath.Join(tp.workDir, "daemon.log"), args...)
+	})
+	if err != nil {
+		t.Fatalf("daemon %v: %v", args, err)
+	}
+}
+
 // sessionStats reads l2tpu's counters of its only session.
 func (tp *topo) sessionStats() (dataplane.Stats, bool, error) {
 	out, err := tp.l2tpu("-s", "-j", "show", "session")

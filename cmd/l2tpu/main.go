@@ -198,7 +198,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.StringVar(&o.Group, "group", "", "a group whose members may change state (besides root)")
 	fs.StringVar(&o.StatePath, "state", "", "state file (default /run/l2tpu/net-INODE.json)")
 	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
-	fs.BoolVar(&o.NoGSO, "no-gso", false, "never send with UDP GSO (it is used only where UDP checksums are on)")
+	fs.BoolVar(&o.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
 	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
 	fs.BoolVar(&o.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
 	fs.BoolVar(&o.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
