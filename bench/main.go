@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/internal/proc"
 )
 
@@ -29,11 +30,25 @@ var (
 	secs   = flag.Int("t", 5, "seconds per iperf3 run")
 	out    = flag.String("o", "build/bench", "output directory (results.json, results.svg, results.md)")
 	l2tpu  = flag.String("l2tpu", "bin/l2tpu", "l2tpu binary")
-	only   = flag.String("only", "", "comma-separated methods to run (direct,vxlan,qemu,l2tpu)")
+	only   = flag.String("only", "", "comma-separated methods to run (direct,vxlan,qemu,l2tpu,l2tpu-exact,l2tpu-no-gro,l2tpu-no-tso,l2tpu-no-tapgro,l2tpu-none)")
 	prefix = fmt.Sprintf("lb%d", os.Getpid()%10000)
 	nsA    = prefix + "a"
 	nsB    = prefix + "b"
 )
+
+// variants are l2tpu's runs: every fast path on (the default), and each
+// turned off by its daemon flag.
+var variants = map[string]struct {
+	flags []string
+	note  string
+}{
+	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
+	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
+	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
+	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
+	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
+	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
+}
 
 // Result is one method's figures.
 type Result struct {
@@ -154,25 +169,31 @@ func setup(method string) (target string, teardown func(), note string) {
 				stop(c)
 			}
 		}, "QEMU l2tpv3 UDP, guestless, MTU 1446"
-	case "l2tpu", "l2tpu-csum":
-		extra := []string{}
-		note := "l2tpu UDP/IPv4, default parameters, MTU 1446"
-		if method == "l2tpu-csum" {
-			extra = []string{"udp_csum", "on"}
-			note = "l2tpu UDP/IPv4 with udp_csum on (enables UDP GSO), MTU 1446"
+	default:
+		v, ok := variants[method]
+		if !ok {
+			break
 		}
 		for _, x := range [][6]string{{nsA, "100", "200", "192.0.2.1", "192.0.2.2", "203.0.113.1/24"}, {nsB, "200", "100", "192.0.2.2", "192.0.2.1", "203.0.113.2/24"}} {
+			// The daemon is started here with the variant's flags (a
+			// client would start one with none).
+			err := netns.Do("/run/netns/"+x[0], func() error {
+				return daemon.Start(*l2tpu, filepath.Join(*out, x[0]+"-daemon.log"), v.flags...)
+			})
+			if err != nil {
+				fatal(err)
+			}
 			args := []string{*l2tpu, "add", "tunnel", "session", "tunnel_id", x[1], "peer_tunnel_id", x[2],
 				"local", x[3], "remote", x[4], "udp_sport", "1701", "udp_dport", "1701",
 				"session_id", x[1], "peer_session_id", x[2], "name", "pw0"}
-			must(in(x[0], append(args, extra...)...)...)
+			must(in(x[0], args...)...)
 			inner(x[0], "pw0", x[5])
 		}
 		return "203.0.113.2", func() {
 			for _, ns := range []string{nsA, nsB} {
 				daemon.StopInNamespace("/run/netns/" + ns)
 			}
-		}, note
+		}, v.note
 	}
 	fatal(fmt.Errorf("unknown method %s", method))
 	return "", nil, ""
@@ -237,7 +258,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
 		os.Exit(1)
 	}
-	methods := []string{"direct", "vxlan", "qemu", "l2tpu", "l2tpu-csum"}
+	methods := []string{"direct", "vxlan", "qemu", "l2tpu", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none"}
 	if *only != "" {
 		methods = strings.Split(*only, ",")
 	}

@@ -11,7 +11,7 @@ const (
 	headroom  = 64 // >= IPv4 header (20) + longest L2TP header (20)
 	maxFrame  = 9216 + encap.EthHeaderLen + encap.VLANSlack
 	bufSize   = headroom + encap.MaxHeaderLen + maxFrame
-	batchSize = 32
+	batchSize = 64
 )
 
 // batch is a set of packet buffers taken from the manager's pool for one

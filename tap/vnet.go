@@ -2,16 +2,17 @@ package tap
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"sync"
 
 	"golang.org/x/sys/unix"
 )
 
 // With IFF_VNET_HDR every frame on the TAP fd is preceded by a struct
-// virtio_net_hdr. l2tpu sets no TUNSETOFFLOAD flags, so what it reads are
-// plain, fully checksummed frames; what it writes may be GSO super-frames:
-// consecutive segments of one TCP flow are coalesced (GRO in userspace), so
-// the stack above the TAP takes one packet where it would take dozens.
+// virtio_net_hdr. What l2tpu writes may be GSO super-frames: consecutive
+// segments of one TCP flow are coalesced (GRO in userspace), so the stack
+// above the TAP takes one packet where it would take dozens. What it reads
+// is plain frames, or with TSO (tso.go) super-frames it segments itself.
 
 const (
 	vnetHdrLen        = 10
@@ -98,22 +99,43 @@ func parseTCP(f []byte) (s tcpSeg, ok bool) {
 	return s, ok
 }
 
-// checksum adds b to a one's-complement sum.
+// checksum adds b to a one's-complement sum (of big-endian 16-bit words;
+// the caller folds). It sums native little-endian 64-bit words with carries,
+// 32 bytes a round, and swaps once at the end: one's-complement addition
+// does not care about byte order as long as it is swapped back (RFC 1071).
 func checksum(sum uint64, b []byte) uint64 {
+	var ac, carry uint64
+	for len(b) >= 32 {
+		var c uint64
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b), 0)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[8:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[16:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[24:]), c)
+		carry += c
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		v := binary.BigEndian.Uint64(b)
-		sum += v >> 32
-		sum += v & 0xffffffff
+		var c uint64
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b), 0)
+		carry += c
 		b = b[8:]
 	}
-	for len(b) >= 2 {
-		sum += uint64(binary.BigEndian.Uint16(b))
+	// Fold to 32 bits, leaving room for the tail.
+	ac, c := bits.Add64(ac, carry, 0)
+	ac += c
+	ac = ac&0xffffffff + ac>>32
+	if len(b) >= 4 {
+		ac += uint64(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		ac += uint64(binary.LittleEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		sum += uint64(b[0]) << 8
+		ac += uint64(b[0]) // an even offset: the low byte of a little-endian word
 	}
-	return sum
+	return sum + uint64(bits.ReverseBytes16(fold(ac)))
 }
 
 func fold(sum uint64) uint16 {
