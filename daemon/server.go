@@ -39,6 +39,7 @@ type Options struct {
 	NoGRO      bool
 	NoTAPGRO   bool
 	NoTSO      bool
+	TAPQueues  int // see dataplane.Options
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -86,7 +87,7 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO, NoTAPGRO: o.NoTAPGRO, NoTSO: o.NoTSO})
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO, NoTAPGRO: o.NoTAPGRO, NoTSO: o.NoTSO, TAPQueues: o.TAPQueues})
 	if err != nil {
 		ln.Close()
 		return nil, err

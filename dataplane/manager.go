@@ -49,6 +49,11 @@ type Options struct {
 	// NoTAPGRO opens session TAPs without IFF_VNET_HDR: no coalescing of
 	// received TCP segments into one write.
 	NoTAPGRO bool
+	// TAPQueues opens session TAPs with this many queues (IFF_MULTI_QUEUE
+	// when more than one), each read by its own transmit loop: the kernel
+	// spreads flows over them, so a session's flows are encapsulated on
+	// several CPUs at once. 0 means 1.
+	TAPQueues int
 	// NoTSO keeps the TAP from handing over TCP super-frames (TSO) and
 	// unchecksummed frames; without NoTAPGRO's header it is off anyway.
 	NoTSO bool
@@ -315,21 +320,30 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		} else if _, err := net.InterfaceByName(name); err == nil {
 			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
 		}
-		dev, err := tap.Open(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend, VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO})
+		qs, err := tap.OpenQueues(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend,
+			VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO, Queues: m.opt.TAPQueues})
 		if err != nil {
 			return err
 		}
-		s.dev, s.ifname = dev, dev.Name()
+		dev := qs[0]
+		s.dev, s.queues, s.ifname = dev, qs, dev.Name()
+		closeRest := func() {
+			for _, q := range qs[1:] {
+				q.Close()
+			}
+		}
 		if attach {
 			if st, err := tap.State(s.ifname); err == nil {
 				s.mtu = st.MTU // the administrator's, kept
 			}
 		} else if err := tap.SetMTU(s.ifname, s.mtu); err != nil {
+			closeRest()
 			dev.Remove()
 			return err
 		}
 		ifi, err := net.InterfaceByName(s.ifname)
 		if err != nil {
+			closeRest()
 			dev.Remove()
 			return err
 		}
@@ -349,8 +363,8 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	if t.cfg.Encap == encap.EncapIP {
 		m.ipSessions.set(c.SessionID, s)
 	}
-	go s.txLoop()
-	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.ifname, "mtu", s.mtu)
+	s.startTx()
+	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.ifname, "mtu", s.mtu, "queues", len(s.queues))
 	return s.ifname, nil
 }
 

@@ -18,8 +18,9 @@ type session struct {
 	t       *tunnel
 	ifname  string
 	ifindex int
-	mtu     int // at creation
-	dev     tap.Device
+	mtu     int          // at creation
+	dev     tap.Device   // queue 0: frames received from the tunnel are written here
+	queues  []tap.Device // every queue, each with its transmit loop
 	tx      encap.TxHeader
 	rx      encap.RxHeader
 	hasL2S  bool
@@ -34,21 +35,40 @@ type session struct {
 	seq   *encap.Seq[*held]
 	timer *time.Timer
 
+	// txMu keeps numbering and sending in one order when several queues
+	// transmit a sequenced session: a peer drops what arrives out of
+	// sequence.
+	txMu  sync.Mutex
+	loops atomic.Int32 // transmit loops running
+
 	stats counters
-	done  chan struct{} // closed when the transmit loop ends
+	done  chan struct{} // closed when the last transmit loop ends
 }
 
 func (s *session) setMTU(mtu int) { s.maxFrame.Store(int64(encap.MaxRxFrame(mtu))) }
 
-// txLoop moves frames the kernel transmits on the TAP into the tunnel.
-func (s *session) txLoop() {
-	defer close(s.done)
+// startTx starts a transmit loop per queue.
+func (s *session) startTx() {
+	s.loops.Store(int32(len(s.queues)))
+	for _, q := range s.queues {
+		go s.txLoop(q)
+	}
+}
+
+// txLoop moves frames the kernel transmits on one TAP queue into the
+// tunnel.
+func (s *session) txLoop(q tap.Device) {
+	defer func() {
+		if s.loops.Add(-1) == 0 {
+			close(s.done)
+		}
+	}()
 	for {
-		if err := s.dev.WaitRead(); err != nil {
+		if err := q.WaitRead(); err != nil {
 			return
 		}
 		b := s.m.getBatch()
-		n, err := s.dev.Read(b.bufs, b.sizes, headroom)
+		n, err := q.Read(b.bufs, b.sizes, headroom)
 		if n > 0 {
 			s.transmit(b, n)
 		}
@@ -62,6 +82,10 @@ func (s *session) txLoop() {
 // transmit encapsulates n frames of b (at headroom) in place and sends them
 // (l2tp_xmit_skb): counters as the kernel keeps them, bytes = header + frame.
 func (s *session) transmit(b *batch, n int) {
+	if len(s.queues) > 1 && s.seq.SendSeq() {
+		s.txMu.Lock()
+		defer s.txMu.Unlock()
+	}
 	h := s.tx.Len()
 	off := headroom - h
 	var bytes uint64
@@ -203,6 +227,9 @@ func (s *session) stop(remove bool) {
 		s.dev.Remove()
 	} else {
 		s.dev.Close()
+	}
+	for _, q := range s.queues[1:] {
+		q.Close()
 	}
 	<-s.done
 	s.rxMu.Lock()

@@ -64,6 +64,10 @@ type Config struct {
 	// unchecksummed frames (TUNSETOFFLOAD CSUM, TSO4, TSO6); Read
 	// segments and checksums them, so callers still get whole frames.
 	TSO bool
+	// Queues is how many queues OpenQueues opens (IFF_MULTI_QUEUE when
+	// more than one): the kernel spreads the frames it transmits over them
+	// by flow, so each can have its own reader. 0 means 1.
+	Queues int
 }
 
 // ErrBackend: the chosen backend cannot do what the Config asks.
@@ -100,6 +104,7 @@ func Open(c Config) (Device, error) {
 	var (
 		f    *os.File
 		name string
+		mq   = c.Queues > 1
 		err  error
 	)
 	switch b {
@@ -107,9 +112,9 @@ func Open(c Config) (Device, error) {
 		if (c.Attach && !c.Persist) || c.VnetHdr {
 			return nil, ErrBackend
 		}
-		f, name, err = openWater(c)
+		f, name, mq, err = openWater(c)
 	case Unix:
-		f, name, err = openUnix(c)
+		f, name, mq, err = openUnix(c)
 	default:
 		return nil, fmt.Errorf("tap: unknown backend %d", b)
 	}
@@ -121,7 +126,42 @@ func Open(c Config) (Device, error) {
 		f.Close()
 		return nil, err
 	}
-	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist, drained: true, vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO}, nil
+	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist, drained: true, vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: mq}, nil
+}
+
+// OpenQueues creates (or attaches to) a TAP device and opens c.Queues
+// queues of it; the first is the one Open would return. Attaching to a
+// device whose multi-queue flag differs from the Config's (a persistent
+// device left by a process configured otherwise) succeeds with the flag
+// the device has, and with one queue if it is single-queue.
+func OpenQueues(c Config) ([]Device, error) {
+	first, err := Open(c)
+	if err != nil {
+		return nil, err
+	}
+	qs := []Device{first}
+	if !first.(*fileDevice).mq {
+		return qs, nil
+	}
+	// TUNSETIFF on the device's name with IFF_MULTI_QUEUE adds a queue.
+	qc := c
+	qc.Name = first.Name()
+	for len(qs) < c.Queues {
+		q, err := Open(qc)
+		if err != nil {
+			for _, q := range qs[1:] {
+				q.Close()
+			}
+			if c.Attach {
+				first.Close()
+			} else {
+				first.Remove()
+			}
+			return nil, fmt.Errorf("tap: queue %d of %s: %w", len(qs), qc.Name, err)
+		}
+		qs = append(qs, q)
+	}
+	return qs, nil
 }
 
 // ifreqFlags is struct ifreq as TUNSETIFF reads it: name and short flags.
@@ -131,18 +171,18 @@ type ifreqFlags struct {
 	_     [22]byte
 }
 
-func openUnix(c Config) (*os.File, string, error) {
+func openUnix(c Config) (*os.File, string, bool, error) {
 	if len(c.Name) >= unix.IFNAMSIZ {
-		return nil, "", fmt.Errorf("tap: name %q: %w", c.Name, unix.EINVAL)
+		return nil, "", false, fmt.Errorf("tap: name %q: %w", c.Name, unix.EINVAL)
 	}
 	if c.Attach {
 		if _, err := interfaceIndex(c.Name); err != nil {
-			return nil, "", fmt.Errorf("tap: attach %s: %w", c.Name, unix.ENODEV)
+			return nil, "", false, fmt.Errorf("tap: attach %s: %w", c.Name, unix.ENODEV)
 		}
 	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, "", fmt.Errorf("tap: open /dev/net/tun: %w", err)
+		return nil, "", false, fmt.Errorf("tap: open /dev/net/tun: %w", err)
 	}
 	var req ifreqFlags
 	copy(req.name[:], c.Name)
@@ -150,23 +190,34 @@ func openUnix(c Config) (*os.File, string, error) {
 	if c.VnetHdr {
 		req.flags |= unix.IFF_VNET_HDR
 	}
-	if err := ioctlPtr(fd, unix.TUNSETIFF, &req); err != nil {
+	mq := c.Queues > 1
+	if mq {
+		req.flags |= unix.IFF_MULTI_QUEUE
+	}
+	err = ioctlPtr(fd, unix.TUNSETIFF, &req)
+	if errors.Is(err, unix.EINVAL) && c.Attach {
+		// The device's multi-queue flag is the other one: take it as is.
+		mq = !mq
+		req.flags ^= unix.IFF_MULTI_QUEUE
+		err = ioctlPtr(fd, unix.TUNSETIFF, &req)
+	}
+	if err != nil {
 		unix.Close(fd)
-		return nil, "", fmt.Errorf("tap: create %q: %w", c.Name, err)
+		return nil, "", false, fmt.Errorf("tap: create %q: %w", c.Name, err)
 	}
 	if c.VnetHdr && c.TSO {
 		if err := setOffload(fd); err != nil {
 			unix.Close(fd)
-			return nil, "", fmt.Errorf("tap: offloads: %w", err)
+			return nil, "", false, fmt.Errorf("tap: offloads: %w", err)
 		}
 	}
 	if c.Persist {
 		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
 			unix.Close(fd)
-			return nil, "", fmt.Errorf("tap: persist: %w", err)
+			return nil, "", false, fmt.Errorf("tap: persist: %w", err)
 		}
 	}
-	return os.NewFile(uintptr(fd), "tap"), unix.ByteSliceToString(req.name[:]), nil
+	return os.NewFile(uintptr(fd), "tap"), unix.ByteSliceToString(req.name[:]), mq, nil
 }
 
 type fileDevice struct {
@@ -178,6 +229,7 @@ type fileDevice struct {
 	rc      syscall.RawConn
 	name    string
 	persist bool
+	mq      bool // one queue of a multi-queue device
 }
 
 func (d *fileDevice) Name() string { return d.name }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -245,4 +246,158 @@ func TestMonitor(t *testing.T) {
 	want(func(e LinkEvent) bool { return !e.Up }, "down")
 	d.Close()
 	want(func(e LinkEvent) bool { return e.Deleted }, "deleted")
+}
+
+// udpFrame is an IPv4/UDP frame of flow i (its source port), for the
+// kernel's queue selection, which hashes flows.
+func udpFrame(i int) []byte {
+	f := make([]byte, 14+20+8+18)
+	copy(f, []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00})
+	ip := f[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+	copy(ip[12:], []byte{192, 0, 2, 1, 192, 0, 2, 2})
+	binary.BigEndian.PutUint16(ip[10:], ^fold(checksum(0, ip[:20])))
+	binary.BigEndian.PutUint16(ip[20:], uint16(10000+i))
+	binary.BigEndian.PutUint16(ip[22:], 9)
+	binary.BigEndian.PutUint16(ip[24:], uint16(len(ip)-20))
+	return f
+}
+
+func TestMultiQueue(t *testing.T) {
+	privtest.Require(t)
+	for _, b := range []Backend{Unix, Water} {
+		t.Run(b.String(), func(t *testing.T) {
+			ns := privtest.NewNS(t, privtest.Prefix())
+			var qs []Device
+			inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Name: "mq%d", Queues: 3, Backend: b}); return err })
+			if len(qs) != 3 || qs[0].Name() != "mq0" || qs[2].Name() != "mq0" {
+				t.Fatalf("%d queues", len(qs))
+			}
+			for k, q := range qs {
+				if f := tunFlags(t, q); f&unix.IFF_MULTI_QUEUE == 0 {
+					t.Errorf("queue %d: flags %#x without IFF_MULTI_QUEUE", k, f)
+				}
+			}
+			inNS(t, ns, func() error { return SetUp("mq0", true) })
+			ns.Run(t, "sysctl", "-qw", "net.ipv6.conf.mq0.disable_ipv6=1")
+			pfd, idx := packetSocket(t, ns, "mq0")
+			const flows = 64
+			for i := 0; i < flows; i++ {
+				if err := unix.Sendto(pfd, udpFrame(i), 0, &unix.SockaddrLinklayer{Ifindex: idx, Protocol: htons(unix.ETH_P_IP)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Every frame arrives once, on some queue; flows are spread.
+			bufs, sizes := make([][]byte, 8), make([]int, 8)
+			for i := range bufs {
+				bufs[i] = make([]byte, 2048)
+			}
+			per := make([]int, len(qs))
+			seen := map[uint16]bool{}
+			privtest.Eventually(t, 5*time.Second, func() error {
+				for k, q := range qs {
+					n, err := q.Read(bufs, sizes, 16)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := 0; i < n; i++ {
+						f := bufs[i][16 : 16+sizes[i]]
+						if len(f) >= 36 && binary.BigEndian.Uint16(f[12:]) == 0x0800 {
+							seen[binary.BigEndian.Uint16(f[34:])] = true
+							per[k]++
+						}
+					}
+				}
+				if len(seen) != flows {
+					return fmt.Errorf("%d of %d flows read", len(seen), flows)
+				}
+				return nil
+			})
+			used := 0
+			for _, n := range per {
+				if n > 0 {
+					used++
+				}
+			}
+			if used < 2 || per[0]+per[1]+per[2] != flows {
+				t.Fatalf("frames per queue %v", per)
+			}
+			// Any queue writes into the stack.
+			if n, err := qs[2].Write([][]byte{append(make([]byte, 16), frame(7)...)}, 16); n != 1 || err != nil {
+				t.Fatalf("write on queue 2: %d %v", n, err)
+			}
+			buf := make([]byte, 2048)
+			if m, _, err := unix.Recvfrom(pfd, buf, 0); err != nil || binary.BigEndian.Uint32(buf[14:m]) != 7 {
+				t.Fatalf("frame from queue 2: %v", err)
+			}
+			for _, q := range qs {
+				q.Close()
+			}
+			inNS(t, ns, func() error {
+				if _, err := State("mq0"); err == nil {
+					t.Error("mq0 still there after its last queue closed")
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// tunFlags asks the kernel for a queue's TUNGETIFF flags.
+func tunFlags(t *testing.T, d Device) uint16 {
+	t.Helper()
+	var req ifreqFlags
+	var err error
+	d.(*fileDevice).rc.Control(func(fd uintptr) { err = ioctlPtr(int(fd), unix.TUNGETIFF, &req) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req.flags
+}
+
+// TestMultiQueueAttach: a persistent device keeps the queue mode it was
+// made with; attaching with the other one takes the device's.
+func TestMultiQueueAttach(t *testing.T) {
+	privtest.Require(t)
+	for _, b := range []Backend{Unix, Water} {
+		t.Run(b.String(), func(t *testing.T) { testMultiQueueAttach(t, b) })
+	}
+}
+
+func testMultiQueueAttach(t *testing.T, b Backend) {
+	ns := privtest.NewNS(t, privtest.Prefix())
+	var qs []Device
+	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "sq0", Persist: true}); return err })
+	qs[0].Close()
+	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "sq0", Persist: true, Attach: true, Queues: 3}); return err })
+	if len(qs) != 1 {
+		t.Fatalf("single-queue device: %d queues", len(qs))
+	}
+	qs[0].Remove()
+	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Queues: 2}); return err })
+	for _, q := range qs {
+		q.Close()
+	}
+	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Attach: true}); return err })
+	if len(qs) != 1 || tunFlags(t, qs[0])&unix.IFF_MULTI_QUEUE == 0 {
+		t.Fatalf("multi-queue device attached as %d queues", len(qs))
+	}
+	qs[0].Close()
+	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Attach: true, Queues: 4}); return err })
+	if len(qs) != 4 {
+		t.Fatalf("%d queues", len(qs))
+	}
+	for _, q := range qs[1:] {
+		q.Close()
+	}
+	if err := qs[0].Remove(); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, ns, func() error {
+		if _, err := State("mq0"); err == nil {
+			t.Error("mq0 still there after Remove")
+		}
+		return nil
+	})
 }

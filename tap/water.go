@@ -7,23 +7,31 @@ import (
 	"github.com/songgao/water"
 )
 
-func openWater(c Config) (*os.File, string, error) {
+func openWater(c Config) (*os.File, string, bool, error) {
 	if c.Attach {
 		if _, err := interfaceIndex(c.Name); err != nil {
-			return nil, "", fmt.Errorf("tap: attach %s: no such device", c.Name)
+			return nil, "", false, fmt.Errorf("tap: attach %s: no such device", c.Name)
 		}
 	}
-	ifce, err := water.New(water.Config{DeviceType: water.TAP,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: c.Name, Persist: c.Persist}})
+	mq := c.Queues > 1
+	open := func() (*water.Interface, error) {
+		return water.New(water.Config{DeviceType: water.TAP,
+			PlatformSpecificParams: water.PlatformSpecificParams{Name: c.Name, Persist: c.Persist, MultiQueue: mq}})
+	}
+	ifce, err := open()
+	if err != nil && c.Attach {
+		mq = !mq // the device's multi-queue flag is the other one (openUnix)
+		ifce, err = open()
+	}
 	if err != nil {
-		return nil, "", fmt.Errorf("tap: create %q: %w", c.Name, err)
+		return nil, "", false, fmt.Errorf("tap: create %q: %w", c.Name, err)
 	}
 	// water opens /dev/net/tun non-blocking and wraps it in an *os.File;
 	// batch I/O needs that file's raw fd.
 	f, ok := ifce.ReadWriteCloser.(*os.File)
 	if !ok {
 		ifce.Close()
-		return nil, "", fmt.Errorf("tap: water returned %T, not a file", ifce.ReadWriteCloser)
+		return nil, "", false, fmt.Errorf("tap: water returned %T, not a file", ifce.ReadWriteCloser)
 	}
-	return f, ifce.Name(), nil
+	return f, ifce.Name(), mq, nil
 }

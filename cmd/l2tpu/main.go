@@ -201,6 +201,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.BoolVar(&o.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
 	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
 	fs.BoolVar(&o.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
+	fs.IntVar(&o.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
 	fs.BoolVar(&o.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
