@@ -370,21 +370,33 @@ func testMultiQueueAttach(t *testing.T, b Backend) {
 	var qs []Device
 	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "sq0", Persist: true}); return err })
 	qs[0].Close()
-	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "sq0", Persist: true, Attach: true, Queues: 3}); return err })
+	inNS(t, ns, func() (err error) {
+		qs, err = OpenQueues(Config{Backend: b, Name: "sq0", Persist: true, Attach: true, Queues: 3})
+		return err
+	})
 	if len(qs) != 1 {
 		t.Fatalf("single-queue device: %d queues", len(qs))
 	}
 	qs[0].Remove()
-	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Queues: 2}); return err })
+	inNS(t, ns, func() (err error) {
+		qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Queues: 2})
+		return err
+	})
 	for _, q := range qs {
 		q.Close()
 	}
-	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Attach: true}); return err })
+	inNS(t, ns, func() (err error) {
+		qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Attach: true})
+		return err
+	})
 	if len(qs) != 1 || tunFlags(t, qs[0])&unix.IFF_MULTI_QUEUE == 0 {
 		t.Fatalf("multi-queue device attached as %d queues", len(qs))
 	}
 	qs[0].Close()
-	inNS(t, ns, func() (err error) { qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Attach: true, Queues: 4}); return err })
+	inNS(t, ns, func() (err error) {
+		qs, err = OpenQueues(Config{Backend: b, Name: "mq0", Persist: true, Attach: true, Queues: 4})
+		return err
+	})
 	if len(qs) != 4 {
 		t.Fatalf("%d queues", len(qs))
 	}
