@@ -30,7 +30,7 @@ func BenchmarkSegment(b *testing.B) {
 	const segs = 44
 	frames := tcpFrames(b, false, false, segs+1, benchMSS, 0)
 	frames = frames[:segs]
-	var parsed []tcpSeg
+	var parsed []seg
 	for _, f := range frames {
 		s, _ := parseTCP(f)
 		parsed = append(parsed, s)
@@ -62,7 +62,7 @@ func BenchmarkCoalesce(b *testing.B) {
 	const segs = 44
 	frames := tcpFrames(b, false, false, segs+1, benchMSS, 64)[:segs]
 	bp := superPool.Get().(*[]byte)
-	var arr [groMaxSegs]tcpSeg
+	var arr [groMaxSegs]seg
 	b.SetBytes(int64(len(frames[0]) - 64))
 	b.ReportAllocs()
 	b.ResetTimer()

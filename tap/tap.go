@@ -102,31 +102,29 @@ func Open(c Config) (Device, error) {
 		}
 	}
 	var (
-		f    *os.File
-		name string
-		mq   = c.Queues > 1
-		err  error
+		o   opened
+		err error
 	)
 	switch b {
 	case Water:
 		if (c.Attach && !c.Persist) || c.VnetHdr {
 			return nil, ErrBackend
 		}
-		f, name, mq, err = openWater(c)
+		o, err = openWater(c)
 	case Unix:
-		f, name, mq, err = openUnix(c)
+		o, err = openUnix(c)
 	default:
 		return nil, fmt.Errorf("tap: unknown backend %d", b)
 	}
 	if err != nil {
 		return nil, err
 	}
-	rc, err := f.SyscallConn()
+	rc, err := o.f.SyscallConn()
 	if err != nil {
-		f.Close()
+		o.f.Close()
 		return nil, err
 	}
-	return &fileDevice{f: f, rc: rc, name: name, persist: c.Persist, drained: true, vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: mq}, nil
+	return &fileDevice{f: o.f, rc: rc, name: o.name, persist: c.Persist, drained: true, vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}, nil
 }
 
 // OpenQueues creates (or attaches to) a TAP device and opens c.Queues
@@ -164,6 +162,14 @@ func OpenQueues(c Config) ([]Device, error) {
 	return qs, nil
 }
 
+// opened is what a backend made: the fd, the interface's name, whether the
+// device is multi-queue and whether UDP segmentation offload is on.
+type opened struct {
+	f       *os.File
+	name    string
+	mq, uso bool
+}
+
 // ifreqFlags is struct ifreq as TUNSETIFF reads it: name and short flags.
 type ifreqFlags struct {
 	name  [unix.IFNAMSIZ]byte
@@ -171,18 +177,18 @@ type ifreqFlags struct {
 	_     [22]byte
 }
 
-func openUnix(c Config) (*os.File, string, bool, error) {
+func openUnix(c Config) (opened, error) {
 	if len(c.Name) >= unix.IFNAMSIZ {
-		return nil, "", false, fmt.Errorf("tap: name %q: %w", c.Name, unix.EINVAL)
+		return opened{}, fmt.Errorf("tap: name %q: %w", c.Name, unix.EINVAL)
 	}
 	if c.Attach {
 		if _, err := interfaceIndex(c.Name); err != nil {
-			return nil, "", false, fmt.Errorf("tap: attach %s: %w", c.Name, unix.ENODEV)
+			return opened{}, fmt.Errorf("tap: attach %s: %w", c.Name, unix.ENODEV)
 		}
 	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, "", false, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+		return opened{}, fmt.Errorf("tap: open /dev/net/tun: %w", err)
 	}
 	var req ifreqFlags
 	copy(req.name[:], c.Name)
@@ -203,21 +209,22 @@ func openUnix(c Config) (*os.File, string, bool, error) {
 	}
 	if err != nil {
 		unix.Close(fd)
-		return nil, "", false, fmt.Errorf("tap: create %q: %w", c.Name, err)
+		return opened{}, fmt.Errorf("tap: create %q: %w", c.Name, err)
 	}
+	uso := false
 	if c.VnetHdr && c.TSO {
-		if err := setOffload(fd); err != nil {
+		if uso, err = setOffload(fd); err != nil {
 			unix.Close(fd)
-			return nil, "", false, fmt.Errorf("tap: offloads: %w", err)
+			return opened{}, fmt.Errorf("tap: offloads: %w", err)
 		}
 	}
 	if c.Persist {
 		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
 			unix.Close(fd)
-			return nil, "", false, fmt.Errorf("tap: persist: %w", err)
+			return opened{}, fmt.Errorf("tap: persist: %w", err)
 		}
 	}
-	return os.NewFile(uintptr(fd), "tap"), unix.ByteSliceToString(req.name[:]), mq, nil
+	return opened{os.NewFile(uintptr(fd), "tap"), unix.ByteSliceToString(req.name[:]), mq, uso}, nil
 }
 
 type fileDevice struct {
@@ -230,6 +237,7 @@ type fileDevice struct {
 	name    string
 	persist bool
 	mq      bool // one queue of a multi-queue device
+	uso     bool // UDP segmentation offload: UDP is segmented on read, coalesced on write
 }
 
 func (d *fileDevice) Name() string { return d.name }

@@ -6,27 +6,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TSO on read: with TUNSETOFFLOAD(CSUM|TSO4|TSO6) the stack above the TAP
-// hands over TCP super-frames of up to 64 KiB, and frames whose checksum is
-// left to the device (NEEDS_CSUM). Read finishes both, so callers still get
-// whole, checksummed, MTU-sized frames, at one read per super-frame.
+// TSO on read: with TUNSETOFFLOAD(CSUM|TSO4|TSO6, USO4|USO6 where the kernel
+// has them) the stack above the TAP hands over TCP and UDP super-frames of
+// up to 64 KiB, and frames whose checksum is left to the device
+// (NEEDS_CSUM). Read finishes both, so callers still get whole, checksummed,
+// MTU-sized frames, at one read per super-frame.
 
 // TUN offload flags (linux/if_tun.h).
 const (
 	tunFCsum = 0x01
 	tunFTSO4 = 0x02
 	tunFTSO6 = 0x04
+	tunFUSO4 = 0x20 // Linux 6.2
+	tunFUSO6 = 0x40
 )
 
-func setOffload(fd int) error {
-	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6)
+// setOffload turns on checksum offload, TSO and, where the kernel has it
+// (6.2 on; older ones refuse unknown flags with EINVAL), USO. It reports
+// whether USO is on: only then do writes carry coalesced UDP.
+func setOffload(fd int) (uso bool, err error) {
+	base := tunFCsum | tunFTSO4 | tunFTSO6
+	if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base|tunFUSO4|tunFUSO6) == nil {
+		return true, nil
+	}
+	return false, unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base)
 }
 
 // tsoState is a super-frame being handed out segment by segment.
 type tsoState struct {
 	buf  *[]byte // from superPool; nil when idle
 	n    int     // frame length (after the virtio header)
-	seg  tcpSeg
+	seg  seg
 	mss  int
 	next int // payload offset of the next segment
 	k    int // its index
@@ -96,14 +106,20 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 			sizes[n] = copy(bufs[n][offset:], f)
 			n++
 			superPool.Put(bp)
-		case vnetGSOTCPv4, vnetGSOTCPv6:
-			s, ok := parseTSO(f)
+		case vnetGSOTCPv4, vnetGSOTCPv6, vnetGSOUDPL4:
+			var s seg
+			var ok bool
+			if gso == vnetGSOUDPL4 {
+				s, ok = parseUSO(f)
+			} else {
+				s, ok = parseTSO(f)
+			}
 			if !ok || gsoSize <= 0 {
-				superPool.Put(bp) // not what TSO promises: drop
+				superPool.Put(bp) // not what the offload promises: drop
 				continue
 			}
 			d.tso = tsoState{buf: bp, n: len(f) + vnetHdrLen, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
-		default: // UDP offloads are not negotiated
+		default: // UFO and the like are not negotiated
 			superPool.Put(bp)
 		}
 	}
@@ -113,7 +129,7 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 
 // parseTSO parses a TSO super-frame's headers: parseTCPAny's rules (the
 // TCP flags are kept, on the right segments).
-func parseTSO(f []byte) (tcpSeg, bool) { return parseTCPAny(f) }
+func parseTSO(f []byte) (seg, bool) { return parseTCPAny(f) }
 
 // emit writes segments of the pending super-frame into bufs.
 func (t *tsoState) emit(bufs [][]byte, sizes []int, offset int) int {
@@ -137,16 +153,25 @@ func (t *tsoState) emit(bufs [][]byte, sizes []int, offset int) int {
 			seg[l3+10], seg[l3+11] = 0, 0
 			binary.BigEndian.PutUint16(seg[l3+10:], ^fold(checksum(0, seg[l3:l3+20])))
 		}
-		binary.BigEndian.PutUint32(seg[l4+4:], s.seq+uint32(t.k*t.mss))
-		if !last {
-			seg[l4+13] &^= tcpFIN | tcpPSH
+		if s.proto == unix.IPPROTO_UDP {
+			binary.BigEndian.PutUint16(seg[l4+4:], uint16(len(seg)-l4))
+			seg[l4+6], seg[l4+7] = 0, 0
+			c := ^fold(checksum(pseudo(seg, s, len(seg)-l4), seg[l4:]))
+			if c == 0 {
+				c = 0xffff // 0 would mean no checksum
+			}
+			binary.BigEndian.PutUint16(seg[l4+6:], c)
+		} else {
+			binary.BigEndian.PutUint32(seg[l4+4:], s.seq+uint32(t.k*t.mss))
+			if !last {
+				seg[l4+13] &^= tcpFIN | tcpPSH
+			}
+			if t.k > 0 {
+				seg[l4+13] &^= tcpCWR
+			}
+			seg[l4+16], seg[l4+17] = 0, 0
+			binary.BigEndian.PutUint16(seg[l4+16:], ^fold(checksum(pseudo(seg, s, len(seg)-l4), seg[l4:])))
 		}
-		if t.k > 0 {
-			seg[l4+13] &^= tcpCWR
-		}
-		seg[l4+16], seg[l4+17] = 0, 0
-		sum := pseudo(seg, s, len(seg)-l4)
-		binary.BigEndian.PutUint16(seg[l4+16:], ^fold(checksum(sum, seg[l4:])))
 		sizes[n] = len(seg)
 		n++
 		t.next += end - start

@@ -24,12 +24,13 @@ const (
 	groMaxSegs        = 64
 )
 
-// tcpSeg is a parsed TCP/IP frame that may be coalesced.
-type tcpSeg struct {
-	l3, l4, hdr, end int // offsets: IP, TCP, payload, end of IP packet
+// seg is a parsed TCP or UDP frame that may be coalesced or segmented.
+type seg struct {
+	l3, l4, hdr, end int // offsets: IP, TCP/UDP, payload, end of IP packet
 	v6               bool
-	seq              uint32
-	flags            byte
+	proto            byte   // unix.IPPROTO_TCP or IPPROTO_UDP
+	seq              uint32 // TCP
+	flags            byte   // TCP
 }
 
 const (
@@ -42,10 +43,10 @@ const (
 	tcpCWR = 0x80
 )
 
-// parseTCPAny reports whether f is an Ethernet (optionally VLAN-tagged)
-// frame carrying a TCP segment with payload: IPv4 without options or
-// fragments, or IPv6 without extension headers.
-func parseTCPAny(f []byte) (s tcpSeg, ok bool) {
+// parseIP finds the IP packet in an Ethernet (optionally VLAN-tagged)
+// frame and checks it carries proto: IPv4 without options or fragments, or
+// IPv6 without extension headers. It fills l3, l4, end and v6.
+func parseIP(f []byte, proto byte) (s seg, ok bool) {
 	if len(f) < 14 {
 		return s, false
 	}
@@ -57,10 +58,10 @@ func parseTCPAny(f []byte) (s tcpSeg, ok bool) {
 		et = binary.BigEndian.Uint16(f[l3+2:])
 		l3 += 4
 	}
-	s.l3 = l3
+	s.l3, s.proto = l3, proto
 	switch et {
 	case 0x0800:
-		if len(f) < l3+20 || f[l3] != 0x45 || f[l3+9] != unix.IPPROTO_TCP {
+		if len(f) < l3+20 || f[l3] != 0x45 || f[l3+9] != proto {
 			return s, false
 		}
 		if binary.BigEndian.Uint16(f[l3+6:])&0x3fff != 0 { // MF or offset
@@ -68,7 +69,7 @@ func parseTCPAny(f []byte) (s tcpSeg, ok bool) {
 		}
 		s.l4, s.end = l3+20, l3+int(binary.BigEndian.Uint16(f[l3+2:]))
 	case 0x86dd:
-		if len(f) < l3+40 || f[l3]>>4 != 6 || f[l3+6] != unix.IPPROTO_TCP {
+		if len(f) < l3+40 || f[l3]>>4 != 6 || f[l3+6] != proto {
 			return s, false
 		}
 		s.v6 = true
@@ -76,7 +77,14 @@ func parseTCPAny(f []byte) (s tcpSeg, ok bool) {
 	default:
 		return s, false
 	}
-	if s.end > len(f) || s.l4+20 > s.end {
+	return s, s.end <= len(f) && s.l4 <= s.end
+}
+
+// parseTCPAny reports whether f is an Ethernet (optionally VLAN-tagged)
+// frame carrying a TCP segment with payload (parseIP's rules).
+func parseTCPAny(f []byte) (s seg, ok bool) {
+	s, ok = parseIP(f, unix.IPPROTO_TCP)
+	if !ok || s.l4+20 > s.end {
 		return s, false
 	}
 	thl := int(f[s.l4+12]>>4) * 4
@@ -91,7 +99,7 @@ func parseTCPAny(f []byte) (s tcpSeg, ok bool) {
 
 // parseTCP is parseTCPAny for segments that may be coalesced: no SYN, FIN,
 // RST, URG, ECE or CWR.
-func parseTCP(f []byte) (s tcpSeg, ok bool) {
+func parseTCP(f []byte) (s seg, ok bool) {
 	s, ok = parseTCPAny(f)
 	if ok && s.flags&(tcpSYN|tcpFIN|tcpRST|tcpURG|tcpECE|tcpCWR) != 0 {
 		return s, false
@@ -145,25 +153,26 @@ func fold(sum uint64) uint16 {
 	return uint16(sum)
 }
 
-// pseudo is the TCP pseudo-header sum for a segment of tcpLen bytes.
-func pseudo(f []byte, s *tcpSeg, tcpLen int) uint64 {
+// pseudo is the TCP or UDP pseudo-header sum for l4Len bytes of transport
+// header and payload.
+func pseudo(f []byte, s *seg, l4Len int) uint64 {
 	var sum uint64
 	if s.v6 {
 		sum = checksum(0, f[s.l3+8:s.l3+40])
 	} else {
 		sum = checksum(0, f[s.l3+12:s.l3+20])
 	}
-	return sum + unix.IPPROTO_TCP + uint64(tcpLen)
+	return sum + uint64(s.proto) + uint64(l4Len)
 }
 
 // validTCP checks a segment's TCP checksum: l2tp carries no integrity of
 // its own, and coalesced data is checksummed anew.
-func validTCP(f []byte, s *tcpSeg) bool {
+func validTCP(f []byte, s *seg) bool {
 	return fold(checksum(pseudo(f, s, s.end-s.l4), f[s.l4:s.end])) == 0xffff
 }
 
 // canFollow reports whether segment b continues segment a's flow.
-func canFollow(a []byte, sa *tcpSeg, aPayload int, b []byte, sb *tcpSeg) bool {
+func canFollow(a []byte, sa *seg, aPayload int, b []byte, sb *seg) bool {
 	if sa.l4 != sb.l4 || sa.hdr != sb.hdr || sa.v6 != sb.v6 {
 		return false
 	}
@@ -200,7 +209,7 @@ var superPool = sync.Pool{New: func() any { b := make([]byte, vnetHdrLen+groMaxS
 // coalesce builds, from frames[i][offset:] (following each other, parsed
 // in segs), one GSO frame with its virtio_net_hdr in out; it returns its
 // length.
-func coalesce(out []byte, frames [][]byte, offset int, segs []tcpSeg) int {
+func coalesce(out []byte, frames [][]byte, offset int, segs []seg) int {
 	f0, s0 := frames[0][offset:], &segs[0]
 	mss := s0.end - s0.hdr
 	o := vnetHdrLen
@@ -236,17 +245,18 @@ func coalesce(out []byte, frames [][]byte, offset int, segs []tcpSeg) int {
 }
 
 // writeVnet writes frames (bufs[i][offset:]) coalescing runs of one TCP
-// flow; every other frame goes out alone with an empty header.
+// flow, and with USO runs of one UDP flow; every other frame goes out alone
+// with an empty header.
 func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
 	var zero [vnetHdrLen]byte
-	var segArr [groMaxSegs]tcpSeg // on the stack: Write may run concurrently
+	var segArr [groMaxSegs]seg // on the stack: Write may run concurrently
 	segs := segArr[:0]
 	written := 0
 	var lastErr error
 	for i := 0; i < len(bufs); {
 		f := bufs[i][offset:]
 		s, ok := parseTCP(f)
-		j := i + 1
+		j, udp := i+1, false
 		if ok && validTCP(f, &s) && s.flags&tcpPSH == 0 {
 			segs = append(segs[:0], s)
 			size, mss := s.end-s.l3, s.end-s.hdr
@@ -266,13 +276,21 @@ func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
 					break
 				}
 			}
-		} else {
-			j = i + 1
+		} else if d.uso {
+			if u, ok := parseUDP(f); ok && validUDP(f, &u) {
+				j, segs = udpRun(bufs, offset, i, u, segs)
+				udp = true
+			}
 		}
 		var err error
 		if j-i > 1 {
 			bp := superPool.Get().(*[]byte)
-			n := coalesce(*bp, bufs[i:j], offset, segs)
+			var n int
+			if udp {
+				n = coalesceUDP(*bp, bufs[i:j], offset, segs)
+			} else {
+				n = coalesce(*bp, bufs[i:j], offset, segs)
+			}
 			err = d.writev((*bp)[:n])
 			superPool.Put(bp)
 		} else {

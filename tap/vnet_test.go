@@ -65,7 +65,7 @@ func TestCoalesce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const off, mss = 16, 1000
 			frames := tcpFrames(t, tc.v6, tc.vlan, 5, mss, off)
-			var segs []tcpSeg
+			var segs []seg
 			var want []byte
 			for i, f := range frames {
 				s, ok := parseTCP(f[off:])
@@ -156,7 +156,7 @@ func FuzzParseTCP(f *testing.F) {
 		}
 		validTCP(b, &s)
 		out := make([]byte, vnetHdrLen+groMaxSize)
-		coalesce(out, [][]byte{b, b}, 0, []tcpSeg{s, s})
+		coalesce(out, [][]byte{b, b}, 0, []seg{s, s})
 	})
 }
 
@@ -171,7 +171,7 @@ func TestSegmentInvertsCoalesce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const mss = 1000
 			frames := tcpFrames(t, tc.v6, tc.vlan, 7, mss, 0)
-			var segs []tcpSeg
+			var segs []seg
 			for _, f := range frames {
 				s, _ := parseTCP(f)
 				segs = append(segs, s)

@@ -7,10 +7,10 @@ import (
 	"github.com/songgao/water"
 )
 
-func openWater(c Config) (*os.File, string, bool, error) {
+func openWater(c Config) (opened, error) {
 	if c.Attach {
 		if _, err := interfaceIndex(c.Name); err != nil {
-			return nil, "", false, fmt.Errorf("tap: attach %s: no such device", c.Name)
+			return opened{}, fmt.Errorf("tap: attach %s: no such device", c.Name)
 		}
 	}
 	mq := c.Queues > 1
@@ -24,14 +24,14 @@ func openWater(c Config) (*os.File, string, bool, error) {
 		ifce, err = open()
 	}
 	if err != nil {
-		return nil, "", false, fmt.Errorf("tap: create %q: %w", c.Name, err)
+		return opened{}, fmt.Errorf("tap: create %q: %w", c.Name, err)
 	}
 	// water opens /dev/net/tun non-blocking and wraps it in an *os.File;
 	// batch I/O needs that file's raw fd.
 	f, ok := ifce.ReadWriteCloser.(*os.File)
 	if !ok {
 		ifce.Close()
-		return nil, "", false, fmt.Errorf("tap: water returned %T, not a file", ifce.ReadWriteCloser)
+		return opened{}, fmt.Errorf("tap: water returned %T, not a file", ifce.ReadWriteCloser)
 	}
-	return f, ifce.Name(), mq, nil
+	return opened{f: f, name: ifce.Name(), mq: mq}, nil
 }
