@@ -36,7 +36,11 @@ type Reader interface {
 	WaitRead() error
 	// ReadBatch reads up to len(bufs) waiting L2TP messages into
 	// bufs[i][offset:] without blocking. For IP encapsulation the message
-	// starts after the IP header.
+	// starts after the IP header. It may instead replace bufs[i] with a
+	// slice of its own memory holding the message at offset (UDP GRO,
+	// offset <= GROHeadroom): valid, and not to be written before offset,
+	// until the next ReadBatch; callers that reuse their buffers keep
+	// their own copy of the slice headers.
 	ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error)
 }
 
@@ -80,6 +84,7 @@ type sock struct {
 	drained bool     // the last ReadBatch emptied the queue (one reader only)
 	groOn   bool     // UDP_GRO is set: reads go through readGRO
 	gro     *groBufs // a coalesced read still being handed out
+	groDone *groBufs // a coalesced read handed out, in use until the next read
 }
 
 var writeMsgs = sync.Pool{New: func() any { m := make([]Message, MaxBatch); return &m }}
@@ -306,14 +311,9 @@ func (s *sock) PathMTU() int {
 	return mtu
 }
 
-func (s *sock) Close() error {
-	err := s.c.Close()
-	if g := s.gro; g != nil {
-		s.gro = nil
-		groPool.Put(g)
-	}
-	return err
-}
+// Close closes the socket. Buffers a read still holds are left to the
+// garbage collector: the reader may be using them until it sees the close.
+func (s *sock) Close() error { return s.c.Close() }
 
 // sockopts returns a Dialer/ListenConfig Control function setting the
 // options on the socket before bind and connect.

@@ -10,13 +10,18 @@ import (
 
 // UDP GRO on receive: the kernel hands over runs of datagrams from one
 // sender coalesced into one buffer (up to 64 KiB) with the segment size in
-// a UDP_GRO control message; groReader splits them back into messages.
-// The large buffers come from a pool shared by all sockets and are held
-// only while a read is being handed out, so idle tunnels cost nothing.
+// a UDP_GRO control message; readGRO splits them back into messages, handed
+// out in place (no copy) as slices of that buffer. The large buffers come
+// from a pool shared by all sockets and are held only while a read is being
+// handed out and used, so idle tunnels cost nothing.
 
 const (
 	groBufSize = 65536
 	groBatch   = 8
+	// GROHeadroom is the largest offset ReadBatch serves in place: each
+	// coalesced read lands this far into its buffer, so every message has
+	// that much of the buffer (the previous message's tail) before it.
+	GROHeadroom = 64
 )
 
 type groBufs struct {
@@ -32,7 +37,7 @@ type groBufs struct {
 var groPool = sync.Pool{New: func() any {
 	g := &groBufs{}
 	for i := range g.bufs {
-		g.bufs[i] = make([]byte, groBufSize)
+		g.bufs[i] = make([]byte, GROHeadroom+groBufSize)
 		g.oobs[i] = make([]byte, unix.CmsgSpace(4))
 	}
 	return g
@@ -55,13 +60,20 @@ func groSegment(oob []byte) int {
 	return 0
 }
 
-// readGRO is ReadBatch for a socket with UDP_GRO on.
+// readGRO is ReadBatch for a socket with UDP_GRO on. Messages are handed
+// out in place (bufs[i] replaced) when offset <= GROHeadroom, copied
+// otherwise.
 func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if s.groDone != nil {
+		// The caller is done with what the last call lent it.
+		groPool.Put(s.groDone)
+		s.groDone = nil
+	}
 	g := s.gro
 	if g == nil {
 		g = groPool.Get().(*groBufs)
 		for i := range g.msgs {
-			g.iovs[i][0] = g.bufs[i]
+			g.iovs[i][0] = g.bufs[i][GROHeadroom:]
 			g.msgs[i].Buffers = g.iovs[i][:]
 			g.msgs[i].OOB = g.oobs[i]
 		}
@@ -79,9 +91,10 @@ func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 		s.gro = g
 	}
 	n := 0
+	inPlace := offset <= GROHeadroom
 	for n < len(bufs) && g.msg < g.got {
 		m := &g.msgs[g.msg]
-		data := g.bufs[g.msg][:m.N]
+		data := g.bufs[g.msg][GROHeadroom : GROHeadroom+m.N]
 		seg := groSegment(m.OOB[:m.NN])
 		if seg <= 0 || m.Flags&unix.MSG_TRUNC != 0 {
 			seg = len(data)
@@ -93,7 +106,16 @@ func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 			continue
 		}
 		end := min(g.off+seg, len(data))
-		sizes[n] = copy(bufs[n][offset:], data[g.off:end])
+		if inPlace {
+			// offset bytes before the message are the buffer's: the
+			// headroom or the previous message's tail. The capacity
+			// ends with the message, so appends cannot touch the next.
+			b := g.bufs[g.msg]
+			bufs[n] = b[GROHeadroom+g.off-offset : GROHeadroom+end : GROHeadroom+end]
+			sizes[n] = end - g.off
+		} else {
+			sizes[n] = copy(bufs[n][offset:], data[g.off:end])
+		}
 		n++
 		g.off = end
 		if g.off >= len(data) {
@@ -102,7 +124,11 @@ func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	if g.msg >= g.got {
 		s.gro = nil
-		groPool.Put(g)
+		if inPlace {
+			s.groDone = g // lent until the next read
+		} else {
+			groPool.Put(g)
+		}
 	} else {
 		s.drained = false // more to hand out without waiting
 	}

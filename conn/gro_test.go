@@ -56,33 +56,45 @@ func TestGROSplit(t *testing.T) {
 	}
 	d2 := bytes.Repeat([]byte{9}, 70)
 	want = append(want, d2)
-	f := &fakeGRO{dgrams: [][]byte{d1, d2}, segs: []int{100, 0}}
-	s := &sock{bc: f, groOn: true, drained: true}
-	var got [][]byte
-	bufs := [][]byte{make([]byte, 200), make([]byte, 200)} // smaller than a read: carry-over
-	sizes := make([]int, 2)
-	for calls := 0; calls < 10; calls++ {
-		n, err := s.ReadBatch(bufs, sizes, 8)
-		if err != nil {
-			t.Fatal(err)
+	// offset 8 is served in place (the caller's buffer replaced by a slice
+	// of the read's own), offset 100 by copying.
+	for _, offset := range []int{8, GROHeadroom, GROHeadroom + 36} {
+		f := &fakeGRO{dgrams: [][]byte{d1, d2}, segs: []int{100, 0}}
+		s := &sock{bc: f, groOn: true, drained: true}
+		var got [][]byte
+		own := [][]byte{make([]byte, 200), make([]byte, 200)} // smaller than a read: carry-over
+		bufs := make([][]byte, 2)
+		sizes := make([]int, 2)
+		for calls := 0; calls < 10; calls++ {
+			copy(bufs, own)
+			n, err := s.ReadBatch(bufs, sizes, offset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				if lent := &bufs[i][0] != &own[i][0]; lent != (offset <= GROHeadroom) {
+					t.Fatalf("offset %d: buffer lent %v", offset, lent)
+				}
+				if cap(bufs[i]) < offset+sizes[i] {
+					t.Fatalf("offset %d: message cut", offset)
+				}
+				got = append(got, append([]byte(nil), bufs[i][offset:offset+sizes[i]]...))
+			}
+			if n == 0 && s.drained {
+				break
+			}
 		}
-		for i := 0; i < n; i++ {
-			got = append(got, append([]byte(nil), bufs[i][8:8+sizes[i]]...))
+		if len(got) != len(want) {
+			t.Fatalf("offset %d: %d messages, want %d", offset, len(got), len(want))
 		}
-		if n == 0 && s.drained {
-			break
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("offset %d: message %d: %d bytes of %x", offset, i, len(got[i]), got[i][:1])
+			}
 		}
-	}
-	if len(got) != len(want) {
-		t.Fatalf("%d messages, want %d", len(got), len(want))
-	}
-	for i := range want {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("message %d: %d bytes of %x", i, len(got[i]), got[i][:1])
+		if s.gro != nil || s.groDone != nil {
+			t.Fatalf("offset %d: buffers still held after the last message and a read", offset)
 		}
-	}
-	if s.gro != nil {
-		t.Fatal("buffers still held after the last message")
 	}
 	if groSegment(nil) != 0 || groSegment(make([]byte, 3)) != 0 {
 		t.Fatal("groSegment on nothing")

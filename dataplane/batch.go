@@ -21,16 +21,22 @@ type batch struct {
 	bufs  [][]byte
 	sizes []int
 	out   [][]byte
+	own   [][]byte // the batch's buffers: a reader may lend its own in bufs
 }
 
 func newBatch() *batch {
-	b := &batch{bufs: make([][]byte, batchSize), sizes: make([]int, batchSize), out: make([][]byte, batchSize)}
+	b := &batch{bufs: make([][]byte, batchSize), sizes: make([]int, batchSize), out: make([][]byte, batchSize), own: make([][]byte, batchSize)}
 	mem := make([]byte, batchSize*bufSize)
 	for i := range b.bufs {
-		b.bufs[i] = mem[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+		b.own[i] = mem[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
 	}
+	copy(b.bufs, b.own)
 	return b
 }
+
+// restore puts the batch's own buffers back after a read that may have
+// lent others (conn.Reader.ReadBatch).
+func (b *batch) restore() { copy(b.bufs, b.own) }
 
 // held is a received frame waiting in a reorder buffer: a copy, because the
 // batch it arrived in is reused at once.

@@ -41,6 +41,7 @@ func (m *Manager) readLoop(r conn.Reader, e encap.Encap, t *tunnel) {
 		if n > 0 {
 			m.receive(e, t, b, n)
 		}
+		b.restore()
 		m.putBatch(b)
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {

@@ -57,7 +57,8 @@ func BenchmarkSegment(b *testing.B) {
 }
 
 // BenchmarkCoalesce parses, checks (TCP checksum) and merges 44 received
-// segments into one GSO frame, as Write does for the receive direction.
+// segments into one GSO frame's headers, as Write does for the receive
+// direction (the payloads are gathered by the write itself).
 func BenchmarkCoalesce(b *testing.B) {
 	const segs = 44
 	frames := tcpFrames(b, false, false, segs+1, benchMSS, 64)[:segs]
@@ -75,6 +76,6 @@ func BenchmarkCoalesce(b *testing.B) {
 			}
 			parsed = append(parsed, s)
 		}
-		coalesce(*bp, frames, 64, parsed)
+		mergeTCP(*bp, frames, 64, parsed)
 	}
 }

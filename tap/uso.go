@@ -60,33 +60,21 @@ func canFollowUDP(a []byte, sa *seg, b []byte, sb *seg) bool {
 	return a[l3+6]&df != 0 || binary.BigEndian.Uint16(b[l3+4:]) == binary.BigEndian.Uint16(a[l3+4:])+1
 }
 
-// coalesceUDP builds, from datagrams frames[i][offset:] (parsed in segs,
-// all as long as the first but the last), one GSO_UDP_L4 frame with its
-// virtio_net_hdr in out; it returns its length.
-func coalesceUDP(out []byte, frames [][]byte, offset int, segs []seg) int {
+// mergeUDP is mergeTCP for a run of datagrams of one flow, all as long as
+// the first but the last: one GSO_UDP_L4 frame.
+func mergeUDP(h []byte, frames [][]byte, offset int, segs []seg) int {
 	f0, s0 := frames[0][offset:], &segs[0]
-	o := vnetHdrLen
-	o += copy(out[o:], f0[:s0.hdr])
-	for i, f := range frames {
-		o += copy(out[o:], f[offset+segs[i].hdr:offset+segs[i].end])
+	total := s0.hdr
+	for i := range segs {
+		total += segs[i].end - segs[i].hdr
 	}
-	frame := out[vnetHdrLen:o]
-	l3, l4 := s0.l3, s0.l4
-	if s0.v6 {
-		binary.BigEndian.PutUint16(frame[l3+4:], uint16(len(frame)-l3-40))
-	} else {
-		binary.BigEndian.PutUint16(frame[l3+2:], uint16(len(frame)-l3))
-		frame[l3+10], frame[l3+11] = 0, 0
-		binary.BigEndian.PutUint16(frame[l3+10:], ^fold(checksum(0, frame[l3:l3+20])))
-	}
-	binary.BigEndian.PutUint16(frame[l4+4:], uint16(len(frame)-l4))
-	binary.BigEndian.PutUint16(frame[l4+6:], fold(pseudo(frame, s0, len(frame)-l4)))
-	h := out[:vnetHdrLen]
-	h[0], h[1] = vnetFlagNeedsCsum, vnetGSOUDPL4
-	binary.NativeEndian.PutUint16(h[2:], uint16(s0.hdr))        // hdr_len
-	binary.NativeEndian.PutUint16(h[4:], uint16(s0.end-s0.hdr)) // gso_size
-	binary.NativeEndian.PutUint16(h[6:], uint16(l4))            // csum_start
-	binary.NativeEndian.PutUint16(h[8:], 6)                     // csum_offset
+	o := vnetHdrLen + copy(h[vnetHdrLen:], f0[:s0.hdr])
+	frame := h[vnetHdrLen:o]
+	l4 := s0.l4
+	ipLengths(frame, s0, total)
+	binary.BigEndian.PutUint16(frame[l4+4:], uint16(total-l4))
+	binary.BigEndian.PutUint16(frame[l4+6:], fold(pseudo(frame, s0, total-l4)))
+	vnetGSO(h, vnetGSOUDPL4, s0, s0.end-s0.hdr, 6)
 	return o
 }
 

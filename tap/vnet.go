@@ -206,42 +206,58 @@ func canFollow(a []byte, sa *seg, aPayload int, b []byte, sb *seg) bool {
 
 var superPool = sync.Pool{New: func() any { b := make([]byte, vnetHdrLen+groMaxSize); return &b }}
 
-// coalesce builds, from frames[i][offset:] (following each other, parsed
-// in segs), one GSO frame with its virtio_net_hdr in out; it returns its
-// length.
-func coalesce(out []byte, frames [][]byte, offset int, segs []seg) int {
+// maxMergeHdr bounds the headers (Ethernet, VLAN tags, IP, TCP) of a
+// frame that is merged: they are written ahead of the gathered payloads.
+const maxMergeHdr = 192
+
+// mergeTCP writes into h the virtio_net_hdr and the headers of one GSO
+// frame made of frames[i][offset:] (following each other, parsed in segs):
+// the first frame's headers with the merged lengths, PSH if any had it, and
+// the checksum left to the kernel (NEEDS_CSUM: the field holds the
+// pseudo-header sum; the kernel completes it, and each segment's, if it
+// resegments). The payloads follow unchanged. It returns len(h) used.
+func mergeTCP(h []byte, frames [][]byte, offset int, segs []seg) int {
 	f0, s0 := frames[0][offset:], &segs[0]
-	mss := s0.end - s0.hdr
-	o := vnetHdrLen
-	o += copy(out[o:], f0[:s0.hdr])
+	total := s0.hdr
 	var flags byte
-	for i, f := range frames {
-		o += copy(out[o:], f[offset+segs[i].hdr:offset+segs[i].end])
+	for i := range segs {
+		total += segs[i].end - segs[i].hdr
 		flags |= segs[i].flags & tcpPSH
 	}
-	frame := out[vnetHdrLen:o]
-	l3, l4 := s0.l3, s0.l4
-	tcpLen := len(frame) - l4
+	o := vnetHdrLen + copy(h[vnetHdrLen:], f0[:s0.hdr])
+	frame := h[vnetHdrLen:o]
+	l4 := s0.l4
 	gso := uint8(vnetGSOTCPv4)
 	if s0.v6 {
 		gso = vnetGSOTCPv6
-		binary.BigEndian.PutUint16(frame[l3+4:], uint16(len(frame)-l3-40))
-	} else {
-		binary.BigEndian.PutUint16(frame[l3+2:], uint16(len(frame)-l3))
-		frame[l3+10], frame[l3+11] = 0, 0
-		binary.BigEndian.PutUint16(frame[l3+10:], ^fold(checksum(0, frame[l3:l3+20])))
 	}
+	ipLengths(frame, s0, total)
 	frame[l4+13] |= flags
-	// NEEDS_CSUM: the checksum field holds the pseudo-header sum; the
-	// kernel completes it over the data (and each segment, if it resegments).
-	binary.BigEndian.PutUint16(frame[l4+16:], fold(pseudo(frame, s0, tcpLen)))
-	h := out[:vnetHdrLen]
-	h[0], h[1] = vnetFlagNeedsCsum, gso
-	binary.NativeEndian.PutUint16(h[2:], uint16(s0.hdr)) // hdr_len
-	binary.NativeEndian.PutUint16(h[4:], uint16(mss))    // gso_size
-	binary.NativeEndian.PutUint16(h[6:], uint16(l4))     // csum_start
-	binary.NativeEndian.PutUint16(h[8:], 16)             // csum_offset
+	binary.BigEndian.PutUint16(frame[l4+16:], fold(pseudo(frame, s0, total-l4)))
+	vnetGSO(h, gso, s0, segs[0].end-segs[0].hdr, 16)
 	return o
+}
+
+// ipLengths sets the IP length fields (and IPv4's header checksum) of
+// headers for a packet ending at total.
+func ipLengths(frame []byte, s *seg, total int) {
+	l3 := s.l3
+	if s.v6 {
+		binary.BigEndian.PutUint16(frame[l3+4:], uint16(total-l3-40))
+		return
+	}
+	binary.BigEndian.PutUint16(frame[l3+2:], uint16(total-l3))
+	frame[l3+10], frame[l3+11] = 0, 0
+	binary.BigEndian.PutUint16(frame[l3+10:], ^fold(checksum(0, frame[l3:l3+20])))
+}
+
+// vnetGSO fills a virtio_net_hdr for a GSO frame with checksum offload.
+func vnetGSO(h []byte, gso uint8, s *seg, size, csumOff int) {
+	h[0], h[1] = vnetFlagNeedsCsum, gso
+	binary.NativeEndian.PutUint16(h[2:], uint16(s.hdr)) // hdr_len
+	binary.NativeEndian.PutUint16(h[4:], uint16(size))  // gso_size
+	binary.NativeEndian.PutUint16(h[6:], uint16(s.l4))  // csum_start
+	binary.NativeEndian.PutUint16(h[8:], uint16(csumOff))
 }
 
 // writeVnet writes frames (bufs[i][offset:]) coalescing runs of one TCP
@@ -283,17 +299,24 @@ func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
 			}
 		}
 		var err error
-		if j-i > 1 {
-			bp := superPool.Get().(*[]byte)
+		if j-i > 1 && segs[0].hdr <= maxMergeHdr {
+			// One write gathers the merged headers and the payloads
+			// where they lie: no copy.
+			var h [vnetHdrLen + maxMergeHdr]byte
 			var n int
 			if udp {
-				n = coalesceUDP(*bp, bufs[i:j], offset, segs)
+				n = mergeUDP(h[:], bufs[i:j], offset, segs)
 			} else {
-				n = coalesce(*bp, bufs[i:j], offset, segs)
+				n = mergeTCP(h[:], bufs[i:j], offset, segs)
 			}
-			err = d.writev((*bp)[:n])
-			superPool.Put(bp)
+			var parts [groMaxSegs + 1][]byte
+			ps := append(parts[:0], h[:n])
+			for k := range segs {
+				ps = append(ps, bufs[i+k][offset+segs[k].hdr:offset+segs[k].end])
+			}
+			err = d.writev(ps...)
 		} else {
+			j = i + 1
 			err = d.writev(zero[:], f)
 		}
 		if err == nil {

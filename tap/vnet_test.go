@@ -244,3 +244,22 @@ func FuzzChecksum(f *testing.F) {
 		}
 	})
 }
+
+// coalesce is what the kernel reads from writeVnet's gathered write of a
+// TCP run: merged headers, then the payloads. It returns the length in out.
+func coalesce(out []byte, frames [][]byte, offset int, segs []seg) int {
+	n := mergeTCP(out, frames, offset, segs)
+	for i := range segs {
+		n += copy(out[n:], frames[i][offset+segs[i].hdr:offset+segs[i].end])
+	}
+	return n
+}
+
+// coalesceUDP is coalesce for a UDP run.
+func coalesceUDP(out []byte, frames [][]byte, offset int, segs []seg) int {
+	n := mergeUDP(out, frames, offset, segs)
+	for i := range segs {
+		n += copy(out[n:], frames[i][offset+segs[i].hdr:offset+segs[i].end])
+	}
+	return n
+}
