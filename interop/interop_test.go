@@ -599,10 +599,17 @@ func TestInterop(t *testing.T) {
 		}
 		cases = sel
 	}
+	// Every fast path on for the matrix; the byte-exact path for the
+	// exact cases.
+	tp.restartDaemon(t, fastFlags...)
 	exact := false
 	for i, c := range cases {
 		if c.exact != exact {
-			tp.restartDaemon(t, c.exact)
+			flags := fastFlags
+			if c.exact {
+				flags = exactFlags
+			}
+			tp.restartDaemon(t, flags...)
 			exact = c.exact
 		}
 		r := tp.runKernel(t, c, i+1)
@@ -614,15 +621,16 @@ func TestInterop(t *testing.T) {
 		fmt.Printf("[%3d/%d %5.0fs] %s\n", i+1, len(cases), time.Since(start).Seconds(), rows[len(rows)-1])
 	}
 	if exact {
-		tp.restartDaemon(t, false)
+		tp.restartDaemon(t, fastFlags...)
 	}
 	kernelTime := time.Since(start)
 	qrows, qfailed := tp.runQEMU(t)
 	failed += qfailed
 	report := fmt.Sprintf("# l2tpu interop: Linux kernel %s (QEMU, %s) and QEMU l2tpv3 against l2tpu\n\n"+
-		"%s. Kernel cases %d in %s; QEMU cases %d; total %s. %d failed.\n\n## Kernel\n\n%s\n%s\n\n## QEMU l2tpv3 (guestless, hubport)\n\n%s\n",
+		"%s. Kernel cases %d in %s; QEMU cases %d; total %s. %d failed. l2tpu daemon flags: %s (every fast path on), "+
+			"exact-* cases %s (the byte-exact path).\n\n## Kernel\n\n%s\n%s\n\n## QEMU l2tpv3 (guestless, hubport)\n\n%s\n",
 		tp.vmRelease(), tp.vm.Accel, time.Now().UTC().Format("2006-01-02 15:04 UTC"), len(cases), kernelTime.Round(time.Second),
-		len(qrows)-2, time.Since(start).Round(time.Second), failed, header, strings.Join(rows, "\n"), strings.Join(qrows, "\n"))
+		len(qrows)-2, time.Since(start).Round(time.Second), failed, strings.Join(fastFlags, " "), strings.Join(exactFlags, " "), header, strings.Join(rows, "\n"), strings.Join(qrows, "\n"))
 	out := os.Getenv("L2TPU_INTEROP_OUT")
 	if out == "" {
 		out = filepath.Join("..", "build", "interop-results.md")

@@ -94,15 +94,10 @@ func (tp *topo) l2tpu(args ...string) (string, error) {
 
 func (tp *topo) l2tpuBin() string { return tp.bin }
 
-// restartDaemon replaces ns U's daemon with one on the byte-exact path
-// (-no-gso) or the default one.
-func (tp *topo) restartDaemon(t *testing.T, exact bool) {
+// restartDaemon replaces ns U's daemon with one started with args.
+func (tp *topo) restartDaemon(t *testing.T, args ...string) {
 	t.Helper()
 	daemon.StopInNamespace(tp.u.Path())
-	var args []string
-	if exact {
-		args = append(args, "-no-gso")
-	}
 	err := netns.Do(tp.u.Path(), func() error {
 		return daemon.Start(tp.bin, filepath.Join(tp.workDir, "daemon.log"), args...)
 	})
@@ -110,6 +105,13 @@ func (tp *topo) restartDaemon(t *testing.T, exact bool) {
 		t.Fatalf("daemon %v: %v", args, err)
 	}
 }
+
+// Daemon flags: every fast path on (multi-queue TAPs too), or the
+// byte-exact path.
+var (
+	fastFlags  = []string{"-tap-queues", "2"}
+	exactFlags = []string{"-no-gso"}
+)
 
 // sessionStats reads l2tpu's counters of its only session.
 func (tp *topo) sessionStats() (dataplane.Stats, bool, error) {
