@@ -76,6 +76,7 @@ type sock struct {
 	gsoMax  int         // largest GSO segment: path MTU less IP and UDP headers
 	c       net.Conn
 	rc      syscall.RawConn
+	waiter  *poll.Waiter
 	bc      batchConn
 	v6      bool
 	rmsgs   []Message
@@ -98,17 +99,19 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sock{c: c, rc: rc, v6: v6, drained: true}
+	s := &sock{c: c, rc: rc, v6: v6, drained: true, waiter: poll.NewWaiter(rc)}
 	pc := c.(net.PacketConn)
+	var bc batchConn
 	if v6 {
-		s.bc = ipv6PacketConn(pc)
+		bc = ipv6PacketConn(pc)
 	} else {
-		s.bc = ipv4.NewPacketConn(pc)
+		bc = ipv4.NewPacketConn(pc)
 	}
+	s.bc = newRecvBatch(bc, rc)
 	return s, nil
 }
 
-func (s *sock) WaitRead() error { return poll.WaitRead(s.rc, s.drained) }
+func (s *sock) WaitRead() error { return s.waiter.Wait(s.drained) }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if s.groOn {

@@ -628,7 +628,7 @@ func TestInterop(t *testing.T) {
 	failed += qfailed
 	report := fmt.Sprintf("# l2tpu interop: Linux kernel %s (QEMU, %s) and QEMU l2tpv3 against l2tpu\n\n"+
 		"%s. Kernel cases %d in %s; QEMU cases %d; total %s. %d failed. l2tpu daemon flags: %s (every fast path on), "+
-			"exact-* cases %s (the byte-exact path).\n\n## Kernel\n\n%s\n%s\n\n## QEMU l2tpv3 (guestless, hubport)\n\n%s\n",
+		"exact-* cases %s (the byte-exact path).\n\n## Kernel\n\n%s\n%s\n\n## QEMU l2tpv3 (guestless, hubport)\n\n%s\n",
 		tp.vmRelease(), tp.vm.Accel, time.Now().UTC().Format("2006-01-02 15:04 UTC"), len(cases), kernelTime.Round(time.Second),
 		len(qrows)-2, time.Since(start).Round(time.Second), failed, strings.Join(fastFlags, " "), strings.Join(exactFlags, " "), header, strings.Join(rows, "\n"), strings.Join(qrows, "\n"))
 	out := os.Getenv("L2TPU_INTEROP_OUT")

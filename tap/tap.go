@@ -124,7 +124,10 @@ func Open(c Config) (Device, error) {
 		o.f.Close()
 		return nil, err
 	}
-	return &fileDevice{f: o.f, rc: rc, name: o.name, persist: c.Persist, drained: true, vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}, nil
+	d := &fileDevice{f: o.f, rc: rc, waiter: poll.NewWaiter(rc), name: o.name, persist: c.Persist, drained: true,
+		vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}
+	d.rd.fn = d.readOne
+	return d, nil
 }
 
 // OpenQueues creates (or attaches to) a TAP device and opens c.Queues
@@ -234,6 +237,8 @@ type fileDevice struct {
 	tso     tsoState
 	f       *os.File
 	rc      syscall.RawConn
+	waiter  *poll.Waiter
+	rd      oneRead // the reader's: Read is never concurrent with itself
 	name    string
 	persist bool
 	mq      bool // one queue of a multi-queue device
@@ -242,75 +247,83 @@ type fileDevice struct {
 
 func (d *fileDevice) Name() string { return d.name }
 
-func (d *fileDevice) WaitRead() error { return poll.WaitRead(d.rc, d.drained && !d.pending()) }
+func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.drained && !d.pending()) }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.tsoOn {
 		return d.readTSO(bufs, sizes, offset)
 	}
+	head := offset
+	if d.vnet {
+		head -= vnetHdrLen // the header lands in the headroom
+	}
 	n := 0
-	var rerr error
-	err := d.rc.Read(func(fd uintptr) bool {
-		head := offset
-		if d.vnet {
-			head -= vnetHdrLen // the header lands in the headroom
+	for n < len(bufs) {
+		m, err := d.read(bufs[n][head:])
+		if err != nil {
+			d.drained = true
+			if err == unix.EAGAIN {
+				err = nil
+			}
+			return n, err
 		}
-		for n < len(bufs) {
-			m, e := unix.Read(int(fd), bufs[n][head:])
-			if e == unix.EINTR {
+		if d.vnet {
+			// No offloads are negotiated, so frames arrive whole and
+			// checksummed: the header says nothing to act on.
+			m -= vnetHdrLen
+			if m < 0 {
 				continue
 			}
-			if e != nil {
-				if e != unix.EAGAIN {
-					rerr = e
-				}
-				break
-			}
-			if d.vnet {
-				// No offloads are negotiated, so frames arrive whole and
-				// checksummed: the header says nothing to act on.
-				m -= vnetHdrLen
-				if m < 0 {
-					continue
-				}
-			}
-			sizes[n] = m
-			n++
 		}
-		d.drained = n < len(bufs)
-		return true
-	})
-	if err != nil {
-		return n, err
+		sizes[n] = m
+		n++
 	}
-	return n, rerr
+	d.drained = false
+	return n, nil
+}
+
+// oneRead is one read(2) through the poller's fd reference, its callback
+// bound once (a closure per call would be an allocation per frame).
+type oneRead struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(uintptr) bool
+}
+
+// read reads one frame without blocking (EAGAIN when there is none).
+func (d *fileDevice) read(b []byte) (int, error) {
+	d.rd.buf = b
+	err := d.rc.Read(d.rd.fn)
+	d.rd.buf = nil
+	if err != nil {
+		return 0, err
+	}
+	return d.rd.n, d.rd.err
+}
+
+func (d *fileDevice) readOne(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), d.rd.buf)
+		if err != unix.EINTR {
+			d.rd.n, d.rd.err = n, err
+			return true
+		}
+	}
 }
 
 func (d *fileDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if d.vnet {
 		return d.writeVnet(bufs, offset)
 	}
-	n, i := 0, 0
+	n := 0
 	var werr error
-	err := d.rc.Write(func(fd uintptr) bool {
-		for i < len(bufs) {
-			_, e := unix.Write(int(fd), bufs[i][offset:])
-			switch e {
-			case nil:
-				n++
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until writable
-			default:
-				werr = e // e.g. EIO while the interface is down: skip the frame
-			}
-			i++
+	for _, b := range bufs {
+		if err := d.writev(b[offset:]); err != nil {
+			werr = err // e.g. EIO while the interface is down: skip the frame
+			continue
 		}
-		return true
-	})
-	if err != nil {
-		return n, err
+		n++
 	}
 	return n, werr
 }

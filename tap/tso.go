@@ -66,23 +66,11 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 			continue
 		}
 		bp := superPool.Get().(*[]byte)
-		var m int
-		var e error
-		err := d.rc.Read(func(fd uintptr) bool {
-			for {
-				m, e = unix.Read(int(fd), *bp)
-				if e != unix.EINTR {
-					return true
-				}
-			}
-		})
-		if err != nil || e != nil {
+		m, err := d.read(*bp)
+		if err != nil {
 			superPool.Put(bp)
-			if err != nil {
-				return n, err
-			}
-			if e != unix.EAGAIN {
-				rerr = e
+			if err != unix.EAGAIN {
+				rerr = err
 			}
 			d.drained = true
 			return n, rerr

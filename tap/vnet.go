@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -329,24 +330,53 @@ func (d *fileDevice) writeVnet(bufs [][]byte, offset int) (int, error) {
 	return written, lastErr
 }
 
-// writev writes one frame gathered from parts (a header, then the frame).
+// writev writes one frame gathered from parts (a header, then the frame
+// or its pieces).
 func (d *fileDevice) writev(parts ...[]byte) error {
-	var werr error
-	err := d.rc.Write(func(fd uintptr) bool {
-		for {
-			_, e := unix.Writev(int(fd), parts)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			werr = e
-			return true
+	w := writers.Get().(*oneWrite)
+	defer writers.Put(w)
+	k := 0
+	for _, p := range parts {
+		if len(p) > 0 && k < len(w.iovs) {
+			w.iovs[k].Base = &p[0]
+			w.iovs[k].SetLen(len(p))
+			k++
 		}
-	})
+	}
+	w.k = k
+	err := d.rc.Write(w.fn)
+	clear(w.iovs[:k]) // keep no references to the caller's buffers
 	if err != nil {
 		return err
 	}
-	return werr
+	return w.err
+}
+
+// oneWrite is one writev(2) through the poller's fd reference, with its
+// iovecs: pooled, because writes to one device may come from several
+// goroutines, and so allocation-free.
+type oneWrite struct {
+	iovs [groMaxSegs + 2]unix.Iovec
+	k    int
+	err  error
+	fn   func(uintptr) bool
+}
+
+var writers = sync.Pool{New: func() any { w := &oneWrite{}; w.fn = w.write; return w }}
+
+func (w *oneWrite) write(fd uintptr) bool {
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(w.k))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until writable
+		}
+		w.err = nil
+		if e != 0 {
+			w.err = e
+		}
+		return true
+	}
 }

@@ -41,3 +41,24 @@ func TestHelpAndManMatchTheParser(t *testing.T) {
 		}
 	}
 }
+
+// TestManDocumentsDaemonFlags: every flag of l2tpu daemon is in the man
+// page.
+func TestManDocumentsDaemonFlags(t *testing.T) {
+	man, err := os.ReadFile("../../man/l2tpu.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manText := strings.ReplaceAll(string(man), `\-`, "-")
+	var out, errb strings.Builder
+	run([]string{"daemon", "-h"}, nil, &out, &errb)
+	flags := regexp.MustCompile(`(?m)^\s+(-[a-z-]+)`).FindAllStringSubmatch(errb.String()+out.String(), -1)
+	if len(flags) < 8 {
+		t.Fatalf("daemon usage lists %d flags:\n%s", len(flags), errb.String())
+	}
+	for _, f := range flags {
+		if !regexp.MustCompile(regexp.QuoteMeta(f[1]) + `\b`).MatchString(manText) {
+			t.Errorf("man page does not document l2tpu daemon %s", f[1])
+		}
+	}
+}

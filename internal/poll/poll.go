@@ -9,25 +9,41 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// WaitRead returns when the fd behind rc is readable, or an error once it
-// is closed. drained says the caller's last read emptied the queue; if it
-// did not (a full batch), there is more to read and WaitRead returns at
-// once.
-func WaitRead(rc syscall.RawConn, drained bool) error {
+// Waiter waits on one fd, for one reader at a time. Its callback is bound
+// once, so waiting allocates nothing.
+type Waiter struct {
+	rc    syscall.RawConn
+	first bool
+	fn    func(uintptr) bool
+}
+
+// NewWaiter returns a Waiter for the fd behind rc.
+func NewWaiter(rc syscall.RawConn) *Waiter {
+	w := &Waiter{rc: rc}
+	w.fn = w.check
+	return w
+}
+
+// Wait returns when the fd is readable, or an error once it is closed.
+// drained says the caller's last read emptied the queue; if it did not (a
+// full batch), there is more to read and Wait returns at once.
+func (w *Waiter) Wait(drained bool) error {
 	if !drained {
 		return nil
 	}
-	first := true
-	return rc.Read(func(fd uintptr) bool {
-		if !first {
-			return true
-		}
-		first = false
-		// rc.Read has just reset the poller's readiness flag (pollReset),
-		// so an edge that came before this call is forgotten: look at the
-		// fd itself before parking.
-		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd[:], 0)
-		return err == nil && n > 0
-	})
+	w.first = true
+	return w.rc.Read(w.fn)
+}
+
+func (w *Waiter) check(fd uintptr) bool {
+	if !w.first {
+		return true
+	}
+	w.first = false
+	// rc.Read has just reset the poller's readiness flag (pollReset), so
+	// an edge that came before this call is forgotten: look at the fd
+	// itself before parking.
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd[:], 0)
+	return err == nil && n > 0
 }
