@@ -340,40 +340,47 @@ func report(rs []Result) {
 	progress("wrote %s/results.{md,json,svg}", *out)
 }
 
-// chart draws three bar groups (TCP, UDP 64 B, RTT), each normalised to
-// its largest value, with the figures written on the bars.
+// chart draws three panels (TCP, UDP 64 B, RTT) of horizontal bars, one
+// row per method with its name once on the left, each panel scaled to its
+// largest value and the figures written after the bars.
 func chart(rs []Result, head string) string {
-	const w, h, left, top, bar = 900, 420, 60, 60, 26
-	colors := []string{"#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2"}
+	const w, left, top, rowH, bar = 1000, 150, 78, 30, 20
+	h := top + len(rs)*rowH + 30
+	colors := []string{"#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#72b7b2", "#eeca3b", "#ff9da6", "#9d755d", "#bab0ac"}
 	metrics := []struct {
-		name string
-		get  func(Result) float64
-		unit string
-	}{{"TCP throughput", func(r Result) float64 { return r.TCPGbps }, "Gb/s"},
-		{"UDP 64-byte rate", func(r Result) float64 { return r.UDP64Kpps }, "kpps"},
-		{"ping RTT (lower is better)", func(r Result) float64 { return r.RTTus }, "µs"}}
+		name   string
+		get    func(Result) float64
+		format string
+	}{{"TCP throughput, one stream", func(r Result) float64 { return r.TCPGbps }, "%.2f Gb/s"},
+		{"UDP 64-byte rate", func(r Result) float64 { return r.UDP64Kpps }, "%.0f kpps"},
+		{"ping RTT (lower is better)", func(r Result) float64 { return r.RTTus }, "%.0f µs"}}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="%d" y="24" font-size="16">l2tpu beside direct veth, kernel VXLAN and QEMU l2tpv3</text><text x="%d" y="42" fill="#555">%s</text>`, left, left, head)
-	gw := (w - left) / len(metrics)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="10" y="24" font-size="16">l2tpu beside direct veth, kernel VXLAN and QEMU l2tpv3</text><text x="10" y="42" fill="#555">%s</text>`, head)
+	for ri, r := range rs {
+		y := top + ri*rowH
+		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`, y+bar-5, r.Method)
+	}
+	pw := (w - left) / len(metrics)
 	for mi, m := range metrics {
-		x0 := left + mi*gw
+		x0 := left + mi*pw
 		max := 0.0
 		for _, r := range rs {
 			if v := m.get(r); v > max {
 				max = v
 			}
 		}
-		fmt.Fprintf(&b, `<text x="%d" y="%d" font-weight="bold">%s</text>`, x0, top+10, m.name)
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-weight="bold">%s</text>`, x0, top-14, m.name)
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, x0, top-6, x0, top+len(rs)*rowH-6)
 		for ri, r := range rs {
 			v := m.get(r)
 			l := 0.0
 			if max > 0 {
-				l = v / max * float64(gw-120)
+				l = v / max * float64(pw-100)
 			}
-			y := top + 25 + ri*(bar+10)
-			fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text><rect x="%d" y="%d" width="%.0f" height="%d" fill="%s"/><text x="%.0f" y="%d">%.2f %s</text>`,
-				x0, y+17, r.Method, x0+50, y, l, bar, colors[ri%len(colors)], float64(x0+55)+l, y+17, v, m.unit)
+			y := top + ri*rowH
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%d" fill="%s"/><text x="%.0f" y="%d">%s</text>`,
+				x0, y, l, bar, colors[ri%len(colors)], float64(x0)+l+5, y+bar-5, fmt.Sprintf(m.format, v))
 		}
 	}
 	b.WriteString("</svg>\n")
