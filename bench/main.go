@@ -30,24 +30,27 @@ var (
 	secs   = flag.Int("t", 5, "seconds per iperf3 run")
 	out    = flag.String("o", "build/bench", "output directory (results.json, results.svg, results.md)")
 	l2tpu  = flag.String("l2tpu", "bin/l2tpu", "l2tpu binary")
-	only   = flag.String("only", "", "comma-separated methods to run (direct,vxlan,qemu,l2tpu,l2tpu-exact,l2tpu-no-gro,l2tpu-no-tso,l2tpu-no-tapgro,l2tpu-none)")
+	only   = flag.String("only", "", "comma-separated methods to run (direct,vxlan,qemu,l2tpu,l2tpu-exact,l2tpu-no-gro,l2tpu-no-tso,l2tpu-no-tapgro,l2tpu-none,l2tpu-1proc)")
 	prefix = fmt.Sprintf("lb%d", os.Getpid()%10000)
 	nsA    = prefix + "a"
 	nsB    = prefix + "b"
 )
 
-// variants are l2tpu's runs: every fast path on (the default), and each
-// turned off by its daemon flag.
+// variants are l2tpu's runs: every fast path on (the default), each
+// turned off by its daemon flag, and the default with the Go runtime on one
+// P.
 var variants = map[string]struct {
 	flags []string
 	note  string
+	env   []string // NAME=value for the daemon
 }{
-	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
-	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
-	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
-	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
-	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
-	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
+	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446", nil},
+	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)", nil},
+	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive", nil},
+	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP", nil},
+	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)", nil},
+	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)", nil},
+	"l2tpu-1proc":     {nil, "default, daemon with GOMAXPROCS=1 (no Go scheduler hand-offs between threads)", []string{"GOMAXPROCS=1"}},
 }
 
 // Result is one method's figures.
@@ -178,6 +181,11 @@ func setup(method string) (target string, teardown func(), note string) {
 			// The daemon is started here with the variant's flags (a
 			// client would start one with none).
 			err := netns.Do("/run/netns/"+x[0], func() error {
+				for _, e := range v.env {
+					k, val, _ := strings.Cut(e, "=")
+					os.Setenv(k, val)
+					defer os.Unsetenv(k)
+				}
 				return daemon.Start(*l2tpu, filepath.Join(*out, x[0]+"-daemon.log"), v.flags...)
 			})
 			if err != nil {
@@ -258,7 +266,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
 		os.Exit(1)
 	}
-	methods := []string{"direct", "vxlan", "qemu", "l2tpu", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none"}
+	methods := []string{"direct", "vxlan", "qemu", "l2tpu", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-1proc"}
 	if *only != "" {
 		methods = strings.Split(*only, ",")
 	}
