@@ -26,24 +26,7 @@ func TestMultiQueuePseudowire(t *testing.T) {
 	for _, seq := range []bool{false, true} {
 		c := combo{encap.EncapUDP, false, 4, encap.L2SpecDefault, seq}
 		t.Run(c.String(), func(t *testing.T) {
-			ta, tb := tunnelPair(c.encap, c.v6)
-			if err := ma.AddTunnel(ta); err != nil {
-				t.Fatal(err)
-			}
-			defer ma.DeleteTunnel(ta.TunnelID)
-			if err := mb.AddTunnel(tb); err != nil {
-				t.Fatal(err)
-			}
-			defer mb.DeleteTunnel(tb.TunnelID)
-			sa, sb := sessionPair(t, c)
-			ifa, err := ma.AddSession(sa)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ifb, err := mb.AddSession(sb)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ifa, ifb := addPair(t, ma, mb, c)
 			for _, m := range []*Manager{ma, mb} {
 				m.mu.Lock()
 				for _, tn := range m.tunnels {

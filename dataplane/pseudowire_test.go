@@ -31,16 +31,19 @@ func TestPseudowireMatrix(t *testing.T) {
 	}
 }
 
-func runCombo(t *testing.T, e *env, ma, mb *Manager, c combo) {
+// addPair adds combo c's tunnel and session on both managers (deleted when
+// the test ends) and returns the two interfaces.
+func addPair(t *testing.T, ma, mb *Manager, c combo) (string, string) {
+	t.Helper()
 	ta, tb := tunnelPair(c.encap, c.v6)
 	if err := ma.AddTunnel(ta); err != nil {
 		t.Fatal(err)
 	}
-	defer ma.DeleteTunnel(ta.TunnelID)
+	t.Cleanup(func() { ma.DeleteTunnel(ta.TunnelID) })
 	if err := mb.AddTunnel(tb); err != nil {
 		t.Fatal(err)
 	}
-	defer mb.DeleteTunnel(tb.TunnelID)
+	t.Cleanup(func() { mb.DeleteTunnel(tb.TunnelID) })
 	sa, sb := sessionPair(t, c)
 	ifa, err := ma.AddSession(sa)
 	if err != nil {
@@ -50,6 +53,11 @@ func runCombo(t *testing.T, e *env, ma, mb *Manager, c combo) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ifa, ifb
+}
+
+func runCombo(t *testing.T, e *env, ma, mb *Manager, c combo) {
+	ifa, ifb := addPair(t, ma, mb, c)
 	up(t, e.a, ifa, "203.0.113.1/24")
 	up(t, e.b, ifb, "203.0.113.2/24")
 

@@ -9,7 +9,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
@@ -36,35 +35,7 @@ func udpFrames(t testing.TB, v6, vlan, df bool, n, size, offset int, short bool)
 }
 
 func udpFrameOf(t testing.TB, v6, vlan, df bool, id, sport uint16, payload []byte) []byte {
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: 5201}
-	var ip gopacket.SerializableLayer
-	if v6 {
-		eth.EthernetType = layers.EthernetTypeIPv6
-		ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
-		udp.SetNetworkLayerForChecksum(ip6)
-		ip = ip6
-	} else {
-		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: id, Protocol: layers.IPProtocolUDP,
-			SrcIP: net.IP{192, 0, 2, 1}, DstIP: net.IP{192, 0, 2, 2}}
-		if df {
-			ip4.Flags = layers.IPv4DontFragment
-		}
-		udp.SetNetworkLayerForChecksum(ip4)
-		ip = ip4
-	}
-	ls := []gopacket.SerializableLayer{eth}
-	if vlan {
-		et := eth.EthernetType
-		eth.EthernetType = layers.EthernetTypeDot1Q
-		ls = append(ls, &layers.Dot1Q{VLANIdentifier: 100, Type: et})
-	}
-	ls = append(ls, ip, udp, gopacket.Payload(payload))
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return frameOf(t, v6, vlan, df, id, layers.IPProtocolUDP, &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: 5201}, payload)
 }
 
 // segmentAll cuts a super-frame (with its virtio header, n bytes) as Read

@@ -23,38 +23,51 @@ func tcpFrames(t testing.TB, v6, vlan bool, n, mss, offset int) [][]byte {
 		for k := range payload {
 			payload[k] = byte(i*7 + k)
 		}
-		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-		tcp := &layers.TCP{SrcPort: 40000, DstPort: 5001, Seq: 1000 + uint32(i*mss), Ack: 77, ACK: true, Window: 500,
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 5001, Seq: 1000 + uint32(i*mss), Ack: 77, ACK: true, Window: 500, PSH: i == n-1,
 			Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: []byte{0, 0, 0, 1, 0, 0, 0, 2}}}}
-		var ip gopacket.SerializableLayer
-		if v6 {
-			eth.EthernetType = layers.EthernetTypeIPv6
-			ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
-			tcp.SetNetworkLayerForChecksum(ip6)
-			ip = ip6
-		} else {
-			ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: uint16(100 + i), Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolTCP,
-				SrcIP: net.IP{192, 0, 2, 1}, DstIP: net.IP{192, 0, 2, 2}}
-			tcp.SetNetworkLayerForChecksum(ip4)
-			ip = ip4
-		}
-		ls := []gopacket.SerializableLayer{eth}
-		if vlan {
-			et := eth.EthernetType
-			eth.EthernetType = layers.EthernetTypeDot1Q
-			ls = append(ls, &layers.Dot1Q{VLANIdentifier: 100, Type: et})
-		}
-		if i == n-1 {
-			tcp.PSH = true
-		}
-		ls = append(ls, ip, tcp, gopacket.Payload(payload))
-		buf := gopacket.NewSerializeBuffer()
-		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, append(make([]byte, offset), buf.Bytes()...))
+		f := frameOf(t, v6, vlan, true, uint16(100+i), layers.IPProtocolTCP, tcp, payload)
+		out = append(out, append(make([]byte, offset), f...))
 	}
 	return out
+}
+
+// transport is a TCP or UDP layer of gopacket's.
+type transport interface {
+	gopacket.SerializableLayer
+	SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+}
+
+// frameOf serializes Ethernet (with a VLAN tag if vlan), IPv4 (ID id, DF
+// if df) or IPv6, l4 and payload, every length and checksum computed by
+// gopacket.
+func frameOf(t testing.TB, v6, vlan, df bool, id uint16, proto layers.IPProtocol, l4 transport, payload []byte) []byte {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+	var ip gopacket.SerializableLayer
+	if v6 {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
+		l4.SetNetworkLayerForChecksum(ip6)
+		ip = ip6
+	} else {
+		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: id, Protocol: proto, SrcIP: net.IP{192, 0, 2, 1}, DstIP: net.IP{192, 0, 2, 2}}
+		if df {
+			ip4.Flags = layers.IPv4DontFragment
+		}
+		l4.SetNetworkLayerForChecksum(ip4)
+		ip = ip4
+	}
+	ls := []gopacket.SerializableLayer{eth}
+	if vlan {
+		et := eth.EthernetType
+		eth.EthernetType = layers.EthernetTypeDot1Q
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: 100, Type: et})
+	}
+	ls = append(ls, ip, l4, gopacket.Payload(payload))
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func TestCoalesce(t *testing.T) {
