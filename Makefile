@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench microbench demo interop install uninstall clean
+.PHONY: all build test check fuzz bench bench-idle microbench demo interop install uninstall clean
 
 all: build
 
@@ -39,6 +39,10 @@ fuzz:
 bench: build
 	.ci/deps.sh bench
 	$(GO) run ./bench -t 5 -o build/bench -l2tpu bin/l2tpu
+
+# 1,000 idle sessions in one daemon: memory a session, idle CPU.
+bench-idle: build
+	scripts/idle-sessions.sh bin/l2tpu 1 1000
 
 # The Go benchmarks of the hot paths (ns/op, allocs/op; benchstat-ready).
 microbench:

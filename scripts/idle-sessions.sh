@@ -1,0 +1,48 @@
+#!/bin/bash
+# 1,000 idle sessions in one daemon: memory per session, idle CPU, and the
+# time to add and to remove them. Run as root: scripts/idle-sessions.sh
+# [l2tpu binary] [queues per TAP] [sessions].
+set -eu
+L=${1:-bin/l2tpu}; Q=${2:-1}; N=${3:-1000}
+L=$(readlink -f "$L")
+ns=l2idle$$
+ip netns add $ns
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	ip netns del $ns 2>/dev/null || true
+	rm -f "${batch:-}"
+}
+trap cleanup EXIT
+ip -n $ns link set lo up
+ip -n $ns link add v0 type veth peer name v1
+ip -n $ns addr add 192.0.2.1/24 dev v0
+ip -n $ns link set v0 up
+ip -n $ns link set v1 up
+ip netns exec $ns setsid "$L" daemon -tap-queues "$Q" >/dev/null 2>&1 </dev/null &
+for _ in $(seq 50); do
+	pid=$(cat /run/l2tpu/net-$(stat -L -c %i /run/netns/$ns).pid 2>/dev/null || true)
+	[ -n "$pid" ] && break
+	sleep 0.1
+done
+ip netns exec $ns "$L" add tunnel tunnel_id 1 peer_tunnel_id 1 local 192.0.2.1 remote 192.0.2.2 udp_sport 1701 udp_dport 1701
+sleep 1
+rss() { awk '/VmRSS/{print $2}' /proc/$pid/status; }
+cpu() { awk '{print $14+$15}' /proc/$pid/stat; }
+r0=$(rss)
+batch=$(mktemp)
+for i in $(seq 1 "$N"); do echo "add session tunnel_id 1 session_id $i peer_session_id $i name s$i"; done >"$batch"
+t0=$(date +%s.%N)
+ip netns exec $ns "$L" -batch "$batch"
+t1=$(date +%s.%N)
+sleep 3
+r1=$(rss)
+c0=$(cpu); sleep 10; c1=$(cpu)
+hz=$(getconf CLK_TCK)
+echo "$N sessions, $Q queue(s) each: added in $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s; RSS $r0 -> $r1 KiB, $(((r1 - r0) * 1024 / N)) bytes a session; idle CPU over 10 s: $(awk "BEGIN{printf \"%.2f\", ($c1 - $c0) * 100 / $hz / 10}")% of a core"
+t0=$(date +%s.%N)
+kill "$pid"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+pid=
+t1=$(date +%s.%N)
+echo "daemon stopped, its $N interfaces removed, in $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
