@@ -130,6 +130,10 @@ func Open(c Config) (Device, error) {
 	return d, nil
 }
 
+// MaxQueues is the most queues a TAP device can have (the kernel's
+// MAX_TAP_QUEUES).
+const MaxQueues = 256
+
 // OpenQueues creates (or attaches to) a TAP device and opens c.Queues
 // queues of it; the first is the one Open would return. Attaching to a
 // device whose multi-queue flag differs from the Config's (a persistent

@@ -62,3 +62,21 @@ func TestManDocumentsDaemonFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonFlagErrors: bad daemon flags are usage errors (255) with a
+// message that says what is allowed, before anything is started.
+func TestDaemonFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"daemon", "-tap-queues", "0"}, "-tap-queues 0: from 1 to 256"},
+		{[]string{"daemon", "-tap-queues", "257"}, "-tap-queues 257: from 1 to 256"},
+		{[]string{"daemon", "-tap-backend", "x"}, `unknown -tap-backend "x" (auto, water or unix)`},
+	} {
+		var out, errb strings.Builder
+		if code := run(tc.args, nil, &out, &errb); code != 255 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, %q; want 255 and %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

@@ -216,6 +216,10 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "l2tpu daemon: unknown -tap-backend %q (auto, water or unix)\n", *backend)
 		return cli.ExitUsage
 	}
+	if o.TAPQueues < 1 || o.TAPQueues > tap.MaxQueues {
+		fmt.Fprintf(stderr, "l2tpu daemon: -tap-queues %d: from 1 to %d\n", o.TAPQueues, tap.MaxQueues)
+		return cli.ExitUsage
+	}
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
