@@ -117,7 +117,10 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 
 // parseTSO parses a TSO super-frame's headers: parseTCPAny's rules (the
 // TCP flags are kept, on the right segments).
-func parseTSO(f []byte) (seg, bool) { return parseTCPAny(f) }
+func parseTSO(f []byte) (seg, bool) {
+	s, ok := parseTCPAny(f)
+	return s, ok && s.hdr <= maxMergeHdr
+}
 
 // emit writes segments of the pending super-frame into bufs.
 func (t *tsoState) emit(bufs [][]byte, sizes []int, offset int) int {

@@ -20,7 +20,7 @@ const vnetGSOUDPL4 = 5
 func parseUSO(f []byte) (s seg, ok bool) {
 	s, ok = parseIP(f, unix.IPPROTO_UDP)
 	s.hdr = s.l4 + 8
-	return s, ok && s.hdr < s.end
+	return s, ok && s.hdr < s.end && s.hdr <= maxMergeHdr
 }
 
 // parseUDP parses a datagram that may be coalesced: parseUSO, and the UDP

@@ -53,7 +53,7 @@ func parseIP(f []byte, proto byte) (s seg, ok bool) {
 	}
 	l3, et := 14, binary.BigEndian.Uint16(f[12:])
 	for et == 0x8100 || et == 0x88a8 {
-		if len(f) < l3+4 {
+		if len(f) < l3+4 || l3 >= 14+2*4 { // two tags at most (QinQ)
 			return s, false
 		}
 		et = binary.BigEndian.Uint16(f[l3+2:])

@@ -154,22 +154,57 @@ func TestCoalesceRefuses(t *testing.T) {
 	}
 }
 
-// FuzzParseTCP: no input makes the parser or coalescer misbehave.
+// FuzzParseTCP: no input makes the parsers, the mergers or the segmenter
+// misbehave: offsets stay in the frame, and any frame taken as a TSO or
+// USO super-frame is cut into segments that fit the buffers Read is given.
 func FuzzParseTCP(f *testing.F) {
 	for _, fr := range tcpFrames(f, false, true, 2, 200, 0) {
-		f.Add(fr)
+		f.Add(fr, uint16(100))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, ok := parseTCP(b)
-		if !ok {
-			return
-		}
-		if !(s.l3 < s.l4 && s.l4 < s.hdr && s.hdr < s.end && s.end <= len(b)) {
-			t.Fatalf("offsets %+v for %d bytes", s, len(b))
-		}
-		validTCP(b, &s)
+	f.Add(udpFrameOf(f, true, true, false, 1, 2, make([]byte, 300)), uint16(64))
+	f.Fuzz(func(t *testing.T, b []byte, mss uint16) {
 		out := make([]byte, vnetHdrLen+groMaxSize)
-		coalesce(out, [][]byte{b, b}, 0, []seg{s, s})
+		if s, ok := parseTCP(b); ok {
+			if !(s.l3 < s.l4 && s.l4 < s.hdr && s.hdr < s.end && s.end <= len(b)) {
+				t.Fatalf("TCP offsets %+v for %d bytes", s, len(b))
+			}
+			validTCP(b, &s)
+			if s.hdr <= maxMergeHdr {
+				mergeTCP(out, [][]byte{b, b}, 0, []seg{s, s})
+			}
+		}
+		if s, ok := parseUDP(b); ok {
+			if !(s.l3 < s.l4 && s.l4+8 == s.hdr && s.hdr < s.end && s.end <= len(b)) {
+				t.Fatalf("UDP offsets %+v for %d bytes", s, len(b))
+			}
+			validUDP(b, &s)
+			if s.hdr <= maxMergeHdr {
+				mergeUDP(out, [][]byte{b, b}, 0, []seg{s, s})
+			}
+		}
+		size := int(mss%1500) + 1
+		for _, parse := range []func([]byte) (seg, bool){parseTSO, parseUSO} {
+			s, ok := parse(b)
+			if !ok || len(b) > groMaxSize {
+				continue
+			}
+			bp := superPool.Get().(*[]byte)
+			n := vnetHdrLen + copy((*bp)[vnetHdrLen:], b)
+			ts := tsoState{buf: bp, n: n, seg: s, mss: size, next: s.hdr + vnetHdrLen}
+			bufs, sizes := make([][]byte, 8), make([]int, 8)
+			for i := range bufs {
+				bufs[i] = make([]byte, 64+maxMergeHdr+1500)
+			}
+			for ts.next < ts.n {
+				k := ts.emit(bufs, sizes, 64)
+				for i := 0; i < k; i++ {
+					if sizes[i] > s.hdr+size {
+						t.Fatalf("segment of %d bytes, headers %d + mss %d", sizes[i], s.hdr, size)
+					}
+				}
+			}
+			superPool.Put(bp)
+		}
 	})
 }
 
