@@ -19,6 +19,7 @@ build:
 # The tests. Privileged tests skip when not root, and fail instead when
 # L2TPU_REQUIRE_PRIV=1 (CI sets it).
 test: check
+	.ci/deps.sh || [ "$$(id -u)" -ne 0 ]
 	$(GO) test -race -count=1 $(PKGS)
 
 check:
@@ -64,7 +65,7 @@ install: build
 	install -D -m 0755 bin/l2tpu $(DESTDIR)$(PREFIX)/sbin/l2tpu
 	install -D -m 0644 man/l2tpu.8 $(DESTDIR)$(PREFIX)/share/man/man8/l2tpu.8
 	install -D -m 0644 dist/l2tpu.service $(DESTDIR)/etc/systemd/system/l2tpu.service
-	[ -e $(DESTDIR)/etc/l2tpu/l2tpu.conf ] || install -D -m 0644 dist/l2tpu.conf $(DESTDIR)/etc/l2tpu/l2tpu.conf
+	[ -e $(DESTDIR)/etc/l2tpu/l2tpu.conf ] || install -D -m 0600 dist/l2tpu.conf $(DESTDIR)/etc/l2tpu/l2tpu.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/l2tpu $(DESTDIR)$(PREFIX)/share/man/man8/l2tpu.8 $(DESTDIR)/etc/systemd/system/l2tpu.service

@@ -27,6 +27,7 @@ type Runner struct {
 	Format  Format
 	Out     io.Writer
 	Err     io.Writer
+	aborted bool // see Abort
 }
 
 // Strerror is glibc's strerror text for an errno ("File exists").
@@ -38,15 +39,48 @@ func Strerror(e syscall.Errno) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
+// abortError is an error that ends the run at once (a batch too) with its
+// own message, not a kernel error's text.
+type abortError struct{ err error }
+
+func (a abortError) Error() string { return a.err.Error() }
+func (a abortError) Unwrap() error { return a.err }
+
+// Abort wraps err so that the Runner prints it as it is ("l2tpu: ..."),
+// exits with ExitFailed and runs nothing more: for a backend that must not
+// go on, such as one that finds its daemon impersonated.
+func Abort(err error) error { return abortError{err} }
+
 // failed prints what rtnl_talk prints for a kernel error, and returns ip's
 // exit status for it.
 func (r *Runner) failed(err error) int {
+	var a abortError
+	if errors.As(err, &a) {
+		fmt.Fprintf(r.Err, "l2tpu: %v\n", a.err)
+		r.aborted = true
+		return ExitFailed
+	}
 	var e syscall.Errno
 	if !errors.As(err, &e) {
 		e = dataplane.Errno(err)
 	}
 	fmt.Fprintf(r.Err, "RTNETLINK answers: %s\n", Strerror(e))
 	return ExitFailed
+}
+
+// dumpFailed is a failed show: ip opens the JSON array before the dump,
+// rtnl_dump_filter prints the error, and ip says "Dump terminated" and
+// exits 1 (as for `ip l2tp show` by a user without CAP_NET_ADMIN).
+func (r *Runner) dumpFailed(err error) int {
+	if errors.As(err, new(abortError)) {
+		return r.failed(err)
+	}
+	if r.Format.JSON {
+		io.WriteString(r.Out, "[")
+	}
+	r.failed(err)
+	io.WriteString(r.Err, "Dump terminated\n")
+	return 1
 }
 
 // Exec runs one parsed command and returns the exit status.
@@ -85,7 +119,7 @@ func (r *Runner) Exec(c *Command) int {
 	case Show:
 		ts, ss, err := r.Backend.List()
 		if err != nil {
-			return r.failed(err)
+			return r.dumpFailed(err)
 		}
 		if c.Session {
 			err = PrintSessions(r.Out, FilterSessions(ss, c), r.Format)
@@ -130,7 +164,7 @@ func (r *Runner) parseError(err error) int {
 // unless force. The status is 1 if any command failed.
 func (r *Runner) Batch(in io.Reader, name string, force bool) int {
 	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 64<<10), maxBatchLine)
 	ret, lineNo := ExitOK, 0
 	for {
 		line, n, ok := readLogicalLine(sc)
@@ -150,6 +184,9 @@ func (r *Runner) Batch(in io.Reader, name string, force bool) int {
 			return r.parseError(err)
 		}
 		if r.Exec(c) != ExitOK {
+			if r.aborted {
+				return ExitFailed
+			}
 			fmt.Fprintf(r.Err, "Command failed %s:%d\n", name, lineNo)
 			ret = 1
 			if !force {
@@ -157,8 +194,21 @@ func (r *Runner) Batch(in io.Reader, name string, force bool) int {
 			}
 		}
 	}
+	if err := sc.Err(); err != nil {
+		// Never end a batch early with success: a read error or a line
+		// over the limit fails the run.
+		if errors.Is(err, bufio.ErrTooLong) {
+			fmt.Fprintf(r.Err, "%s:%d: line longer than %d bytes\n", name, lineNo+1, maxBatchLine)
+		} else {
+			fmt.Fprintf(r.Err, "Cannot read %s: %v\n", name, err)
+		}
+		return 1
+	}
 	return ret
 }
+
+// maxBatchLine bounds one line of a batch file.
+const maxBatchLine = 1 << 20
 
 // readLogicalLine joins continuation lines and drops comments (ip's
 // getcmdline); n is how many physical lines it took.

@@ -1,18 +1,16 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,12 +23,14 @@ import (
 
 // Options configure the daemon.
 type Options struct {
-	// StatePath is the state file; "" means DefaultStatePath().
+	// StatePath is the journal; "" means this namespace's file under
+	// RunDir (none where the kernel gives no namespace cookie: see
+	// NamespaceID).
 	StatePath string
 	// Keep leaves interfaces and state in place on SIGTERM, for a restart
 	// that picks them up again; by default a clean stop removes them.
 	Keep bool
-	// Group, if set, may change state as well as root.
+	// Group, if set, may change and show state as well as root.
 	Group string
 	// Logger receives the daemon's logs.
 	Logger     *slog.Logger
@@ -40,38 +40,64 @@ type Options struct {
 	NoTAPGRO   bool
 	NoTSO      bool
 	TAPQueues  int // see dataplane.Options
+	// RetryInterval is how often restores that failed are retried besides
+	// on address and link changes; 0 means 10 s.
+	RetryInterval time.Duration
 }
 
 // ErrRunning: another daemon already serves this network namespace.
 var ErrRunning = errors.New("an l2tpu daemon already runs in this network namespace")
 
+// ErrSquatted: the control socket is held by a process that is not a
+// daemon of this namespace's root.
+var ErrSquatted = errors.New("the control socket @l2tpu of this network namespace is held by another user's process")
+
+// Limits on what clients can make the daemon hold.
+const (
+	maxConns        = 64 // connections at once
+	maxConnsPerUser = 8
+	requestTimeout  = 5 * time.Second // to send a request, and to take a reply
+)
+
 // Server is a running daemon.
 type Server struct {
 	opt    Options
 	log    *slog.Logger
+	paths  Paths
+	cookie uint64
 	m      *dataplane.Manager
 	ln     *net.UnixListener
-	gid    int        // -1 when no group is configured
-	mu     sync.Mutex // serialises changes and the state file
-	lastNS string     // sequence numbers at the last save
-	conns  sync.WaitGroup
+	gid    int // -1 when no group is configured
+	uns    uint64
+	limit  *logLimiter
+
+	mu       sync.Mutex // serialises changes and restores
+	j        *journal   // nil: nothing is kept across restarts
+	pendingT map[uint32]string
+	pendingS map[sessionKey]string
+	lastNS   map[sessionKey]uint32
+	retry    chan struct{}
+
+	connMu sync.Mutex
+	conns  int
+	byUser map[uint32]int
+	wg     sync.WaitGroup
 }
 
 // Listen claims this namespace's control socket (the bind is the lock that
 // keeps a second daemon out), starts the dataplane and restores the state
-// an earlier daemon recorded.
+// an earlier daemon recorded. What cannot be restored yet is kept and
+// retried (see Serve).
 func Listen(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.StatePath == "" {
-		p, err := DefaultStatePath()
-		if err != nil {
-			return nil, err
-		}
-		o.StatePath = p
+	if o.RetryInterval == 0 {
+		o.RetryInterval = 10 * time.Second
 	}
-	s := &Server{opt: o, log: o.Logger, gid: -1}
+	s := &Server{opt: o, log: o.Logger, gid: -1, limit: newLogLimiter(o.Logger),
+		pendingT: map[uint32]string{}, pendingS: map[sessionKey]string{}, lastNS: map[sessionKey]uint32{},
+		retry: make(chan struct{}, 1), byUser: map[uint32]int{}}
 	if o.Group != "" {
 		g, err := user.LookupGroup(o.Group)
 		if err != nil {
@@ -79,109 +105,274 @@ func Listen(o Options) (*Server, error) {
 		}
 		s.gid, _ = strconv.Atoi(g.Gid)
 	}
+	s.uns, _ = nsInode("/proc/self/ns/user")
+	id, stable, err := NamespaceID()
+	if err != nil {
+		return nil, err
+	}
+	s.paths = pathsFor(RunDir, id)
+	if stable {
+		s.cookie, _ = NamespaceCookie()
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, ErrRunning
+			return nil, holderError()
 		}
 		return nil, err
 	}
 	s.ln = ln
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: true, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO, NoTAPGRO: o.NoTAPGRO, NoTSO: o.NoTSO, TAPQueues: o.TAPQueues})
+	statePath := o.StatePath
+	if statePath == "" && stable {
+		statePath = s.paths.State
+	}
+	t := newTable()
+	if statePath == "" {
+		s.log.Warn("state is not kept across restarts", "why", ErrNoCookie)
+	} else {
+		var note string
+		t, note, err = loadJournal(statePath, s.cookie)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		if note != "" {
+			s.log.Warn("state file", "file", statePath, "note", note)
+		}
+		if s.j, err = openJournal(statePath, s.cookie, t); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("state file %s: %w", statePath, err)
+		}
+	}
+	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO,
+		NoTAPGRO: o.NoTAPGRO, NoTSO: o.NoTSO, TAPQueues: o.TAPQueues, Owner: owner, Recorder: s})
 	if err != nil {
 		ln.Close()
+		if s.j != nil {
+			s.j.close()
+		}
 		return nil, err
 	}
-	if err := s.restore(); err != nil {
-		s.m.Close(false)
-		ln.Close()
-		return nil, err
-	}
+	s.mu.Lock()
+	s.restoreAll(t)
+	s.mu.Unlock()
 	return s, nil
 }
 
-// restore re-creates what the state file records; interfaces left by a
-// crashed daemon are re-attached, not re-created.
-func (s *Server) restore() error {
-	st, err := load(s.opt.StatePath)
+// holderError says who holds the control socket.
+func holderError() error {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: SocketName, Net: "unix"})
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (it does not answer: %v)", ErrRunning, err)
 	}
-	for _, t := range st.Tunnels {
-		if err := s.m.AddTunnel(t); err != nil {
-			s.log.Error("restore tunnel", "tunnel_id", t.TunnelID, "err", err)
-		}
+	defer c.Close()
+	cred, err := peerCred(c)
+	if err != nil {
+		return fmt.Errorf("%w (cannot identify it: %v)", ErrSquatted, err)
 	}
-	for _, x := range st.Sessions {
-		if _, err := s.m.RestoreSession(x.Config, x.restore()); err != nil {
-			s.log.Error("restore session", "tunnel_id", x.Config.TunnelID, "session_id", x.Config.SessionID, "err", err)
-		}
+	if int(cred.Uid) == os.Geteuid() {
+		return fmt.Errorf("%w (pid %d)", ErrRunning, cred.Pid)
 	}
-	if len(st.Tunnels)+len(st.Sessions) > 0 {
-		s.log.Info("state restored", "file", s.opt.StatePath, "tunnels", len(st.Tunnels), "sessions", len(st.Sessions))
-	}
-	return s.save()
+	return fmt.Errorf("%w: pid %d (%s), uid %d: stop that process", ErrSquatted, cred.Pid, procComm(cred.Pid), cred.Uid)
 }
 
-func (s *Server) save() error { return s.saveState(false) }
+func procComm(pid int32) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "?"
+	}
+	return string(trimNL(b))
+}
 
-func (s *Server) saveState(exact bool) error {
-	st := snapshot(s.m, exact)
-	s.lastNS = nsOf(st)
-	if err := save(s.opt.StatePath, st); err != nil {
-		s.log.Error("state file", "file", s.opt.StatePath, "err", err)
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Record is the dataplane.Recorder: each change goes to the journal before
+// it is acknowledged.
+func (s *Server) Record(c dataplane.Change) error {
+	if s.j == nil {
+		return nil
+	}
+	var r record
+	switch c.Op {
+	case dataplane.TunnelAdded:
+		r = record{Op: recTunnel, Tunnel: tunnelRecordOf(c.Tunnel)}
+	case dataplane.TunnelDeleted:
+		r = record{Op: recDelTunnel, TunnelID: c.TunnelID}
+	case dataplane.SessionAdded:
+		r = record{Op: recSession, Session: sessionRecordOf(c.Session, c.Interface)}
+	case dataplane.SessionDeleted:
+		r = record{Op: recDelSession, TunnelID: c.TunnelID, SessionID: c.SessionID}
+	case dataplane.SessionRenamed:
+		r = record{Op: recRename, TunnelID: c.TunnelID, SessionID: c.SessionID, Interface: c.Interface}
+	default:
+		return fmt.Errorf("unknown change %d", c.Op)
+	}
+	if err := s.j.append(r); err != nil {
+		s.log.Error("state file", "file", s.j.path, "err", err)
 		return err
 	}
 	return nil
+}
+
+// restoreAll re-creates what the table records; interfaces left by a
+// crashed daemon are re-attached, not re-created. What fails is kept as
+// pending, with its reason, and retried.
+func (s *Server) restoreAll(t *table) {
+	for _, r := range t.records() {
+		switch {
+		case r.Tunnel != nil:
+			s.restoreTunnel(r.Tunnel)
+		case r.Session != nil:
+			s.restoreSession(r.Session)
+		}
+	}
+	if n := t.size(); n > 0 {
+		s.log.Info("state restored", "tunnels", len(t.tunnels), "sessions", len(t.sessions),
+			"pending_tunnels", len(s.pendingT), "pending_sessions", len(s.pendingS))
+	}
+}
+
+func (s *Server) restoreTunnel(r *tunnelRecord) bool {
+	c, err := r.config()
+	if err == nil {
+		err = s.m.RestoreTunnel(c)
+	}
+	if err != nil {
+		if s.pendingT[r.TunnelID] != err.Error() {
+			s.log.Warn("tunnel not restored yet: kept, and retried", "tunnel_id", r.TunnelID, "err", err)
+		}
+		s.pendingT[r.TunnelID] = err.Error()
+		return false
+	}
+	if _, was := s.pendingT[r.TunnelID]; was {
+		s.log.Info("pending tunnel restored", "tunnel_id", r.TunnelID)
+	}
+	delete(s.pendingT, r.TunnelID)
+	return true
+}
+
+func (s *Server) restoreSession(r *sessionRecord) bool {
+	k := sessionKey{r.TunnelID, r.SessionID}
+	var err error
+	if why, ok := s.pendingT[r.TunnelID]; ok {
+		err = fmt.Errorf("tunnel %d not restored: %s", r.TunnelID, why)
+	} else {
+		var c dataplane.SessionConfig
+		if c, err = r.config(); err == nil {
+			_, err = s.m.RestoreSession(c, r.restore())
+		}
+	}
+	if err != nil {
+		if s.pendingS[k] != err.Error() {
+			s.log.Warn("session not restored yet: kept, and retried", "tunnel_id", r.TunnelID, "session_id", r.SessionID, "err", err)
+		}
+		s.pendingS[k] = err.Error()
+		return false
+	}
+	if _, was := s.pendingS[k]; was {
+		s.log.Info("pending session restored", "tunnel_id", r.TunnelID, "session_id", r.SessionID)
+	}
+	delete(s.pendingS, k)
+	return true
+}
+
+// retryPending tries again what could not be restored.
+func (s *Server) retryPending() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pendingT)+len(s.pendingS) == 0 || s.j == nil {
+		return
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.pendingT)) {
+		if r := s.j.t.tunnels[id]; r != nil {
+			s.restoreTunnel(r)
+		}
+	}
+	for _, k := range sortedKeys(s.pendingS) {
+		if r := s.j.t.sessions[k]; r != nil {
+			s.restoreSession(r)
+		}
+	}
 }
 
 // Serve answers requests until ctx is done, then stops: without Keep every
 // interface and the state file are removed, as the kernel's state goes with
 // its namespace.
 func (s *Server) Serve(ctx context.Context) error {
-	pidPath, err := PIDPath()
-	if err == nil {
-		if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if s.j != nil {
+		os.MkdirAll(s.paths.Dir, 0o700)
+		if err := os.WriteFile(s.paths.PID, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			s.log.Warn("pid file", "err", err)
 		}
-		defer os.Remove(pidPath)
+		defer os.Remove(s.paths.PID)
 	}
 	notify("READY=1")
 	go func() {
 		<-ctx.Done()
 		s.ln.Close()
 	}()
-	go s.checkpoints(ctx)
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	go s.checkpoints(bg)
+	go s.retries(bg)
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			s.log.Warn("accept", "err", err)
+			s.limit.warn("accept", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		s.conns.Add(1)
-		go s.handle(c)
+		s.admit(c)
 	}
 	notify("STOPPING=1")
-	s.conns.Wait()
+	stopBG()
+	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.opt.Keep {
-		s.saveState(true)
-	}
-	s.m.Close(!s.opt.Keep)
-	if !s.opt.Keep {
-		os.Remove(s.opt.StatePath)
-	}
-	s.log.Info("stopped", "kept", s.opt.Keep)
-	return nil
+	return s.stop()
 }
 
-// checkpoints saves the state once a second while sequence numbers move, so
+// stop ends the dataplane. With Keep the journal gets the exact sequence
+// numbers and everything stays; otherwise every interface (pending ones
+// too) and the journal go.
+func (s *Server) stop() error {
+	var errs []error
+	if s.opt.Keep {
+		if err := s.checkpoint(true); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		for k := range s.pendingS {
+			if r := s.j.t.sessions[k]; r != nil {
+				tap.RemovePersistent(r.Interface)
+			}
+		}
+	}
+	if err := s.m.Close(!s.opt.Keep); err != nil {
+		errs = append(errs, err)
+	}
+	if s.j != nil {
+		s.j.close()
+		if !s.opt.Keep {
+			os.Remove(s.j.path)
+		}
+	}
+	s.log.Info("stopped", "kept", s.opt.Keep)
+	return errors.Join(errs...)
+}
+
+// checkpoints records, once a second, the sequence numbers that moved, so
 // a daemon restarted after a crash knows where its numbering had got to.
+// Sessions whose numbers did not move cost nothing on disk.
 func (s *Server) checkpoints(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -192,135 +383,79 @@ func (s *Server) checkpoints(ctx context.Context) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		if nsOf(snapshot(s.m, false)) != s.lastNS {
-			s.save()
-		}
+		s.checkpoint(false)
 		s.mu.Unlock()
 	}
 }
 
-func nsOf(st state) string {
-	var b strings.Builder
-	for _, x := range st.Sessions {
-		fmt.Fprintf(&b, "%d/%d:%d ", x.Config.TunnelID, x.Config.SessionID, x.NextNS)
+func (s *Server) checkpoint(exact bool) error {
+	if s.j == nil {
+		return nil
 	}
-	return b.String()
+	var moved []nextNSRecord
+	s.m.EachNextNS(func(tid, sid, ns uint32) {
+		k := sessionKey{tid, sid}
+		if last, ok := s.lastNS[k]; exact || !ok || last != ns {
+			moved = append(moved, nextNSRecord{TunnelID: tid, SessionID: sid, NextNS: ns})
+		}
+	})
+	if len(moved) == 0 {
+		return nil
+	}
+	if err := s.j.append(record{Op: recNextNS, NextNS: moved, Exact: exact}); err != nil {
+		s.limit.error("sequence checkpoint", "err", err)
+		return err
+	}
+	for _, x := range moved {
+		s.lastNS[sessionKey{x.TunnelID, x.SessionID}] = x.NextNS
+	}
+	return nil
+}
+
+// retries retries pending restores on address and link changes (when a
+// missing address or interface may have come back) and periodically.
+func (s *Server) retries(ctx context.Context) {
+	w, err := newWatcher()
+	if err != nil {
+		s.log.Warn("no address events: pending restores are retried periodically only", "err", err)
+	} else {
+		defer w.close()
+		go w.run(s.retry)
+	}
+	t := time.NewTicker(s.opt.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.retry:
+			time.Sleep(100 * time.Millisecond) // let a burst of events settle
+		}
+		s.retryPending()
+	}
 }
 
 // Close stops the server without Serve (tests).
-func (s *Server) Close() { s.ln.Close(); s.m.Close(!s.opt.Keep) }
-
-// handle answers one request. Nothing a client sends can stop the daemon:
-// malformed, oversized or slow requests get an error, and a panic is
-// contained to this connection.
-func (s *Server) handle(c *net.UnixConn) {
-	defer s.conns.Done()
-	defer c.Close()
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("request handler panic", "panic", r)
-		}
-	}()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	cred, err := peerCred(c)
-	if err != nil {
-		s.reply(c, errResponse(syscall.EPERM, "cannot identify the caller"))
-		return
-	}
-	var req Request
-	dec := json.NewDecoder(io.LimitReader(c, MaxRequest))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		s.log.Warn("malformed request", "pid", cred.Pid, "uid", cred.Uid, "err", err)
-		s.reply(c, errResponse(syscall.EINVAL, "malformed request: "+err.Error()))
-		return
-	}
-	s.reply(c, s.do(req, cred))
-}
-
-func (s *Server) reply(c *net.UnixConn, r Response) {
-	b, _ := json.Marshal(r)
-	c.Write(append(b, '\n'))
-}
-
-func errResponse(e syscall.Errno, msg string) Response {
-	return Response{Errno: int(e), Error: msg}
-}
-
-func failure(err error) Response {
-	return Response{Errno: int(dataplane.Errno(err)), Error: err.Error()}
-}
-
-func (s *Server) do(req Request, cred *unix.Ucred) Response {
-	if req.Op == OpList {
-		return Response{Tunnels: s.m.Tunnels(), Sessions: s.m.Sessions()}
-	}
-	switch req.Op {
-	case OpAddTunnel, OpAddSession, OpDelTunnel, OpDelSession:
-	default:
-		return errResponse(syscall.EOPNOTSUPP, fmt.Sprintf("unknown operation %q", req.Op))
-	}
-	if !s.allowed(cred) {
-		s.log.Warn("refused", "op", req.Op, "uid", cred.Uid, "pid", cred.Pid)
-		return errResponse(syscall.EPERM, "only root or the daemon's group may change l2tpu state")
-	}
+func (s *Server) Close() error {
+	s.ln.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var (
-		err error
-		out Response
-	)
-	switch req.Op {
-	case OpAddTunnel:
-		if req.Tunnel == nil {
-			return errResponse(syscall.EINVAL, "add_tunnel needs a tunnel")
-		}
-		err = s.m.AddTunnel(*req.Tunnel)
-	case OpAddSession:
-		if req.Session == nil {
-			return errResponse(syscall.EINVAL, "add_session needs a session")
-		}
-		out.Interface, err = s.m.AddSession(*req.Session)
-	case OpDelTunnel:
-		err = s.m.DeleteTunnel(req.TunnelID)
-	case OpDelSession:
-		err = s.m.DeleteSession(req.TunnelID, req.SessionID)
-	}
-	if err != nil {
-		s.log.Info("request failed", "op", req.Op, "err", err)
-		return failure(err)
-	}
-	s.save()
-	return out
+	return s.stop()
 }
 
-// allowed: root, or a member of the configured group.
-func (s *Server) allowed(c *unix.Ucred) bool {
-	if c.Uid == 0 {
-		return true
+// notify tells systemd (Type=notify) about the daemon's state.
+func notify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
 	}
-	if s.gid < 0 {
-		return false
-	}
-	if int(c.Gid) == s.gid {
-		return true
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.Pid))
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
-		return false
+		return
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if g, ok := strings.CutPrefix(sc.Text(), "Groups:"); ok {
-			for _, f := range strings.Fields(g) {
-				if n, _ := strconv.Atoi(f); n == s.gid {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	defer c.Close()
+	c.Write([]byte(state))
 }
 
 func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
@@ -336,18 +471,4 @@ func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 		return nil, err
 	}
 	return cred, cerr
-}
-
-// notify tells systemd (Type=notify) about the daemon's state.
-func notify(state string) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	c.Write([]byte(state))
 }

@@ -2,14 +2,18 @@ package dataplane
 
 import (
 	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/tap"
 )
 
 // Buffer layout: every packet buffer has headroom in front of the frame so
 // the L2TP header (transmit) or the IPv4 header of a raw socket (receive)
 // lands in place without a copy.
 const (
-	headroom  = 64 // >= IPv4 header (20) + longest L2TP header (20)
-	maxFrame  = 9216 + encap.EthHeaderLen + encap.VLANSlack
+	headroom = 64 // >= IPv4 header (20) + longest L2TP header (20)
+	// maxFrame is the longest frame of any MTU a TAP accepts: every
+	// buffer takes it whole, so no session MTU is cut short. Only the
+	// pages a frame touches become resident.
+	maxFrame  = tap.MaxFrame
 	bufSize   = headroom + encap.MaxHeaderLen + maxFrame
 	batchSize = 64
 )
@@ -39,9 +43,18 @@ func newBatch() *batch {
 func (b *batch) restore() { copy(b.bufs, b.own) }
 
 // held is a received frame waiting in a reorder buffer: a copy, because the
-// batch it arrived in is reused at once.
+// batch it arrived in is reused at once. Its buffer grows to the largest
+// frame it has held.
 type held struct {
 	buf    []byte
 	frame  []byte // buf[:n]
 	msgLen int    // L2TP message length, for rx_bytes
+}
+
+// hold copies a frame into h.
+func (h *held) hold(frame []byte, msgLen int) {
+	if cap(h.buf) < len(frame) {
+		h.buf = make([]byte, len(frame))
+	}
+	h.frame, h.msgLen = h.buf[:copy(h.buf[:cap(h.buf)], frame)], msgLen
 }

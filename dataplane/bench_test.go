@@ -36,11 +36,13 @@ func (f *fakeDev) Write(bufs [][]byte, off int) (int, error) {
 func (f *fakeDev) Close() error  { return nil }
 func (f *fakeDev) Remove() error { return nil }
 
+func (f *fakeDev) SetPersist(bool) error { return nil }
+
 // benchSession wires one session of cfg to fakes, without any I/O.
 func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {
 	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}}
 	m.batches.New = func() any { return newBatch() }
-	m.helds.New = func() any { return &held{buf: make([]byte, maxFrame)} }
+	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	m.ipSessions.init()
 	fc, fd := &fakeConn{}, &fakeDev{}
 	t := &tunnel{cfg: TunnelConfig{TunnelID: 1, Encap: e}, conn: fc}

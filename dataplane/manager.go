@@ -14,7 +14,7 @@ package dataplane
 import (
 	"fmt"
 	"log/slog"
-	"net"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -57,6 +57,47 @@ type Options struct {
 	// NoTSO keeps the TAP from handing over TCP super-frames (TSO) and
 	// unchecksummed frames; without NoTAPGRO's header it is off anyway.
 	NoTSO bool
+	// Owner, when set, owns every session interface (tap.Owner): no other
+	// user without CAP_NET_ADMIN can attach to it, even between a crash
+	// and a restart.
+	Owner *tap.Owner
+	// Recorder, when set, makes each change durable before it is
+	// reported done: see Recorder.
+	Recorder Recorder
+}
+
+// Recorder makes configuration changes durable (a daemon's journal). The
+// Manager calls Record with its lock held: for an addition after the
+// tunnel or session is made and before it is reported (a persistent
+// interface is made persistent only once recorded, so a process that dies
+// in between leaves nothing behind); for a deletion before anything is
+// removed. An error undoes the addition, or leaves the object in place,
+// and the operation fails with it. Changes the kernel would make by itself
+// (the interface of a session deleted or renamed behind the Manager's back)
+// are recorded too; an error there is logged.
+type Recorder interface {
+	Record(Change) error
+}
+
+// ChangeOp says what a Change did.
+type ChangeOp uint8
+
+const (
+	TunnelAdded ChangeOp = iota + 1
+	TunnelDeleted
+	SessionAdded
+	SessionDeleted
+	SessionRenamed
+)
+
+// Change is one recorded configuration change.
+type Change struct {
+	Op        ChangeOp
+	Tunnel    TunnelConfig  // TunnelAdded
+	Session   SessionConfig // SessionAdded
+	Interface string        // SessionAdded, SessionRenamed: the interface's name
+	TunnelID  uint32        // TunnelDeleted, SessionDeleted, SessionRenamed
+	SessionID uint32        // SessionDeleted, SessionRenamed
 }
 
 // Manager owns the tunnels and sessions of one network namespace.
@@ -90,7 +131,7 @@ func New(o Options) (*Manager, error) {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	m.batches.New = func() any { return newBatch() }
-	m.helds.New = func() any { return &held{buf: make([]byte, maxFrame)} }
+	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	m.ipSessions.init()
 	m.byIndex.init()
 	err := m.inNS(func() (err error) {
@@ -117,10 +158,48 @@ func (m *Manager) putBatch(b *batch) { m.batches.Put(b) }
 func (m *Manager) getHeld() *held    { return m.helds.Get().(*held) }
 func (m *Manager) putHeld(h *held)   { h.frame = nil; m.helds.Put(h) }
 
-func (m *Manager) onLink(ev tap.LinkEvent) {
-	if s := m.byIndex.get(ev.Index); s != nil && !ev.Deleted {
-		s.setMTU(ev.MTU)
+func (m *Manager) record(c Change) error {
+	if m.opt.Recorder == nil {
+		return nil
 	}
+	return m.opt.Recorder.Record(c)
+}
+
+// onLink follows a session interface as the kernel's l2tp_eth does: its MTU
+// bounds received frames, deleting it deletes the session, and a rename is
+// what show reports.
+func (m *Manager) onLink(ev tap.LinkEvent) {
+	s := m.byIndex.get(ev.Index)
+	if s == nil {
+		return
+	}
+	if !ev.Deleted {
+		s.setMTU(ev.MTU)
+		if ev.Name == "" || ev.Name == s.name() {
+			return
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || m.byIndex.get(ev.Index) != s {
+		return // removed by the Manager itself meanwhile
+	}
+	id := Change{TunnelID: s.cfg.TunnelID, SessionID: s.cfg.SessionID}
+	if ev.Deleted {
+		id.Op = SessionDeleted
+		if err := m.record(id); err != nil {
+			m.log.Error("interface deleted: cannot record the session's deletion", "interface", s.name(), "err", err)
+		}
+		m.removeSession(s, false)
+		m.log.Info("session deleted with its interface", "tunnel_id", id.TunnelID, "session_id", id.SessionID, "interface", s.name())
+		return
+	}
+	id.Op, id.Interface = SessionRenamed, ev.Name
+	if err := m.record(id); err != nil {
+		m.log.Error("interface renamed: cannot record it", "from", s.name(), "to", ev.Name, "err", err)
+	}
+	m.log.Info("session interface renamed", "tunnel_id", id.TunnelID, "session_id", id.SessionID, "from", s.name(), "to", ev.Name)
+	s.ifname.Store(&ev.Name)
 }
 
 // resyncLinks re-reads every session's interface after lost link events.
@@ -136,7 +215,7 @@ func (m *Manager) resyncLinks() {
 
 func (m *Manager) refreshLink(s *session) {
 	m.inNS(func() error {
-		st, err := tap.State(s.ifname)
+		st, err := tap.State(s.name())
 		if err == nil {
 			s.setMTU(st.MTU)
 		}
@@ -147,7 +226,13 @@ func (m *Manager) refreshLink(s *session) {
 // AddTunnel creates a tunnel: for UDP a socket bound to local:udp_sport and
 // connected to remote:udp_dport; for IP a raw socket bound and connected
 // likewise, plus the namespace's protocol-115 listener.
-func (m *Manager) AddTunnel(c TunnelConfig) error {
+func (m *Manager) AddTunnel(c TunnelConfig) error { return m.addTunnel(c, true) }
+
+// RestoreTunnel re-creates a tunnel recorded by an earlier process: as
+// AddTunnel, without recording it again.
+func (m *Manager) RestoreTunnel(c TunnelConfig) error { return m.addTunnel(c, false) }
+
+func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -186,6 +271,12 @@ func (m *Manager) AddTunnel(c TunnelConfig) error {
 		go t.rxLoop(m)
 	} else {
 		close(t.done)
+	}
+	if record {
+		if err := m.record(Change{Op: TunnelAdded, Tunnel: c}); err != nil {
+			m.removeTunnel(t)
+			return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
+		}
 	}
 	m.log.Info("tunnel added", "tunnel_id", c.TunnelID, "encap", c.Encap.String(), "local", c.Local, "remote", c.Remote)
 	return nil
@@ -238,8 +329,9 @@ func (m *Manager) DeleteTunnel(id uint32) error {
 	if !ok {
 		return fmt.Errorf("tunnel %d: %w", id, ErrNoTunnel)
 	}
-	for _, s := range *t.sessions.Load() {
-		m.removeSession(s, true)
+	ss := slices.Collect(maps.Values(*t.sessions.Load()))
+	if err := m.deleteSessions(ss, Change{Op: TunnelDeleted, TunnelID: id}); err != nil {
+		return fmt.Errorf("tunnel %d: %w", id, err)
 	}
 	m.removeTunnel(t)
 	m.log.Info("tunnel deleted", "tunnel_id", id)
@@ -313,41 +405,48 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		attach := false
 		if restore != "" {
 			name = restore
-			_, err := net.InterfaceByName(name)
+			_, err := tap.InterfaceIndex(name)
 			attach = err == nil
 		} else if name == "" {
 			name = "l2tpeth%d"
-		} else if _, err := net.InterfaceByName(name); err == nil {
+		} else if _, err := tap.InterfaceIndex(name); err == nil {
 			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
 		}
-		qs, err := tap.OpenQueues(tap.Config{Name: name, Persist: m.opt.PersistTAP || attach, Attach: attach, Backend: m.opt.TAPBackend,
-			VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO, Queues: m.opt.TAPQueues})
+		// A new interface is made persistent only once recorded (below):
+		// if the process dies before, the kernel removes it.
+		qs, err := tap.OpenQueues(tap.Config{Name: name, Persist: attach, Attach: attach, Backend: m.opt.TAPBackend,
+			VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO, Queues: m.opt.TAPQueues, Owner: m.opt.Owner})
 		if err != nil {
 			return err
 		}
 		dev := qs[0]
-		s.dev, s.queues, s.ifname = dev, qs, dev.Name()
-		closeRest := func() {
+		s.dev, s.queues = dev, qs
+		ifname := dev.Name()
+		s.ifname.Store(&ifname)
+		closeAll := func() {
 			for _, q := range qs[1:] {
 				q.Close()
 			}
+			if attach {
+				dev.Close()
+			} else {
+				dev.Remove()
+			}
 		}
 		if attach {
-			if st, err := tap.State(s.ifname); err == nil {
+			if st, err := tap.State(ifname); err == nil {
 				s.mtu = st.MTU // the administrator's, kept
 			}
-		} else if err := tap.SetMTU(s.ifname, s.mtu); err != nil {
-			closeRest()
-			dev.Remove()
+		} else if err := tap.SetMTU(ifname, s.mtu); err != nil {
+			closeAll()
 			return err
 		}
-		ifi, err := net.InterfaceByName(s.ifname)
+		idx, err := tap.InterfaceIndex(ifname)
 		if err != nil {
-			closeRest()
-			dev.Remove()
+			closeAll()
 			return err
 		}
-		s.ifindex = ifi.Index
+		s.ifindex = idx
 		return nil
 	})
 	if err != nil {
@@ -364,8 +463,28 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		m.ipSessions.set(c.SessionID, s)
 	}
 	s.startTx()
-	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.ifname, "mtu", s.mtu, "queues", len(s.queues))
-	return s.ifname, nil
+	undo := func(err error) (string, error) {
+		m.unregister(s)
+		s.stop(true)
+		return "", fmt.Errorf("session %d in tunnel %d: %w", c.SessionID, c.TunnelID, err)
+	}
+	if r == nil {
+		if err := m.record(Change{Op: SessionAdded, Session: c, Interface: s.name()}); err != nil {
+			return undo(err)
+		}
+	}
+	if m.opt.PersistTAP {
+		if err := s.dev.SetPersist(true); err != nil {
+			if r == nil {
+				if rerr := m.record(Change{Op: SessionDeleted, TunnelID: c.TunnelID, SessionID: c.SessionID}); rerr != nil {
+					m.log.Error("cannot record the undoing of a session", "err", rerr)
+				}
+			}
+			return undo(err)
+		}
+	}
+	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.name(), "mtu", s.mtu, "queues", len(s.queues))
+	return s.name(), nil
 }
 
 // checkSessionID applies the kernel's uniqueness rules: unique within the
@@ -395,18 +514,88 @@ func (m *Manager) DeleteSession(tunnelID, sessionID uint32) error {
 	if s == nil {
 		return fmt.Errorf("session %d in tunnel %d: %w", sessionID, tunnelID, ErrNoSession)
 	}
-	m.removeSession(s, true)
+	err := m.deleteSessions([]*session{s}, Change{Op: SessionDeleted, TunnelID: tunnelID, SessionID: sessionID})
+	if err != nil {
+		return fmt.Errorf("session %d in tunnel %d: %w", sessionID, tunnelID, err)
+	}
 	m.log.Info("session deleted", "tunnel_id", tunnelID, "session_id", sessionID)
 	return nil
 }
 
-func (m *Manager) removeSession(s *session, removeIf bool) {
+// deleteSessions removes sessions and their interfaces once the change is
+// recorded. Their interfaces stop being persistent first: a process that
+// dies before the record leaves the change undone and the interfaces gone
+// with it, to be made anew from the record; one that dies after leaves
+// nothing behind.
+func (m *Manager) deleteSessions(ss []*session, c Change) error {
+	if m.opt.PersistTAP {
+		for i, s := range ss {
+			if err := s.dev.SetPersist(false); err != nil {
+				m.repersist(ss[:i])
+				return err
+			}
+		}
+	}
+	if err := m.record(c); err != nil {
+		if m.opt.PersistTAP {
+			m.repersist(ss)
+		}
+		return err
+	}
+	for _, s := range ss {
+		m.unregister(s)
+	}
+	stopAll(ss, true)
+	return nil
+}
+
+func (m *Manager) repersist(ss []*session) {
+	for _, s := range ss {
+		if err := s.dev.SetPersist(true); err != nil {
+			m.log.Error("cannot make an interface persistent again", "interface", s.name(), "err", err)
+		}
+	}
+}
+
+// stopAll stops sessions several at a time: removing an interface waits for
+// the kernel (RCU grace periods), and those waits overlap.
+func stopAll(ss []*session, remove bool) {
+	const parallel = 32
+	if len(ss) == 1 {
+		ss[0].stop(remove)
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan *session)
+	for range min(parallel, len(ss)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range next {
+				s.stop(remove)
+			}
+		}()
+	}
+	for _, s := range ss {
+		next <- s
+	}
+	close(next)
+	wg.Wait()
+}
+
+// unregister takes a session out of every lookup; the data path stops
+// finding it at once.
+func (m *Manager) unregister(s *session) {
 	t := s.t
 	t.sessions.Store(without(*t.sessions.Load(), s.cfg.SessionID))
 	if t.cfg.Encap == encap.EncapIP {
 		m.ipSessions.del(s.cfg.SessionID)
 	}
 	m.byIndex.del(s.ifindex)
+}
+
+func (m *Manager) removeSession(s *session, removeIf bool) {
+	m.unregister(s)
 	s.stop(removeIf)
 }
 
@@ -448,7 +637,7 @@ func (m *Manager) Sessions() []SessionInfo {
 	var out []SessionInfo
 	for _, t := range m.tunnels {
 		for _, s := range *t.sessions.Load() {
-			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.ifname,
+			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.name(),
 				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot()})
 		}
 	}
@@ -461,6 +650,21 @@ func (m *Manager) Sessions() []SessionInfo {
 	return out
 }
 
+// EachNextNS calls fn with the next transmit sequence number of every
+// session that numbers what it sends: cheap enough to run every second with
+// thousands of sessions (no allocation, no sorting).
+func (m *Manager) EachNextNS(fn func(tunnelID, sessionID, nextNS uint32)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.tunnels {
+		for _, s := range *t.sessions.Load() {
+			if s.seq.SendSeq() {
+				fn(t.cfg.TunnelID, s.cfg.SessionID, s.seq.NextNS())
+			}
+		}
+	}
+}
+
 // Close stops the manager. Without persistence every interface is
 // removed; with Options.PersistTAP they stay for the next process unless
 // remove is set.
@@ -471,10 +675,15 @@ func (m *Manager) Close(remove bool) error {
 		return nil
 	}
 	m.closed = true
+	var ss []*session
 	for _, t := range m.tunnels {
 		for _, s := range *t.sessions.Load() {
-			m.removeSession(s, remove || !m.opt.PersistTAP)
+			m.unregister(s)
+			ss = append(ss, s)
 		}
+	}
+	stopAll(ss, remove || !m.opt.PersistTAP)
+	for _, t := range m.tunnels {
 		m.removeTunnel(t)
 	}
 	m.mu.Unlock()

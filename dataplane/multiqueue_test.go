@@ -32,7 +32,7 @@ func TestMultiQueuePseudowire(t *testing.T) {
 				for _, tn := range m.tunnels {
 					for _, s := range *tn.sessions.Load() {
 						if len(s.queues) != 3 {
-							t.Errorf("%s: %d queues", s.ifname, len(s.queues))
+							t.Errorf("%s: %d queues", s.name(), len(s.queues))
 						}
 					}
 				}

@@ -16,7 +16,7 @@ type session struct {
 	m       *Manager
 	cfg     SessionConfig
 	t       *tunnel
-	ifname  string
+	ifname  atomic.Pointer[string] // follows renames
 	ifindex int
 	mtu     int          // at creation
 	dev     tap.Device   // queue 0: frames received from the tunnel are written here
@@ -44,6 +44,8 @@ type session struct {
 	stats counters
 	done  chan struct{} // closed when the last transmit loop ends
 }
+
+func (s *session) name() string { return *s.ifname.Load() }
 
 func (s *session) setMTU(mtu int) { s.maxFrame.Store(int64(encap.MaxRxFrame(mtu))) }
 
@@ -149,8 +151,7 @@ func (s *session) accept(d encap.Data, msg []byte, now int64) bool {
 		}
 		return true
 	case encap.Queued:
-		n := copy(h.buf, msg[d.Offset:])
-		h.frame, h.msgLen = h.buf[:n], len(msg)
+		h.hold(msg[d.Offset:], len(msg))
 		s.releaseLocked(now)
 		return false
 	case encap.DropSeq:

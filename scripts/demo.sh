@@ -12,10 +12,7 @@ A=${P}a B=${P}b
 
 cleanup() {
 	for ns in $A $B; do
-		ino=$(ip netns exec "$ns" readlink /proc/self/ns/net 2>/dev/null | tr -dc 0-9) || continue
-		pid=$(cat "/run/l2tpu/net-$ino.pid" 2>/dev/null || true)
-		[ -n "$pid" ] && kill "$pid" 2>/dev/null && sleep 0.3
-		rm -f "/run/l2tpu/net-$ino.log"
+		ip netns exec "$ns" "$L2TPU" daemon stop 2>/dev/null || true
 		ip netns del "$ns" 2>/dev/null || true
 	done
 }

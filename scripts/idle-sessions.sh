@@ -21,8 +21,9 @@ ip -n $ns link set v0 up
 ip -n $ns link set v1 up
 ip netns exec $ns setsid "$L" daemon -tap-queues "$Q" >/dev/null 2>&1 </dev/null &
 for _ in $(seq 50); do
-	pid=$(cat /run/l2tpu/net-$(stat -L -c %i /run/netns/$ns).pid 2>/dev/null || true)
-	[ -n "$pid" ] && break
+	# the daemon is the only process in the namespace
+	pid=$(ip netns pids $ns | head -n 1)
+	[ -n "$pid" ] && ip netns exec $ns "$L" show tunnel >/dev/null 2>&1 && break
 	sleep 0.1
 done
 ip netns exec $ns "$L" add tunnel tunnel_id 1 peer_tunnel_id 1 local 192.0.2.1 remote 192.0.2.2 udp_sport 1701 udp_dport 1701

@@ -68,6 +68,18 @@ type Config struct {
 	// more than one): the kernel spreads the frames it transmits over them
 	// by flow, so each can have its own reader. 0 means 1.
 	Queues int
+	// Owner, when set, gives the device an owner (TUNSETOWNER) and
+	// optionally a group (TUNSETGROUP): the TUN driver then lets nobody
+	// else without CAP_NET_ADMIN attach a queue, at any time, including
+	// while a persistent device has no process behind it. Without an
+	// owner any user who can open /dev/net/tun may attach.
+	Owner *Owner
+}
+
+// Owner is the user (and group, -1 for none) a device belongs to.
+type Owner struct {
+	UID int
+	GID int
 }
 
 // ErrBackend: the chosen backend cannot do what the Config asks.
@@ -90,6 +102,10 @@ type Device interface {
 	Close() error
 	// Remove deletes the interface even when persistent.
 	Remove() error
+	// SetPersist makes the interface outlive the process (or not): a
+	// device created without persistence vanishes if the process dies
+	// before it is made persistent.
+	SetPersist(on bool) error
 }
 
 // Open creates (or attaches to) a TAP device.
@@ -123,6 +139,15 @@ func Open(c Config) (Device, error) {
 	if err != nil {
 		o.f.Close()
 		return nil, err
+	}
+	if c.Owner != nil {
+		if err := setOwner(rc, *c.Owner); err != nil {
+			if c.Persist && !c.Attach {
+				clearPersist(rc)
+			}
+			o.f.Close()
+			return nil, fmt.Errorf("tap: owner of %s: %w", o.name, err)
+		}
 	}
 	d := &fileDevice{f: o.f, rc: rc, waiter: poll.NewWaiter(rc), name: o.name, persist: c.Persist, drained: true,
 		vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}
@@ -189,7 +214,7 @@ func openUnix(c Config) (opened, error) {
 		return opened{}, fmt.Errorf("tap: name %q: %w", c.Name, unix.EINVAL)
 	}
 	if c.Attach {
-		if _, err := interfaceIndex(c.Name); err != nil {
+		if _, err := InterfaceIndex(c.Name); err != nil {
 			return opened{}, fmt.Errorf("tap: attach %s: %w", c.Name, unix.ENODEV)
 		}
 	}
@@ -271,6 +296,9 @@ func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			}
 			return n, err
 		}
+		if m > len(bufs[n])-head {
+			continue // the driver reports a frame's length even when it was cut: drop it
+		}
 		if d.vnet {
 			// No offloads are negotiated, so frames arrive whole and
 			// checksummed: the header says nothing to act on.
@@ -339,17 +367,58 @@ func (d *fileDevice) pending() bool { return d.tso.buf != nil }
 
 func (d *fileDevice) Remove() error {
 	if d.persist {
-		var perr error
-		err := d.rc.Control(func(fd uintptr) {
-			perr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, 0)
-		})
-		if err == nil {
-			err = perr
-		}
-		if err != nil {
+		if err := clearPersist(d.rc); err != nil {
 			d.f.Close()
 			return fmt.Errorf("tap: clear persist on %s: %w", d.name, err)
 		}
 	}
 	return d.f.Close()
+}
+
+func (d *fileDevice) SetPersist(on bool) error {
+	v := 0
+	if on {
+		v = 1
+	}
+	if err := control(d.rc, func(fd int) error { return unix.IoctlSetInt(fd, unix.TUNSETPERSIST, v) }); err != nil {
+		return fmt.Errorf("tap: persist %v on %s: %w", on, d.name, err)
+	}
+	d.persist = on
+	return nil
+}
+
+func clearPersist(rc syscall.RawConn) error {
+	return control(rc, func(fd int) error { return unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 0) })
+}
+
+// setOwner sets the device's owner and group (TUNSETOWNER, TUNSETGROUP).
+func setOwner(rc syscall.RawConn, o Owner) error {
+	return control(rc, func(fd int) error {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, o.UID); err != nil {
+			return err
+		}
+		if o.GID >= 0 {
+			return unix.IoctlSetInt(fd, unix.TUNSETGROUP, o.GID)
+		}
+		return nil
+	})
+}
+
+// control runs f on the raw fd and returns its error.
+func control(rc syscall.RawConn, f func(fd int) error) error {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// RemovePersistent deletes a persistent device that no process holds, such
+// as one an earlier process left for a session it could not restore.
+func RemovePersistent(name string) error {
+	d, err := Open(Config{Name: name, Attach: true, Persist: true, Backend: Unix})
+	if err != nil {
+		return err
+	}
+	return d.Remove()
 }

@@ -75,11 +75,11 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 			d.drained = true
 			return n, rerr
 		}
-		b := (*bp)[:m]
-		if m < vnetHdrLen {
+		if m > len(*bp) || m < vnetHdrLen { // cut (see Read) or no header
 			superPool.Put(bp)
 			continue
 		}
+		b := (*bp)[:m]
 		flags, gso := b[0], b[1]&^0x80 // ECN bit
 		cstart := int(binary.NativeEndian.Uint16(b[6:]))
 		coff := int(binary.NativeEndian.Uint16(b[8:]))
@@ -89,6 +89,10 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 		case vnetGSONone:
 			if flags&vnetFlagNeedsCsum != 0 && !completeCsum(f, cstart, coff) {
 				superPool.Put(bp)
+				continue
+			}
+			if len(f) > len(bufs[n])-offset {
+				superPool.Put(bp) // longer than any MTU: never deliver a cut frame
 				continue
 			}
 			sizes[n] = copy(bufs[n][offset:], f)

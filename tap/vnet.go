@@ -205,7 +205,12 @@ func canFollow(a []byte, sa *seg, aPayload int, b []byte, sb *seg) bool {
 	return true
 }
 
-var superPool = sync.Pool{New: func() any { b := make([]byte, vnetHdrLen+groMaxSize); return &b }}
+// superSize holds the largest frame the TUN driver hands over: an IP packet
+// of 64 KiB behind an Ethernet header and two VLAN tags, or a plain frame
+// of the largest MTU.
+const superSize = vnetHdrLen + max(groMaxSize+14+8, MaxFrame)
+
+var superPool = sync.Pool{New: func() any { b := make([]byte, superSize); return &b }}
 
 // maxMergeHdr bounds the headers (Ethernet, VLAN tags, IP, TCP) of a
 // frame that is merged: they are written ahead of the gathered payloads.

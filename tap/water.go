@@ -9,7 +9,7 @@ import (
 
 func openWater(c Config) (opened, error) {
 	if c.Attach {
-		if _, err := interfaceIndex(c.Name); err != nil {
+		if _, err := InterfaceIndex(c.Name); err != nil {
 			return opened{}, fmt.Errorf("tap: attach %s: no such device", c.Name)
 		}
 	}

@@ -109,9 +109,8 @@ func cliNS(t *testing.T) *privtest.NS {
 // when the test failed.
 func stopDaemon(t *testing.T, ns *privtest.NS) {
 	if t.Failed() {
-		if id, err := ns.Try("readlink", "/proc/self/ns/net"); err == nil {
-			ino := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "net:["), "]")
-			if log, err := os.ReadFile(filepath.Join(daemon.RunDir, "net-"+ino+".log")); err == nil {
+		if p, err := daemon.PathsAt(ns.Path()); err == nil {
+			if log, err := os.ReadFile(p.Log); err == nil {
 				t.Logf("daemon log:\n%s", log)
 			}
 		}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -116,8 +115,8 @@ func (client) call(req daemon.Request, start bool) (daemon.Response, error) {
 	if errors.Is(err, daemon.ErrNotRunning) && !start && os.Geteuid() == 0 {
 		// A state file without a daemon: it died. Bring it back (it
 		// restores the state) rather than answer as if nothing existed.
-		if p, perr := daemon.DefaultStatePath(); perr == nil {
-			if _, serr := os.Stat(p); serr == nil {
+		if p, perr := daemon.DefaultPaths(); perr == nil {
+			if _, serr := os.Stat(p.State); serr == nil {
 				start = true
 			}
 		}
@@ -127,10 +126,16 @@ func (client) call(req daemon.Request, start bool) (daemon.Response, error) {
 			return resp, fmt.Errorf("l2tpu: only root may start the daemon: %w", syscall.EPERM)
 		}
 		if err := startDaemon(); err != nil {
+			if errors.Is(err, daemon.ErrImpostor) {
+				return resp, cli.Abort(err)
+			}
 			fmt.Fprintf(os.Stderr, "l2tpu: cannot start the daemon: %v\n", err)
 			return resp, syscall.EIO
 		}
 		resp, err = daemon.Call(req)
+	}
+	if errors.Is(err, daemon.ErrImpostor) {
+		return resp, cli.Abort(err)
 	}
 	if err != nil {
 		return resp, err
@@ -146,11 +151,11 @@ func startDaemon() error {
 	if err != nil {
 		return err
 	}
-	id, err := daemon.NamespaceID()
+	p, err := daemon.DefaultPaths()
 	if err != nil {
 		return err
 	}
-	return daemon.Start(exe, filepath.Join(daemon.RunDir, id+".log"))
+	return daemon.Start(exe, p.Log)
 }
 
 func (c client) AddTunnel(t dataplane.TunnelConfig) error {
@@ -190,13 +195,22 @@ func (c client) List() ([]dataplane.TunnelInfo, []dataplane.SessionInfo, error) 
 }
 
 func runDaemon(args []string, verbose bool, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == "stop" {
+		// For scripts: end this namespace's daemon (by the PID it
+		// recorded) and remove its runtime files.
+		if err := daemon.StopInNamespace(""); err != nil {
+			fmt.Fprintf(stderr, "l2tpu daemon stop: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	fs := flag.NewFlagSet("l2tpu daemon", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o daemon.Options
 	fs.BoolVar(&verbose, "v", verbose, "log debug detail")
 	fs.BoolVar(&o.Keep, "keep", false, "on SIGTERM keep interfaces and state for the next daemon")
 	fs.StringVar(&o.Group, "group", "", "a group whose members may change state (besides root)")
-	fs.StringVar(&o.StatePath, "state", "", "state file (default /run/l2tpu/net-INODE.json)")
+	fs.StringVar(&o.StatePath, "state", "", "state journal (default /run/l2tpu/net-cCOOKIE.state, by the namespace's cookie)")
 	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
 	fs.BoolVar(&o.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
 	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
@@ -229,7 +243,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	if err != nil {
 		o.Logger.Error("cannot start", "err", err)
 		if errors.Is(err, daemon.ErrRunning) {
-			return 0 // someone else serves this namespace: nothing to do
+			return 0 // another daemon of root's serves this namespace: nothing to do
 		}
 		return 1
 	}

@@ -1,0 +1,315 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/tap"
+)
+
+// admit takes a connection within the limits (maxConns in all,
+// maxConnsPerUser for one uid) or closes it at once.
+func (s *Server) admit(c *net.UnixConn) {
+	cred, err := peerCred(c)
+	if err != nil {
+		c.Close()
+		return
+	}
+	s.connMu.Lock()
+	if s.conns >= maxConns || s.byUser[cred.Uid] >= maxConnsPerUser {
+		s.connMu.Unlock()
+		s.limit.warn("connection refused: too many", "uid", cred.Uid, "pid", cred.Pid)
+		c.Close()
+		return
+	}
+	s.conns++
+	s.byUser[cred.Uid]++
+	s.connMu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer func() {
+			s.connMu.Lock()
+			s.conns--
+			if s.byUser[cred.Uid]--; s.byUser[cred.Uid] == 0 {
+				delete(s.byUser, cred.Uid)
+			}
+			s.connMu.Unlock()
+			s.wg.Done()
+		}()
+		s.handle(c, cred)
+	}()
+}
+
+// handle answers one request. Nothing a client sends can stop the daemon:
+// malformed, oversized or slow requests get an error, and a panic is
+// contained to this connection. The request must arrive within
+// requestTimeout; the operation itself has no deadline (deleting a tunnel
+// with thousands of sessions takes a while), the reply again requestTimeout.
+func (s *Server) handle(c *net.UnixConn, cred *unix.Ucred) {
+	defer c.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("request handler panic", "panic", r)
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	req, err := DecodeRequest(c)
+	if err != nil {
+		s.limit.warn("malformed request", "pid", cred.Pid, "uid", cred.Uid, "err", err)
+		s.reply(c, errResponse(syscall.EINVAL, "malformed request: "+err.Error()))
+		return
+	}
+	s.reply(c, s.do(req, cred))
+}
+
+// DecodeRequest reads one request: at most MaxRequest bytes of JSON with
+// known fields only, and an operation the daemon has.
+func DecodeRequest(r io.Reader) (Request, error) {
+	var req Request
+	dec := json.NewDecoder(io.LimitReader(r, MaxRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, err
+	}
+	switch req.Op {
+	case OpAddTunnel:
+		if req.Tunnel == nil {
+			return req, errors.New("add_tunnel needs a tunnel")
+		}
+	case OpAddSession:
+		if req.Session == nil {
+			return req, errors.New("add_session needs a session")
+		}
+	case OpDelTunnel, OpDelSession, OpList:
+	default:
+		return req, fmt.Errorf("unknown operation %q", req.Op)
+	}
+	return req, nil
+}
+
+func (s *Server) reply(c *net.UnixConn, r Response) {
+	b, _ := json.Marshal(r)
+	c.SetWriteDeadline(time.Now().Add(requestTimeout))
+	c.Write(append(b, '\n'))
+}
+
+func errResponse(e syscall.Errno, msg string) Response {
+	return Response{Errno: int(e), Error: msg}
+}
+
+func failure(err error) Response {
+	return Response{Errno: int(dataplane.Errno(err)), Error: err.Error()}
+}
+
+func (s *Server) do(req Request, cred *unix.Ucred) Response {
+	// Every operation needs what the kernel's genl L2TP operations need
+	// (GENL_UNS_ADMIN_PERM: CAP_NET_ADMIN), show included: it reveals
+	// cookies.
+	if !s.allowed(cred) {
+		s.limit.warn("refused", "op", req.Op, "uid", cred.Uid, "pid", cred.Pid)
+		return errResponse(syscall.EPERM, "only root or the daemon's group may use l2tpu")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.Op == OpList {
+		return s.list()
+	}
+	var (
+		err error
+		out Response
+	)
+	switch req.Op {
+	case OpAddTunnel:
+		if _, ok := s.pendingT[req.Tunnel.TunnelID]; ok {
+			err = fmt.Errorf("tunnel %d (not restored yet): %w", req.Tunnel.TunnelID, dataplane.ErrTunnelExists)
+		} else {
+			err = s.m.AddTunnel(*req.Tunnel)
+		}
+	case OpAddSession:
+		c := req.Session
+		if why, ok := s.pendingT[c.TunnelID]; ok {
+			err = fmt.Errorf("tunnel %d is not restored yet (%s): %w", c.TunnelID, why, syscall.EAGAIN)
+		} else if _, ok := s.pendingS[sessionKey{c.TunnelID, c.SessionID}]; ok {
+			err = fmt.Errorf("session %d in tunnel %d (not restored yet): %w", c.SessionID, c.TunnelID, dataplane.ErrSessionExists)
+		} else {
+			out.Interface, err = s.m.AddSession(*c)
+		}
+	case OpDelTunnel:
+		err = s.delTunnel(req.TunnelID)
+	case OpDelSession:
+		err = s.delSession(req.TunnelID, req.SessionID)
+	}
+	if err != nil {
+		s.log.Info("request failed", "op", req.Op, "err", err)
+		return failure(err)
+	}
+	return out
+}
+
+// delTunnel deletes a tunnel, live or pending, with its sessions, pending
+// ones and the interfaces they left included.
+func (s *Server) delTunnel(id uint32) error {
+	var lingering []string
+	for k := range s.pendingS {
+		if k.tunnel == id {
+			lingering = append(lingering, s.j.t.sessions[k].Interface)
+		}
+	}
+	if _, ok := s.pendingT[id]; ok {
+		if err := s.j.append(record{Op: recDelTunnel, TunnelID: id}); err != nil {
+			return fmt.Errorf("tunnel %d: %w", id, err)
+		}
+		delete(s.pendingT, id)
+	} else if err := s.m.DeleteTunnel(id); err != nil {
+		return err
+	}
+	for k := range s.pendingS {
+		if k.tunnel == id {
+			delete(s.pendingS, k)
+		}
+	}
+	for _, name := range lingering {
+		tap.RemovePersistent(name)
+	}
+	return nil
+}
+
+func (s *Server) delSession(tid, sid uint32) error {
+	k := sessionKey{tid, sid}
+	if _, ok := s.pendingS[k]; !ok {
+		return s.m.DeleteSession(tid, sid)
+	}
+	name := s.j.t.sessions[k].Interface
+	if err := s.j.append(record{Op: recDelSession, TunnelID: tid, SessionID: sid}); err != nil {
+		return fmt.Errorf("session %d in tunnel %d: %w", sid, tid, err)
+	}
+	delete(s.pendingS, k)
+	tap.RemovePersistent(name)
+	return nil
+}
+
+// list is show: the live tunnels and sessions, and those recorded but not
+// restored yet, as configured (no counters).
+func (s *Server) list() Response {
+	r := Response{Tunnels: s.m.Tunnels(), Sessions: s.m.Sessions()}
+	if len(s.pendingT)+len(s.pendingS) == 0 {
+		return r
+	}
+	for id := range s.pendingT {
+		if c, err := s.j.t.tunnels[id].config(); err == nil {
+			r.Tunnels = append(r.Tunnels, dataplane.TunnelInfo{Config: c})
+		}
+	}
+	for k := range s.pendingS {
+		x := s.j.t.sessions[k]
+		c, err := x.config()
+		if err != nil {
+			continue
+		}
+		var peer uint32
+		if t := s.j.t.tunnels[k.tunnel]; t != nil {
+			peer = t.PeerTunnelID
+		}
+		r.Sessions = append(r.Sessions, dataplane.SessionInfo{Config: c, PeerTunnelID: peer, Interface: x.Interface,
+			SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, NextNS: x.NextNS})
+	}
+	slices.SortFunc(r.Tunnels, func(a, b dataplane.TunnelInfo) int { return cmp.Compare(a.Config.TunnelID, b.Config.TunnelID) })
+	slices.SortFunc(r.Sessions, func(a, b dataplane.SessionInfo) int {
+		return compareKeys(sessionKey{a.Config.TunnelID, a.Config.SessionID}, sessionKey{b.Config.TunnelID, b.Config.SessionID})
+	})
+	return r
+}
+
+// allowed is the kernel's ns_capable(CAP_NET_ADMIN) for the caller, as far
+// as the daemon can see it: root of the daemon's user namespace with
+// CAP_NET_ADMIN in effect, or a member of the configured group.
+func (s *Server) allowed(c *unix.Ucred) bool {
+	st, err := readStatus(c.Pid)
+	if err != nil {
+		return false
+	}
+	if c.Uid == 0 && st.euid == 0 && st.capEff&(1<<unix.CAP_NET_ADMIN) != 0 {
+		if uns, err := nsInode(fmt.Sprintf("/proc/%d/ns/user", c.Pid)); err == nil && uns == s.uns {
+			return true
+		}
+	}
+	if s.gid < 0 {
+		return false
+	}
+	return int(c.Gid) == s.gid || slices.Contains(st.groups, s.gid)
+}
+
+// procStatus is what allowed reads of /proc/PID/status.
+type procStatus struct {
+	euid   int
+	capEff uint64
+	groups []int
+}
+
+func readStatus(pid int32) (procStatus, error) {
+	st := procStatus{euid: -1}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		switch k {
+		case "Uid":
+			if len(f) >= 2 {
+				st.euid, _ = strconv.Atoi(f[1])
+			}
+		case "CapEff":
+			if len(f) == 1 {
+				st.capEff, _ = strconv.ParseUint(f[0], 16, 64)
+			}
+		case "Groups":
+			for _, g := range f {
+				if n, err := strconv.Atoi(g); err == nil {
+					st.groups = append(st.groups, n)
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+func nsInode(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// sortedKeys orders session keys by tunnel, then session.
+func sortedKeys(m map[sessionKey]string) []sessionKey {
+	ks := slices.Collect(maps.Keys(m))
+	slices.SortFunc(ks, compareKeys)
+	return ks
+}
+
+func compareKeys(a, b sessionKey) int {
+	return cmp.Or(cmp.Compare(a.tunnel, b.tunnel), cmp.Compare(a.session, b.session))
+}

@@ -1,0 +1,425 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/encap"
+)
+
+// The state file is a journal: a header line, then one JSON record a line,
+// each appended and synced before the change it records is acknowledged, so
+// an add costs the same at 10 and at 10,000 sessions. When the records
+// outgrow what they describe, the journal is rewritten as a snapshot
+// (written aside, synced, renamed over). A last line without its newline is
+// a write cut short by a crash: never acknowledged, so ignored.
+//
+// Field names are explicit and the header carries a version: a newer l2tpu
+// reads every older version, the version-1 JSON document included.
+
+// stateVersion is the journal format written.
+const stateVersion = 2
+
+type header struct {
+	Version int `json:"l2tpu_state"`
+	// NetnsCookie is the namespace the state belongs to (0: unknown); a
+	// journal of another namespace is never restored.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
+}
+
+// Record operations.
+const (
+	recTunnel     = "tunnel"
+	recSession    = "session"
+	recDelTunnel  = "del_tunnel"
+	recDelSession = "del_session"
+	recRename     = "rename"
+	recNextNS     = "next_ns"
+)
+
+type record struct {
+	Op        string         `json:"op"`
+	Tunnel    *tunnelRecord  `json:"tunnel,omitempty"`
+	Session   *sessionRecord `json:"session,omitempty"`
+	TunnelID  uint32         `json:"tunnel_id,omitempty"`
+	SessionID uint32         `json:"session_id,omitempty"`
+	Interface string         `json:"interface,omitempty"`
+	NextNS    []nextNSRecord `json:"next_ns,omitempty"`
+	Exact     bool           `json:"exact,omitempty"`
+}
+
+type tunnelRecord struct {
+	TunnelID       uint32     `json:"tunnel_id"`
+	PeerTunnelID   uint32     `json:"peer_tunnel_id"`
+	Encap          string     `json:"encap"`
+	Local          netip.Addr `json:"local"`
+	Remote         netip.Addr `json:"remote"`
+	UDPSourcePort  uint16     `json:"udp_sport,omitempty"`
+	UDPDestPort    uint16     `json:"udp_dport,omitempty"`
+	UDPCsum        bool       `json:"udp_csum,omitempty"`
+	UDP6ZeroCsumTx bool       `json:"udp6_zero_csum_tx,omitempty"`
+	UDP6ZeroCsumRx bool       `json:"udp6_zero_csum_rx,omitempty"`
+}
+
+type sessionRecord struct {
+	TunnelID         uint32       `json:"tunnel_id"`
+	SessionID        uint32       `json:"session_id"`
+	PeerSessionID    uint32       `json:"peer_session_id"`
+	Name             string       `json:"name,omitempty"`
+	Interface        string       `json:"interface"`
+	Cookie           encap.Cookie `json:"cookie,omitzero"`
+	PeerCookie       encap.Cookie `json:"peer_cookie,omitzero"`
+	L2Spec           string       `json:"l2spec_type"`
+	SendSeq          bool         `json:"send_seq,omitempty"`
+	RecvSeq          bool         `json:"recv_seq,omitempty"`
+	ReorderTimeoutNS int64        `json:"reorder_timeout_ns,omitempty"`
+	// NextNS is the transmit sequence number at the last checkpoint;
+	// Exact says a clean stop wrote it, not a periodic checkpoint.
+	NextNS uint32 `json:"next_ns,omitempty"`
+	Exact  bool   `json:"next_ns_exact,omitempty"`
+}
+
+type nextNSRecord struct {
+	TunnelID  uint32 `json:"tunnel_id"`
+	SessionID uint32 `json:"session_id"`
+	NextNS    uint32 `json:"next_ns"`
+}
+
+func tunnelRecordOf(c dataplane.TunnelConfig) *tunnelRecord {
+	return &tunnelRecord{TunnelID: c.TunnelID, PeerTunnelID: c.PeerTunnelID, Encap: c.Encap.String(), Local: c.Local, Remote: c.Remote,
+		UDPSourcePort: c.UDPSourcePort, UDPDestPort: c.UDPDestPort, UDPCsum: c.UDPCsum, UDP6ZeroCsumTx: c.UDP6ZeroCsumTx, UDP6ZeroCsumRx: c.UDP6ZeroCsumRx}
+}
+
+func (r *tunnelRecord) config() (dataplane.TunnelConfig, error) {
+	c := dataplane.TunnelConfig{TunnelID: r.TunnelID, PeerTunnelID: r.PeerTunnelID, Local: r.Local, Remote: r.Remote,
+		UDPSourcePort: r.UDPSourcePort, UDPDestPort: r.UDPDestPort, UDPCsum: r.UDPCsum, UDP6ZeroCsumTx: r.UDP6ZeroCsumTx, UDP6ZeroCsumRx: r.UDP6ZeroCsumRx}
+	switch r.Encap {
+	case "udp":
+		c.Encap = encap.EncapUDP
+	case "ip":
+		c.Encap = encap.EncapIP
+	default:
+		return c, fmt.Errorf("tunnel %d: unknown encap %q", r.TunnelID, r.Encap)
+	}
+	return c, c.Validate()
+}
+
+func sessionRecordOf(c dataplane.SessionConfig, ifname string) *sessionRecord {
+	return &sessionRecord{TunnelID: c.TunnelID, SessionID: c.SessionID, PeerSessionID: c.PeerSessionID, Name: c.Name, Interface: ifname,
+		Cookie: c.Cookie, PeerCookie: c.PeerCookie, L2Spec: c.L2Spec.String(), SendSeq: c.SendSeq, RecvSeq: c.RecvSeq,
+		ReorderTimeoutNS: int64(c.ReorderTimeout)}
+}
+
+func (r *sessionRecord) config() (dataplane.SessionConfig, error) {
+	c := dataplane.SessionConfig{TunnelID: r.TunnelID, SessionID: r.SessionID, PeerSessionID: r.PeerSessionID, Name: r.Name,
+		Cookie: r.Cookie, PeerCookie: r.PeerCookie, SendSeq: r.SendSeq, RecvSeq: r.RecvSeq, ReorderTimeout: time.Duration(r.ReorderTimeoutNS)}
+	switch r.L2Spec {
+	case "default":
+		c.L2Spec = encap.L2SpecDefault
+	case "none":
+		c.L2Spec = encap.L2SpecNone
+	default:
+		return c, fmt.Errorf("session %d/%d: unknown l2spec_type %q", r.TunnelID, r.SessionID, r.L2Spec)
+	}
+	if r.Interface == "" {
+		return c, fmt.Errorf("session %d/%d: no interface", r.TunnelID, r.SessionID)
+	}
+	return c, c.Validate()
+}
+
+// restore is what RestoreSession needs: after a crash the numbering resumes
+// NSMargin ahead of the last checkpoint.
+func (r *sessionRecord) restore() dataplane.Restore {
+	x := dataplane.Restore{Interface: r.Interface, NextNS: r.NextNS}
+	if !r.Exact {
+		x.NextNS += NSMargin
+	}
+	return x
+}
+
+// NSMargin is how far ahead of its last checkpoint a session restored after
+// a crash resumes its transmit numbering: more than it can send between two
+// checkpoints (one second), and well inside the peer's 2^23-1 window, so
+// the peer resynchronises after a few packets instead of dropping
+// everything as old.
+const NSMargin = 1 << 22
+
+type sessionKey struct{ tunnel, session uint32 }
+
+// table is the recorded configuration: what a restart restores.
+type table struct {
+	tunnels  map[uint32]*tunnelRecord
+	sessions map[sessionKey]*sessionRecord
+}
+
+func newTable() *table {
+	return &table{tunnels: map[uint32]*tunnelRecord{}, sessions: map[sessionKey]*sessionRecord{}}
+}
+
+// apply replays one record. Records refer to what earlier ones made; one
+// that does not fits no journal l2tpu writes.
+func (t *table) apply(r *record) error {
+	switch r.Op {
+	case recTunnel:
+		if r.Tunnel == nil {
+			return errors.New("tunnel record without a tunnel")
+		}
+		t.tunnels[r.Tunnel.TunnelID] = r.Tunnel
+	case recSession:
+		if r.Session == nil {
+			return errors.New("session record without a session")
+		}
+		t.sessions[sessionKey{r.Session.TunnelID, r.Session.SessionID}] = r.Session
+	case recDelTunnel:
+		delete(t.tunnels, r.TunnelID)
+		for k := range t.sessions {
+			if k.tunnel == r.TunnelID {
+				delete(t.sessions, k)
+			}
+		}
+	case recDelSession:
+		delete(t.sessions, sessionKey{r.TunnelID, r.SessionID})
+	case recRename:
+		if x := t.sessions[sessionKey{r.TunnelID, r.SessionID}]; x != nil && r.Interface != "" {
+			x.Interface = r.Interface
+		}
+	case recNextNS:
+		for _, n := range r.NextNS {
+			if x := t.sessions[sessionKey{n.TunnelID, n.SessionID}]; x != nil {
+				x.NextNS, x.Exact = n.NextNS, r.Exact
+			}
+		}
+	default:
+		return fmt.Errorf("unknown record %q", r.Op)
+	}
+	return nil
+}
+
+// records is the table as a snapshot: tunnels, then sessions, by ID.
+func (t *table) records() []record {
+	var out []record
+	for _, id := range slices.Sorted(maps.Keys(t.tunnels)) {
+		out = append(out, record{Op: recTunnel, Tunnel: t.tunnels[id]})
+	}
+	keys := slices.Collect(maps.Keys(t.sessions))
+	slices.SortFunc(keys, compareKeys)
+	for _, k := range keys {
+		out = append(out, record{Op: recSession, Session: t.sessions[k]})
+	}
+	return out
+}
+
+func (t *table) size() int { return len(t.tunnels) + len(t.sessions) }
+
+// journal is the state file open for appending.
+type journal struct {
+	path    string
+	cookie  uint64
+	f       *os.File
+	size    int64 // bytes written and synced
+	records int   // records in the file
+	t       *table
+}
+
+// ErrForeignState: the state file belongs to another network namespace.
+var ErrForeignState = errors.New("the state file belongs to another network namespace")
+
+// loadJournal reads the state at path ("" or missing: empty). It returns
+// the table and what was ignored (a torn last line), or an error that says
+// what to do.
+func loadJournal(path string, cookie uint64) (*table, string, error) {
+	t := newTable()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return t, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	damaged := func(line int, err error) error {
+		return fmt.Errorf("state file %s is damaged at line %d (%v): move it away to start empty", path, line, err)
+	}
+	if legacy(b) {
+		if err := loadV1(b, t); err != nil {
+			return nil, "", damaged(1, err)
+		}
+		return t, "", nil
+	}
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	var note string
+	if last := lines[len(lines)-1]; len(last) == 0 {
+		lines = lines[:len(lines)-1]
+	} else if !bytes.HasSuffix(last, []byte("\n")) {
+		note = fmt.Sprintf("ignored an unfinished last line (%d bytes): a write cut short, never acknowledged", len(last))
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) == 0 {
+		return t, note, nil
+	}
+	var h header
+	if err := strictUnmarshal(lines[0], &h); err != nil || h.Version < 2 {
+		return nil, "", damaged(1, fmt.Errorf("no l2tpu_state header: %v", err))
+	}
+	if h.Version > stateVersion {
+		return nil, "", fmt.Errorf("state file %s is of version %d, newer than this l2tpu (%d): run the l2tpu that wrote it, or move it away", path, h.Version, stateVersion)
+	}
+	if h.NetnsCookie != 0 && cookie != 0 && h.NetnsCookie != cookie {
+		return nil, "", fmt.Errorf("state file %s: %w (cookie %d, this one %d): move it away", path, ErrForeignState, h.NetnsCookie, cookie)
+	}
+	for i, l := range lines[1:] {
+		var r record
+		if err := strictUnmarshal(l, &r); err != nil {
+			return nil, "", damaged(i+2, err)
+		}
+		if err := t.apply(&r); err != nil {
+			return nil, "", damaged(i+2, err)
+		}
+	}
+	return t, note, nil
+}
+
+func strictUnmarshal(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
+}
+
+// openJournal writes the table as a fresh snapshot at path and opens it for
+// appending.
+func openJournal(path string, cookie uint64, t *table) (*journal, error) {
+	j := &journal{path: path, cookie: cookie, t: t}
+	if err := j.compact(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// compact rewrites the journal as a snapshot of the table.
+func (j *journal) compact() error {
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	hb, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: j.cookie})
+	buf.Write(append(hb, '\n'))
+	recs := j.t.records()
+	for i := range recs {
+		rb, err := json.Marshal(&recs[i])
+		if err != nil {
+			return err
+		}
+		buf.Write(append(rb, '\n'))
+	}
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	syncDir(filepath.Dir(j.path))
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.f, j.size, j.records = f, int64(buf.Len()), len(recs)
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// append writes and syncs one record, then applies it to the table. On
+// failure the file is cut back to what it held, the table is unchanged, and
+// the error (ENOSPC, EIO...) is returned.
+func (j *journal) append(r record) error {
+	b, err := json.Marshal(&r)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	n, err := j.f.WriteAt(b, j.size)
+	if err == nil {
+		err = j.f.Sync()
+	}
+	if err != nil {
+		if n > 0 {
+			j.f.Truncate(j.size)
+		}
+		return err
+	}
+	j.size += int64(len(b))
+	j.records++
+	if err := j.t.apply(&r); err != nil {
+		return err
+	}
+	// Rewrite when the records are more than twice what they describe:
+	// each record is then rewritten a bounded number of times.
+	if j.records > 2*j.t.size()+1024 {
+		if err := j.compact(); err != nil {
+			// The journal as it is stays valid: keep appending.
+			return nil
+		}
+	}
+	return nil
+}
+
+func (j *journal) close() error { return j.f.Close() }
+
+// The version-1 state file: one JSON document with the dataplane's Go field
+// names, written whole at every change, keyed by namespace inode.
+type stateV1 struct {
+	Tunnels  []dataplane.TunnelConfig `json:"tunnels"`
+	Sessions []struct {
+		Config    dataplane.SessionConfig `json:"config"`
+		Interface string                  `json:"interface"`
+		NextNS    uint32                  `json:"next_ns"`
+		Exact     bool                    `json:"exact,omitempty"`
+	} `json:"sessions"`
+}
+
+func legacy(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{' && !bytes.HasPrefix(b, []byte(`{"l2tpu_state"`))
+}
+
+func loadV1(b []byte, t *table) error {
+	var s stateV1
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	for _, c := range s.Tunnels {
+		t.tunnels[c.TunnelID] = tunnelRecordOf(c)
+	}
+	for _, x := range s.Sessions {
+		r := sessionRecordOf(x.Config, x.Interface)
+		r.NextNS, r.Exact = x.NextNS, x.Exact
+		t.sessions[sessionKey{r.TunnelID, r.SessionID}] = r
+	}
+	return nil
+}
