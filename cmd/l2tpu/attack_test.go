@@ -1,0 +1,490 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/privtest"
+)
+
+// The attack-and-fault suite: what a hostile local user (nobody) and
+// faults (kill -9, a full state filesystem, a namespace reusing a dead
+// one's inode, an address missing at restart) do to the daemon. Each test
+// has a positive control that shows the attack itself works where l2tpu's
+// defence is absent.
+
+var (
+	attackerOnce sync.Once
+	attackerPath string
+	attackerErr  error
+)
+
+// attacker builds internal/attacker where nobody can run it.
+func attacker(t *testing.T) string {
+	t.Helper()
+	attackerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "l2tpu-attacker")
+		if err != nil {
+			attackerErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		attackerPath = filepath.Join(dir, "attacker")
+		out, err := exec.Command("go", "build", "-o", attackerPath, "../../internal/attacker").CombinedOutput()
+		if err != nil {
+			attackerErr = fmt.Errorf("go build attacker: %v\n%s", err, out)
+		}
+	})
+	if attackerErr != nil {
+		t.Fatal(attackerErr)
+	}
+	return attackerPath
+}
+
+// asNobody starts a command as uid/gid 65534 in the namespace.
+func asNobody(ns *privtest.NS, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--setuid", "65534", "--setgid", "65534"}, args...)...)
+}
+
+// TestSquattedControlSocket: nobody binds @l2tpu before root's first
+// command. Root's commands refuse to talk to it, say why, exit 2 and send
+// it nothing; no daemon starts behind it. A daemon started by hand finds
+// the socket taken, says by whom and exits non-zero.
+func TestSquattedControlSocket(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	bin := binary(t)
+	got := filepath.Join(t.TempDir(), "received")
+	os.Chmod(filepath.Dir(got), 0o777)
+	sq := asNobody(ns, attacker(t), "squat", got)
+	out, err := sq.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sq.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
+	buf := make([]byte, 64)
+	if n, _ := out.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
+		t.Fatalf("squatter: %q", buf[:n])
+	}
+	for _, args := range [][]string{
+		{"add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1"},
+		{"add", "session", "tid", "1", "sid", "1", "psid", "1", "cookie", "0011223344556677"},
+		{"show", "tunnel"},
+	} {
+		_, errs, code := l2tpu(t, ns, args...)
+		if code != 2 || !strings.Contains(errs, "not held by root") || !strings.Contains(errs, "uid 65534") || !strings.Contains(errs, "nothing was sent") {
+			t.Fatalf("%v: status %d: %q", args, code, errs)
+		}
+	}
+	// A batch stops at the first such line.
+	batch := filepath.Join(t.TempDir(), "b")
+	os.WriteFile(batch, []byte("show tunnel\nshow session\n"), 0o644)
+	if _, errs, code := l2tpu(t, ns, "-force", "-batch", batch); code != 2 || strings.Count(errs, "not held by root") != 1 {
+		t.Fatalf("batch: status %d: %q", code, errs)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if b, _ := os.ReadFile(got); len(b) != 0 {
+		t.Fatalf("the squatter received %q", b)
+	}
+	// The daemon itself, started by hand, refuses to run behind it.
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon")
+	o, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || !strings.Contains(string(o), "pid ") || !strings.Contains(string(o), "uid 65534") {
+		t.Fatalf("daemon behind a squatter: %v\n%s", err, o)
+	}
+	// Positive control: with the squatter gone, root's command works.
+	sq.Process.Kill()
+	sq.Wait()
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+}
+
+// TestTAPHijack: after kill -9 of the daemon its persistent session
+// interfaces have no process behind them; nobody must not be able to
+// attach a queue (TUNSETIFF) and read or inject the pseudowire's frames,
+// then or while the daemon runs. The positive control is a TAP without an
+// owner, which nobody can attach to.
+func TestTAPHijack(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	att := attacker(t)
+	// /dev/net/tun as stock distributions have it: anyone may open it.
+	dir, err := os.MkdirTemp("", "l2tpu-tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	tun := filepath.Join(dir, "tun")
+	if err := unix.Mknod(tun, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(tun, 0o666)
+	try := func(name string) string {
+		o, err := asNobody(ns, att, "attach", name, tun).CombinedOutput()
+		if err != nil {
+			t.Fatalf("attacker: %v %s", err, o)
+		}
+		return strings.TrimSpace(string(o))
+	}
+	ns.Run(t, "ip", "tuntap", "add", "mode", "tap", "name", "open0")
+	if r := try("open0"); r != "ok" {
+		t.Fatalf("positive control: nobody cannot attach to an ownerless TAP: %s", r)
+	}
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "5000", "udp_dport", "5000")
+	must(t, ns, "add", "session", "name", "pw0", "tid", "1", "sid", "1", "psid", "1", "cookie", "0011223344556677")
+	if r := try("pw0"); r != "operation not permitted" {
+		t.Fatalf("attach while the daemon runs: %s", r)
+	}
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	if _, err := ns.Try("ip", "link", "show", "pw0"); err != nil {
+		t.Fatal("pw0 went with the daemon")
+	}
+	if r := try("pw0"); r != "operation not permitted" {
+		t.Fatalf("attach after kill -9: %s", r)
+	}
+	// The next command brings the daemon back onto its interface.
+	if out := must(t, ns, "show", "session"); !strings.Contains(out, "interface name: pw0") {
+		t.Fatalf("after restart:\n%s", out)
+	}
+	if r := try("pw0"); r != "operation not permitted" {
+		t.Fatalf("attach after restart: %s", r)
+	}
+}
+
+func waitGone(pid int) {
+	for i := 0; i < 250 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNamespaceInodeReuse: a namespace whose daemon was killed is deleted;
+// a new one, which may get the same inode number, must start empty, not
+// with the dead one's tunnels and cookies.
+func TestNamespaceInodeReuse(t *testing.T) {
+	privtest.Require(t)
+	p := privtest.Prefix()
+	dead := privtest.NewNS(t, p+"d")
+	dead.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+	must(t, dead, "add", "tunnel", "tid", "7", "ptid", "7", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "7007", "udp_dport", "7007")
+	paths, err := daemon.PathsAt(dead.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID) })
+	ino := inode(t, dead.Path())
+	pid := daemonPID(t, dead)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	privtest.Run(t, "ip", "netns", "del", dead.Name)
+	// The kernel hands out the lowest free inode: try a few namespaces.
+	reused := false
+	for i := 0; i < 20 && !reused; i++ {
+		n := privtest.NewNS(t, fmt.Sprintf("%sn%d", p, i))
+		if inode(t, n.Path()) != ino {
+			continue
+		}
+		reused = true
+		n.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+		t.Cleanup(func() { stopDaemon(t, n) })
+		if out := must(t, n, "show", "tunnel"); out != "" {
+			t.Fatalf("a new namespace with the dead one's inode sees:\n%s", out)
+		}
+		// Its own tunnel, on the dead one's port, is no trouble.
+		must(t, n, "add", "tunnel", "tid", "7", "ptid", "7", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "7007", "udp_dport", "7007")
+	}
+	if !reused {
+		t.Skip("the kernel gave no new namespace the dead one's inode")
+	}
+	// The dead namespace's journal is still there, untouched.
+	if b, err := os.ReadFile(paths.State); err != nil || !strings.Contains(string(b), `"tunnel_id":7`) {
+		t.Fatalf("dead namespace's journal: %v %q", err, b)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestRestorePendingAddress: the tunnel's local address is gone when the
+// daemon restarts. The tunnel and its session are kept (show lists them,
+// the interface stays) and restored when the address comes back, without
+// a command; traffic flows again.
+func TestRestorePendingAddress(t *testing.T) {
+	privtest.Require(t)
+	a, b := pair(t)
+	must(t, a, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "5000", "udp_dport", "5001")
+	must(t, a, "add", "session", "name", "pw0", "tid", "1", "sid", "1", "psid", "2")
+	must(t, b, "add", "tunnel", "tid", "2", "ptid", "1", "encap", "udp", "local", "192.0.2.2", "remote", "192.0.2.1", "udp_sport", "5001", "udp_dport", "5000")
+	must(t, b, "add", "session", "name", "pw0", "tid", "2", "sid", "2", "psid", "1")
+	a.Run(t, "ip", "addr", "add", "203.0.113.1/24", "dev", "pw0")
+	a.Run(t, "ip", "link", "set", "pw0", "up")
+	b.Run(t, "ip", "addr", "add", "203.0.113.2/24", "dev", "pw0")
+	b.Run(t, "ip", "link", "set", "pw0", "up")
+	if n := pings(a, "203.0.113.2", 3); n < 2 {
+		t.Fatalf("before: %d of 3 pings answered", n)
+	}
+	before := must(t, a, "show", "session")
+	pid := daemonPID(t, a)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	veth := strings.TrimSpace(a.Run(t, "sh", "-c", "ip -o addr show to 192.0.2.1 | awk '{print $2}'"))
+	a.Run(t, "ip", "addr", "del", "192.0.2.1/24", "dev", veth)
+	// The restarted daemon cannot bind, keeps both, and shows them.
+	if out := must(t, a, "show", "session"); out != before {
+		t.Fatalf("pending session not shown as configured:\n%s\nwant\n%s", out, before)
+	}
+	if out := must(t, a, "show", "tunnel"); !strings.Contains(out, "Tunnel 1, encap UDP") {
+		t.Fatalf("pending tunnel not shown:\n%s", out)
+	}
+	if _, errs, code := l2tpu(t, a, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "5000", "udp_dport", "5001"); code != 2 || errs != "RTNETLINK answers: File exists\n" {
+		t.Fatalf("re-adding a pending tunnel: %d %q", code, errs)
+	}
+	if _, err := a.Try("ip", "link", "show", "pw0"); err != nil {
+		t.Fatal("the pending session's interface went")
+	}
+	a.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", veth)
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if n := pings(a, "203.0.113.2", 2); n < 1 {
+			return fmt.Errorf("no traffic after the address came back")
+		}
+		return nil
+	})
+	if out := a.Run(t, "ip", "-o", "addr", "show", "pw0"); !strings.Contains(out, "203.0.113.1/24") {
+		t.Fatalf("pw0 lost its address: %s", out)
+	}
+	// Deleting what is pending works too: kill again, remove the address,
+	// delete the tunnel; its interface goes with it and nothing comes back.
+	pid = daemonPID(t, a)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	a.Run(t, "ip", "addr", "del", "192.0.2.1/24", "dev", veth)
+	must(t, a, "del", "tunnel", "tid", "1")
+	if _, err := a.Try("ip", "link", "show", "pw0"); err == nil {
+		t.Fatal("a deleted pending session's interface stayed")
+	}
+	a.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", veth)
+	time.Sleep(300 * time.Millisecond)
+	if out := must(t, a, "show", "tunnel"); out != "" {
+		t.Fatalf("deleted pending tunnel came back:\n%s", out)
+	}
+}
+
+// TestFullStateFilesystem: with the state directory full, a change cannot
+// be recorded: it fails with the reason and leaves nothing behind; with
+// room again it works, and survives kill -9.
+func TestFullStateFilesystem(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	bin := binary(t)
+	// A private mount namespace with a tiny tmpfs on the runtime directory.
+	holder := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs -o size=64k,mode=0700 l2tpu-test "+daemon.RunDir+" && echo ok && exec sleep 600")
+	out, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, _ := out.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
+		holder.Process.Kill()
+		t.Fatalf("mount: %q", buf[:n])
+	}
+	mnt := fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid)
+	run := func(args ...string) (string, string, int) {
+		cmd := exec.Command("nsenter", append([]string{"--mount=" + mnt, "--net=" + ns.Path(), bin}, args...)...)
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return o.String(), e.String(), code
+	}
+	sh := func(script string) string {
+		o, err := exec.Command("nsenter", "--mount="+mnt, "sh", "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v %s", script, err, o)
+		}
+		return string(o)
+	}
+	t.Cleanup(func() {
+		run("daemon", "stop")
+		holder.Process.Kill()
+		holder.Wait()
+	})
+	if _, e, c := run("add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1"); c != 0 {
+		t.Fatalf("first add: %d %s", c, e)
+	}
+	sh("dd if=/dev/zero of=" + daemon.RunDir + "/filler bs=1k count=1000 2>/dev/null || true")
+	// The journal's last page still takes a few records; then the
+	// filesystem has no room for the next one.
+	failed := 0
+	var acked []int
+	for id := 1; id <= 40 && failed == 0; id++ {
+		_, e, c := run("add", "session", "name", fmt.Sprintf("full%d", id), "tid", "1", "sid", strconv.Itoa(id), "psid", "1")
+		switch {
+		case c == 0:
+			acked = append(acked, id)
+		case c == 2 && e == "RTNETLINK answers: No space left on device\n":
+			failed = id
+		default:
+			t.Fatalf("add session %d: %d %q", id, c, e)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("40 sessions fitted in a full filesystem")
+	}
+	o, _, _ := run("show", "session")
+	if strings.Contains(o, fmt.Sprintf("Session %d in", failed)) {
+		t.Fatalf("the refused session is there:\n%s", o)
+	}
+	if _, err := ns.Try("ip", "link", "show", fmt.Sprintf("full%d", failed)); err == nil {
+		t.Fatal("a refused session left its interface")
+	}
+	if _, e, c := run("add", "tunnel", "tid", "2", "ptid", "2", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "2", "udp_dport", "2"); c != 2 || e != "RTNETLINK answers: No space left on device\n" {
+		t.Fatalf("add tunnel on a full filesystem: %d %q", c, e)
+	}
+	if o, _, _ := run("show", "tunnel"); strings.Contains(o, "Tunnel 2,") {
+		t.Fatalf("a refused tunnel is there:\n%s", o)
+	}
+	sh("rm " + daemon.RunDir + "/filler")
+	if _, e, c := run("add", "session", "name", "full0", "tid", "1", "sid", strconv.Itoa(failed), "psid", "1"); c != 0 {
+		t.Fatalf("add with room again: %d %s", c, e)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(sh("cat " + daemon.RunDir + "/*.pid")))
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	o, _, _ = run("show", "session")
+	for _, id := range append(acked, failed) {
+		if !strings.Contains(o, fmt.Sprintf("Session %d in tunnel 1\n", id)) {
+			t.Fatalf("acknowledged session %d lost after kill -9:\n%s", id, o)
+		}
+	}
+}
+
+// TestKillDuringChanges: kill -9 at random moments during hundreds of adds
+// and deletes, 20 rounds. Afterwards every acknowledged change is there,
+// every refused one is not, and no interface is left without its session.
+// A command whose daemon died under it got no answer either way: its
+// change may or may not have been made, and must then be whole or absent.
+func TestKillDuringChanges(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "9000", "udp_dport", "9000")
+	const ids = 40
+	type fate int
+	const (
+		absent fate = iota
+		present
+		unknown
+	)
+	want := map[int]fate{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	acked, refused, lost := 0, 0, 0
+	for round := range 20 {
+		stop := make(chan struct{})
+		killed := make(chan struct{})
+		go func() {
+			defer close(killed)
+			select {
+			case <-time.After(time.Duration(rng.IntN(400)) * time.Millisecond):
+			case <-stop:
+				return
+			}
+			p, err := daemon.PathsAt(ns.Path())
+			if err != nil {
+				return
+			}
+			if b, err := os.ReadFile(p.PID); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}()
+		for range 15 {
+			id := 1 + rng.IntN(ids)
+			name := fmt.Sprintf("k%d", id)
+			var args []string
+			if rng.IntN(2) == 0 {
+				args = []string{"add", "session", "name", name, "tid", "1", "sid", strconv.Itoa(id), "psid", strconv.Itoa(id)}
+			} else {
+				args = []string{"del", "session", "tid", "1", "sid", strconv.Itoa(id)}
+			}
+			_, errs, code := l2tpu(t, ns, args...)
+			switch {
+			case code == 0:
+				acked++
+				if args[0] == "add" {
+					want[id] = present
+				} else {
+					want[id] = absent
+				}
+			case errs == "RTNETLINK answers: File exists\n" || errs == "RTNETLINK answers: No such device\n":
+				refused++ // the state was as the refusal says, unless unknown
+				if want[id] != unknown {
+					if (args[0] == "add") != (want[id] == present) {
+						t.Fatalf("round %d: %v refused with %q but the model says %v", round, args, errs, want[id])
+					}
+				}
+			default:
+				lost++ // no answer: the daemon died under it
+				want[id] = unknown
+			}
+		}
+		close(stop)
+		<-killed
+		// Any command brings the daemon back; learn what the unknowns
+		// became, and check the rest.
+		out := must(t, ns, "show", "session")
+		for id := 1; id <= ids; id++ {
+			has := strings.Contains(out, fmt.Sprintf("Session %d in tunnel 1\n", id))
+			switch want[id] {
+			case present:
+				if !has {
+					t.Fatalf("round %d: acknowledged session %d lost:\n%s", round, id, out)
+				}
+			case absent:
+				if has {
+					t.Fatalf("round %d: deleted or refused session %d present:\n%s", round, id, out)
+				}
+			case unknown:
+				if has {
+					want[id] = present
+				} else {
+					want[id] = absent
+				}
+			}
+			// Whole or absent: a session has its interface, an interface
+			// its session.
+			_, err := ns.Try("ip", "link", "show", fmt.Sprintf("k%d", id))
+			if has != (err == nil) {
+				t.Fatalf("round %d: session %d present %v, interface present %v", round, id, has, err == nil)
+			}
+		}
+	}
+	t.Logf("%d acknowledged, %d refused, %d without an answer", acked, refused, lost)
+	if lost == 0 {
+		t.Fatal("no command was interrupted: the kills missed")
+	}
+}

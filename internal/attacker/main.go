@@ -1,0 +1,89 @@
+// Command attacker is what the privilege tests run as an unprivileged user
+// (nobody) to try what a hostile local user would:
+//
+//	attacker squat FILE     bind the daemon's control socket (@l2tpu),
+//	                        record what clients send into FILE, answer "{}"
+//	attacker attach IFNAME TUN  attach a queue to a TAP device (TUNSETIFF)
+//	                        through TUN, a node of /dev/net/tun: mode 0666
+//	                        on stock distributions, where anyone opens it
+//
+// It prints "ok" or the error, and exits 0 either way (the caller judges).
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: attacker squat FILE | attach IFNAME TUN")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "squat":
+		squat(os.Args[2])
+	case "attach":
+		if len(os.Args) != 4 {
+			os.Exit(2)
+		}
+		fmt.Println(attach(os.Args[2], os.Args[3]))
+	default:
+		os.Exit(2)
+	}
+}
+
+func squat(file string) {
+	ln, err := net.Listen("unix", "@l2tpu")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("ok")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte("{}\n"))
+		b, _ := io.ReadAll(c)
+		c.Close()
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err == nil {
+			f.Write(b)
+			f.Close()
+		}
+	}
+}
+
+func attach(name, tun string) string {
+	fd, err := unix.Open(tun, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err.Error()
+	}
+	defer unix.Close(fd)
+	var req struct {
+		name  [unix.IFNAMSIZ]byte
+		flags uint16
+		_     [22]byte
+	}
+	copy(req.name[:], name)
+	for _, flags := range []uint16{unix.IFF_TAP | unix.IFF_NO_PI, unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE} {
+		req.flags = flags
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&req)))
+		if e == 0 {
+			return "ok"
+		}
+		if e != unix.EINVAL {
+			return e.Error()
+		}
+	}
+	return unix.EINVAL.Error()
+}
