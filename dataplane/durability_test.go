@@ -1,0 +1,244 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/privtest"
+)
+
+// fakeRecorder records changes, or fails with err.
+type fakeRecorder struct {
+	mu      sync.Mutex
+	err     error
+	changes []Change
+}
+
+func (r *fakeRecorder) Record(c Change) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return r.err
+	}
+	r.changes = append(r.changes, c)
+	return nil
+}
+
+func (r *fakeRecorder) set(err error) { r.mu.Lock(); r.err = err; r.mu.Unlock() }
+
+func (r *fakeRecorder) last() Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.changes) == 0 {
+		return Change{}
+	}
+	return r.changes[len(r.changes)-1]
+}
+
+func persistentManager(t *testing.T, ns *privtest.NS, rec Recorder) *Manager {
+	t.Helper()
+	m, err := New(Options{NetNS: ns.Path(), PersistTAP: true, Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(true) })
+	return m
+}
+
+// tunFlags reads an interface's TUN flags from sysfs (IFF_PERSIST 0x800).
+func persistent(t *testing.T, ns *privtest.NS, ifname string) bool {
+	t.Helper()
+	out := strings.TrimSpace(ns.Run(t, "cat", "/sys/class/net/"+ifname+"/tun_flags"))
+	var v int
+	fmt.Sscanf(out, "0x%x", &v)
+	return v&0x800 != 0
+}
+
+// TestRecorderFailure: a change that cannot be recorded is undone (an
+// addition) or not made (a deletion), and fails with the recorder's error;
+// recorded ones leave persistent interfaces.
+func TestRecorderFailure(t *testing.T) {
+	e := newEnv(t)
+	rec := &fakeRecorder{}
+	m := persistentManager(t, e.a, rec)
+	ta, _ := tunnelPair(encap.EncapUDP, false)
+	sa, _ := sessionPair(t, combo{encap: encap.EncapUDP, l2spec: encap.L2SpecDefault})
+
+	rec.set(syscall.ENOSPC)
+	if err := m.AddTunnel(ta); !errors.Is(err, syscall.ENOSPC) || len(m.Tunnels()) != 0 {
+		t.Fatalf("add tunnel: %v, %d tunnels", err, len(m.Tunnels()))
+	}
+	rec.set(nil)
+	if err := m.AddTunnel(ta); err != nil {
+		t.Fatalf("the socket of the undone tunnel stayed bound: %v", err)
+	}
+	if c := rec.last(); c.Op != TunnelAdded || c.Tunnel != ta {
+		t.Fatalf("recorded %+v", c)
+	}
+	sa.Name = "rec0"
+	rec.set(syscall.ENOSPC)
+	if _, err := m.AddSession(sa); !errors.Is(err, syscall.ENOSPC) || len(m.Sessions()) != 0 {
+		t.Fatalf("add session: %v", err)
+	}
+	if _, err := e.a.Try("ip", "link", "show", "rec0"); err == nil {
+		t.Fatal("the undone session's interface stayed")
+	}
+	rec.set(nil)
+	if _, err := m.AddSession(sa); err != nil {
+		t.Fatal(err)
+	}
+	if c := rec.last(); c.Op != SessionAdded || c.Session != sa || c.Interface != "rec0" {
+		t.Fatalf("recorded %+v", c)
+	}
+	if !persistent(t, e.a, "rec0") {
+		t.Fatal("a recorded session's interface is not persistent")
+	}
+	rec.set(syscall.ENOSPC)
+	for _, del := range []func() error{
+		func() error { return m.DeleteSession(sa.TunnelID, sa.SessionID) },
+		func() error { return m.DeleteTunnel(ta.TunnelID) },
+	} {
+		if err := del(); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("delete: %v", err)
+		}
+		if len(m.Sessions()) != 1 || !persistent(t, e.a, "rec0") {
+			t.Fatal("a refused delete changed the session or its interface")
+		}
+	}
+	rec.set(nil)
+	if err := m.DeleteTunnel(ta.TunnelID); err != nil {
+		t.Fatal(err)
+	}
+	if c := rec.last(); c.Op != TunnelDeleted || c.TunnelID != ta.TunnelID {
+		t.Fatalf("recorded %+v", c)
+	}
+	if _, err := e.a.Try("ip", "link", "show", "rec0"); err == nil {
+		t.Fatal("a deleted session's interface stayed")
+	}
+}
+
+// TestInterfaceDeletedOrRenamed: as with the kernel's l2tp_eth, deleting a
+// session's interface deletes the session; a rename is what show reports.
+// Both are recorded.
+func TestInterfaceDeletedOrRenamed(t *testing.T) {
+	e := newEnv(t)
+	rec := &fakeRecorder{}
+	m := persistentManager(t, e.a, rec)
+	ta, _ := tunnelPair(encap.EncapUDP, false)
+	if err := m.AddTunnel(ta); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint32{1, 2} {
+		if _, err := m.AddSession(SessionConfig{TunnelID: ta.TunnelID, SessionID: id, PeerSessionID: id, Name: fmt.Sprintf("ev%d", id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.a.Run(t, "ip", "link", "set", "ev1", "name", "renamed1")
+	privtest.Eventually(t, 3*time.Second, func() error {
+		for _, s := range m.Sessions() {
+			if s.Config.SessionID == 1 && s.Interface == "renamed1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("show does not follow the rename: %+v", m.Sessions())
+	})
+	if c := rec.last(); c.Op != SessionRenamed || c.SessionID != 1 || c.Interface != "renamed1" {
+		t.Fatalf("recorded %+v", c)
+	}
+	e.a.Run(t, "ip", "link", "del", "ev2")
+	privtest.Eventually(t, 3*time.Second, func() error {
+		if ss := m.Sessions(); len(ss) != 1 || ss[0].Config.SessionID != 1 {
+			return fmt.Errorf("session 2 outlived its interface: %+v", ss)
+		}
+		return nil
+	})
+	if c := rec.last(); c.Op != SessionDeleted || c.SessionID != 2 {
+		t.Fatalf("recorded %+v", c)
+	}
+	// The session ID and name are free again; the renamed one still works.
+	if _, err := m.AddSession(SessionConfig{TunnelID: ta.TunnelID, SessionID: 2, PeerSessionID: 2, Name: "ev2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DeleteSession(ta.TunnelID, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.a.Try("ip", "link", "show", "renamed1"); err == nil {
+		t.Fatal("the renamed interface stayed after its session was deleted")
+	}
+}
+
+// TestJumboFrames: every session MTU the path allows carries frames of
+// that size, with each fast path on and off: a 9500-byte underlay at the
+// default session MTU, a 9000-byte session over a 1500-byte underlay
+// (fragmented outer packets), and the largest underlay a veth has.
+func TestJumboFrames(t *testing.T) {
+	for _, u := range []struct {
+		name      string
+		underlay  int
+		session   int // 0: the default
+		pingBytes int
+	}{
+		{"underlay9500", 9500, 0, 9400},
+		{"session9000-underlay1500", 1500, 9000, 8900},
+		{"underlay65535", 65535, 0, 65000},
+	} {
+		for _, fp := range []struct {
+			name string
+			o    Options
+		}{
+			{"default", Options{}},
+			{"no-gso", Options{NoGSO: true}},
+			{"no-gro", Options{NoGRO: true}},
+			{"no-tso", Options{NoTSO: true}},
+			{"no-tap-gro", Options{NoTAPGRO: true}},
+		} {
+			t.Run(u.name+"/"+fp.name, func(t *testing.T) {
+				e := newEnv(t)
+				e.a.Run(t, "ip", "link", "set", e.aIf, "mtu", fmt.Sprint(u.underlay))
+				e.b.Run(t, "ip", "link", "set", e.bIf, "mtu", fmt.Sprint(u.underlay))
+				var ms [2]*Manager
+				for i, ns := range []*privtest.NS{e.a, e.b} {
+					o := fp.o
+					o.NetNS = ns.Path()
+					m, err := New(o)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { m.Close(true) })
+					ms[i] = m
+				}
+				c := combo{encap: encap.EncapUDP, l2spec: encap.L2SpecDefault, cookie: 4}
+				ifa, ifb := addPair(t, ms[0], ms[1], c)
+				for _, x := range []struct {
+					ns *privtest.NS
+					i  string
+				}{{e.a, ifa}, {e.b, ifb}} {
+					if u.session != 0 {
+						x.ns.Run(t, "ip", "link", "set", x.i, "mtu", fmt.Sprint(u.session))
+					}
+				}
+				mtu := ms[0].Sessions()[0].MTU
+				if u.session == 0 && mtu < u.pingBytes+28 {
+					t.Fatalf("default MTU %d over a %d underlay", mtu, u.underlay)
+				}
+				up(t, e.a, ifa, "203.0.113.1/24")
+				up(t, e.b, ifb, "203.0.113.2/24")
+				for _, dir := range []struct {
+					from *privtest.NS
+					to   string
+				}{{e.a, "203.0.113.2"}, {e.b, "203.0.113.1"}} {
+					out, err := dir.from.Try("ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", fmt.Sprint(u.pingBytes), dir.to)
+					if err != nil {
+						t.Fatalf("ping -s %d to %s: %v\n%s\nsessions: %+v", u.pingBytes, dir.to, err, out, ms[0].Sessions()[0].Stats)
+					}
+				}
+			})
+		}
+	}
+}
