@@ -43,7 +43,6 @@ func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tu
 	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}}
 	m.batches.New = func() any { return newBatch() }
 	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
-	m.ipSessions.init()
 	fc, fd := &fakeConn{}, &fakeDev{}
 	t := &tunnel{cfg: TunnelConfig{TunnelID: 1, Encap: e}, conn: fc}
 	wire := cfg.wire(e)
@@ -51,7 +50,7 @@ func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tu
 		hasL2S: cfg.L2Spec == encap.L2SpecDefault,
 		seq:    encap.NewSeq[*held](encap.SeqConfig{SendSeq: cfg.SendSeq, RecvSeq: cfg.RecvSeq, ReorderTimeout: cfg.ReorderTimeout})}
 	s.setMTU(1446)
-	t.sessions.Store(&map[uint32]*session{cfg.SessionID: s})
+	t.sessions.set(cfg.SessionID, s)
 	return m, t, s, fc, fd
 }
 

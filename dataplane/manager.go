@@ -14,7 +14,6 @@ package dataplane
 import (
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -132,8 +131,6 @@ func New(o Options) (*Manager, error) {
 	}
 	m.batches.New = func() any { return newBatch() }
 	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
-	m.ipSessions.init()
-	m.byIndex.init()
 	err := m.inNS(func() (err error) {
 		m.mon, err = tap.NewMonitor()
 		return err
@@ -207,7 +204,7 @@ func (m *Manager) resyncLinks() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, t := range m.tunnels {
-		for _, s := range *t.sessions.Load() {
+		for _, s := range t.sessions.all() {
 			m.refreshLink(s)
 		}
 	}
@@ -246,7 +243,6 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 		return fmt.Errorf("tunnel %d: %w", c.TunnelID, ErrTunnelExists)
 	}
 	t := &tunnel{cfg: c, done: make(chan struct{})}
-	t.sessions.Store(&map[uint32]*session{})
 	err := m.inNS(func() (err error) {
 		if c.Encap == encap.EncapUDP {
 			t.conn, err = conn.DialUDP(
@@ -329,7 +325,10 @@ func (m *Manager) DeleteTunnel(id uint32) error {
 	if !ok {
 		return fmt.Errorf("tunnel %d: %w", id, ErrNoTunnel)
 	}
-	ss := slices.Collect(maps.Values(*t.sessions.Load()))
+	var ss []*session
+	for _, s := range t.sessions.all() {
+		ss = append(ss, s)
+	}
 	if err := m.deleteSessions(ss, Change{Op: TunnelDeleted, TunnelID: id}); err != nil {
 		return fmt.Errorf("tunnel %d: %w", id, err)
 	}
@@ -458,7 +457,7 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	s.setMTU(s.mtu)
 	m.byIndex.set(s.ifindex, s)
 	m.refreshLink(s) // events between creation and registration
-	t.sessions.Store(with(*t.sessions.Load(), c.SessionID, s))
+	t.sessions.set(c.SessionID, s)
 	if t.cfg.Encap == encap.EncapIP {
 		m.ipSessions.set(c.SessionID, s)
 	}
@@ -587,7 +586,7 @@ func stopAll(ss []*session, remove bool) {
 // finding it at once.
 func (m *Manager) unregister(s *session) {
 	t := s.t
-	t.sessions.Store(without(*t.sessions.Load(), s.cfg.SessionID))
+	t.sessions.del(s.cfg.SessionID)
 	if t.cfg.Encap == encap.EncapIP {
 		m.ipSessions.del(s.cfg.SessionID)
 	}
@@ -636,7 +635,7 @@ func (m *Manager) Sessions() []SessionInfo {
 	defer m.mu.Unlock()
 	var out []SessionInfo
 	for _, t := range m.tunnels {
-		for _, s := range *t.sessions.Load() {
+		for _, s := range t.sessions.all() {
 			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.name(),
 				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot()})
 		}
@@ -657,7 +656,7 @@ func (m *Manager) EachNextNS(fn func(tunnelID, sessionID, nextNS uint32)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, t := range m.tunnels {
-		for _, s := range *t.sessions.Load() {
+		for _, s := range t.sessions.all() {
 			if s.seq.SendSeq() {
 				fn(t.cfg.TunnelID, s.cfg.SessionID, s.seq.NextNS())
 			}
@@ -677,7 +676,7 @@ func (m *Manager) Close(remove bool) error {
 	m.closed = true
 	var ss []*session
 	for _, t := range m.tunnels {
-		for _, s := range *t.sessions.Load() {
+		for _, s := range t.sessions.all() {
 			m.unregister(s)
 			ss = append(ss, s)
 		}

@@ -1,37 +1,69 @@
 package dataplane
 
 import (
+	"iter"
 	"maps"
 	"net/netip"
 	"sync/atomic"
 )
 
-// atomicMap is a copy-on-write map: readers on the data path load it
-// without locks; writers (control operations, serialised by Manager.mu)
-// publish a new copy.
-type atomicMap[K comparable, V any] struct {
-	p atomic.Pointer[map[K]V]
+// atomicMap is a copy-on-write map split into shards: readers on the data
+// path load a shard without locks; writers (control operations, serialised
+// by Manager.mu) publish a new copy of the one shard they change, so a
+// change costs the same at 10 and at 10,000 entries (a shard holds n/64).
+type atomicMap[K ~uint32 | ~int, V any] struct {
+	shards [mapShards]atomic.Pointer[map[K]V]
 }
 
-func (a *atomicMap[K, V]) init()          { a.p.Store(&map[K]V{}) }
-func (a *atomicMap[K, V]) Load() *map[K]V { return a.p.Load() }
-func (a *atomicMap[K, V]) get(k K) V      { return (*a.p.Load())[k] }
-func (a *atomicMap[K, V]) set(k K, v V)   { a.p.Store(with(*a.p.Load(), k, v)) }
-func (a *atomicMap[K, V]) del(k K)        { a.p.Store(without(*a.p.Load(), k)) }
+const mapShards = 64
 
-func with[K comparable, V any](m map[K]V, k K, v V) *map[K]V {
-	n := maps.Clone(m)
-	if n == nil {
-		n = map[K]V{}
+func (a *atomicMap[K, V]) shard(k K) *atomic.Pointer[map[K]V] { return &a.shards[uint(k)%mapShards] }
+
+func (a *atomicMap[K, V]) get(k K) V {
+	if m := a.shard(k).Load(); m != nil {
+		return (*m)[k]
+	}
+	var zero V
+	return zero
+}
+
+func (a *atomicMap[K, V]) set(k K, v V) {
+	p := a.shard(k)
+	n := map[K]V{}
+	if m := p.Load(); m != nil {
+		n = maps.Clone(*m)
 	}
 	n[k] = v
-	return &n
+	p.Store(&n)
 }
 
-func without[K comparable, V any](m map[K]V, k K) *map[K]V {
-	n := maps.Clone(m)
+func (a *atomicMap[K, V]) del(k K) {
+	p := a.shard(k)
+	m := p.Load()
+	if m == nil {
+		return
+	}
+	n := maps.Clone(*m)
 	delete(n, k)
-	return &n
+	p.Store(&n)
+}
+
+// all iterates over the entries (for control operations: not a snapshot
+// of one instant).
+func (a *atomicMap[K, V]) all() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		for i := range a.shards {
+			m := a.shards[i].Load()
+			if m == nil {
+				continue
+			}
+			for k, v := range *m {
+				if !yield(k, v) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func netipAddrPort(a netip.Addr, p uint16) netip.AddrPort { return netip.AddrPortFrom(a, p) }

@@ -30,7 +30,7 @@ func TestMultiQueuePseudowire(t *testing.T) {
 			for _, m := range []*Manager{ma, mb} {
 				m.mu.Lock()
 				for _, tn := range m.tunnels {
-					for _, s := range *tn.sessions.Load() {
+					for _, s := range tn.sessions.all() {
 						if len(s.queues) != 3 {
 							t.Errorf("%s: %d queues", s.name(), len(s.queues))
 						}

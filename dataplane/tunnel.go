@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"sync/atomic"
 
 	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/encap"
@@ -14,13 +13,13 @@ import (
 type tunnel struct {
 	cfg      TunnelConfig
 	conn     conn.Conn
-	sessions atomic.Pointer[map[uint32]*session] // copy-on-write: lock-free lookup
+	sessions atomicMap[uint32, *session] // lock-free lookup
 	stats    counters
 	done     chan struct{} // closed when the receive loop ends (UDP)
 }
 
 func (t *tunnel) lookup(id uint32) *session {
-	return (*t.sessions.Load())[id]
+	return t.sessions.get(id)
 }
 
 // rxLoop reads a UDP tunnel's socket. IP-encap tunnels have no loop of their
@@ -77,7 +76,7 @@ func (m *Manager) receive(e encap.Encap, t *tunnel, b *batch, n int) {
 		if t != nil {
 			s = t.lookup(sid)
 		} else {
-			s = (*m.ipSessions.Load())[sid]
+			s = m.ipSessions.get(sid)
 		}
 		if s == nil {
 			continue // unknown session: no counter
