@@ -73,7 +73,7 @@ type batchConn interface {
 // reader; writers take theirs from a pool.
 type sock struct {
 	gso     atomic.Bool // send runs of equal-size messages as one UDP GSO send
-	gsoMax  int         // largest GSO segment: path MTU less IP and UDP headers
+	gsoMax  atomic.Int64 // largest GSO segment: path MTU less IP and UDP headers
 	c       net.Conn
 	rc      syscall.RawConn
 	waiter  *poll.Waiter
@@ -186,7 +186,8 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 	mp := writeMsgs.Get().(*[]Message)
 	defer writeMsgs.Put(mp)
 	ms := *mp
-	var runs [MaxBatch]int // frames per message
+	var runs, starts [MaxBatch]int // frames per message, and the first
+	gsoMax := int(s.gsoMax.Load())
 	sent := 0
 	var lastErr error
 	for done := 0; done < len(bufs); {
@@ -195,7 +196,7 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 			size := len(bufs[i]) - offset
 			j, total := i+1, size
 			// Larger than the path allows: alone, and fragmented as usual.
-			for size <= s.gsoMax && j < len(bufs) && j-i < gsoMaxSegments {
+			for size <= gsoMax && j < len(bufs) && j-i < gsoMaxSegments {
 				l := len(bufs[j]) - offset
 				if l > size || total+l > gsoMaxBytes {
 					break
@@ -215,7 +216,7 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 			if j-i > 1 {
 				m.OOB = appendSegmentCmsg(m.OOB, size)
 			}
-			runs[nm] = j - i
+			runs[nm], starts[nm] = j-i, i
 			i = j
 		}
 		k, err := s.bc.WriteBatch(ms[:nm], 0)
@@ -235,11 +236,38 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 			if err == nil {
 				err = unix.EIO
 			}
-			lastErr = err
-			done += runs[k] // the failing run is lost
+			r := bufs[starts[k] : starts[k]+runs[k]]
+			if len(r) > 1 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EMSGSIZE)) {
+				// The path MTU fell below the segment size: learn the
+				// new one and send this run message by message, which
+				// the stack fragments as usual; the next runs fit.
+				s.setGSOMax()
+				gsoMax = int(s.gsoMax.Load())
+				n, werr := s.writeBatch(r, offset)
+				sent += n
+				if werr != nil {
+					lastErr = werr
+				}
+			} else {
+				lastErr = err
+			}
+			done += runs[k]
 		}
 	}
 	return sent, lastErr
+}
+
+// setGSOMax sets the largest GSO segment from the path MTU.
+func (s *sock) setGSOMax() bool {
+	hdr := 20 + 8
+	if s.v6 {
+		hdr = 40 + 8
+	}
+	if mtu := s.PathMTU(); mtu > hdr {
+		s.gsoMax.Store(int64(mtu - hdr))
+		return true
+	}
+	return false
 }
 
 // appendSegmentCmsg appends a SOL_UDP/UDP_SEGMENT control message.

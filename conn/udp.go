@@ -65,12 +65,7 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 	}
 	if err == nil && gso {
 		s := conn.(*sock)
-		hdr := 20 + 8
-		if v6 {
-			hdr = 40 + 8
-		}
-		if mtu := s.PathMTU(); mtu > hdr {
-			s.gsoMax = mtu - hdr
+		if s.setGSOMax() {
 			s.gso.Store(true)
 		}
 	}

@@ -57,13 +57,17 @@ type SessionConfig struct {
 	ReorderTimeout time.Duration
 }
 
+// MaxReorderTimeout is the longest reorder_timeout: what ip l2tp's 32-bit
+// millisecond count can say.
+const MaxReorderTimeout = 0xffffffff * time.Millisecond
+
 // Validate checks what the kernel checks before creating anything.
 func (c *SessionConfig) Validate() error {
 	if c.TunnelID == 0 {
 		return fmt.Errorf("tunnel_id must be non-zero: %w", ErrInvalid)
 	}
-	if c.ReorderTimeout < 0 {
-		return fmt.Errorf("reorder_timeout must not be negative: %w", ErrInvalid)
+	if c.ReorderTimeout < 0 || c.ReorderTimeout > MaxReorderTimeout {
+		return fmt.Errorf("reorder_timeout must be from 0 to %d ms: %w", MaxReorderTimeout/time.Millisecond, ErrInvalid)
 	}
 	if c.Name != "" && !validIfName(c.Name) {
 		return fmt.Errorf("interface name %q: %w", c.Name, ErrInvalid)

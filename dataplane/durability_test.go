@@ -242,3 +242,26 @@ func TestJumboFrames(t *testing.T) {
 		}
 	}
 }
+
+// TestUnderlayMTUDrop: the underlay's MTU falls below what the session was
+// created for. Outer packets are then fragmented, as the kernel's are, and
+// UDP GSO runs sized for the old path must not fail batch after batch:
+// traffic flows with few transmit errors.
+func TestUnderlayMTUDrop(t *testing.T) {
+	e := newEnv(t)
+	ma, mb := newManager(t, e.a), newManager(t, e.b)
+	c := combo{encap: encap.EncapUDP, l2spec: encap.L2SpecDefault}
+	ifa, ifb := addPair(t, ma, mb, c)
+	up(t, e.a, ifa, "203.0.113.1/24")
+	up(t, e.b, ifb, "203.0.113.2/24")
+	tcpTransfer(t, e.a, e.b, "203.0.113.2:5001", 1<<20)
+	e.a.Run(t, "ip", "link", "set", e.aIf, "mtu", "1300")
+	e.b.Run(t, "ip", "link", "set", e.bIf, "mtu", "1300")
+	tcpTransfer(t, e.a, e.b, "203.0.113.2:5002", 4<<20)
+	tcpTransfer(t, e.b, e.a, "203.0.113.1:5003", 1<<20)
+	for _, m := range []*Manager{ma, mb} {
+		if st := m.Sessions()[0].Stats; st.TxErrors > 2 {
+			t.Fatalf("%d transmit errors after the MTU drop: %+v", st.TxErrors, st)
+		}
+	}
+}

@@ -418,6 +418,12 @@ func TestCreateErrors(t *testing.T) {
 		}, nil, syscall.ENETUNREACH},
 		{"mixed families", func() error { x := ta; x.TunnelID, x.Remote = 9, b6; return m.AddTunnel(x) }, ErrInvalid, syscall.EINVAL},
 		{"zero tunnel id", func() error { x := ta; x.TunnelID = 0; return m.AddTunnel(x) }, ErrInvalid, syscall.EINVAL},
+		{"reorder timeout past ip's range", func() error {
+			x := s
+			x.SessionID, x.ReorderTimeout = 77, MaxReorderTimeout+time.Millisecond
+			_, err := m.AddSession(x)
+			return err
+		}, ErrInvalid, syscall.EINVAL},
 		{"no tunnel", func() error { x := s; x.TunnelID = 77; _, err := m.AddSession(x); return err }, ErrNoTunnel, syscall.ENODEV},
 		{"duplicate session", func() error { _, err := m.AddSession(s); return err }, ErrSessionExists, syscall.EEXIST},
 		{"same ID in an IP tunnel", func() error { x := s; x.TunnelID = 300; _, err := m.AddSession(x); return err }, ErrSessionExists, syscall.EEXIST},

@@ -168,12 +168,17 @@ func (s *session) accept(d encap.Data, msg []byte, now int64) bool {
 // for the rest.
 func (s *session) releaseLocked(now int64) {
 	for {
-		h, ok := s.seq.Next(now)
+		h, v, ok := s.seq.Next(now)
 		if !ok {
 			break
 		}
-		s.countRx(h.msgLen)
-		s.deliverOne(h.frame)
+		if v == encap.Deliver {
+			s.countRx(h.msgLen)
+			s.deliverOne(h.frame)
+		} else {
+			s.stats.rxSeqDiscards.Add(1)
+			s.stats.rxErrors.Add(1)
+		}
 		s.m.putHeld(h)
 	}
 	if dl, ok := s.seq.Deadline(); ok {

@@ -65,7 +65,7 @@ func BenchmarkReorder(b *testing.B) {
 		for _, n := range [2]uint32{ns + 1, ns} {
 			seq.Receive(Data{HasSeq: true, NS: n & SeqMask}, 0, 0)
 			for {
-				if _, ok := seq.Next(0); !ok {
+				if _, _, ok := seq.Next(0); !ok {
 					break
 				}
 			}

@@ -141,11 +141,17 @@ func FuzzSeq(f *testing.F) {
 				now += int64(arg) * int64(100*time.Microsecond)
 			}
 			for {
-				it, ok := s.Next(now)
+				it, v, ok := s.Next(now)
 				if !ok {
 					break
 				}
-				deliver(it, nsOf[it], seqOf[it])
+				if v == Deliver {
+					deliver(it, nsOf[it], seqOf[it])
+				} else if seen[it] {
+					t.Fatalf("item %d dropped after it was handled", it)
+				} else {
+					seen[it] = true
+				}
 			}
 			if reorder && s.Snapshot().Queued >= c.ReorderCap {
 				t.Fatalf("%d held with capacity %d", s.Snapshot().Queued, c.ReorderCap)

@@ -1,6 +1,7 @@
 package encap
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -238,21 +239,42 @@ func (s *Seq[T]) enqueue(ns uint32, item T, now int64) (Verdict, bool) {
 	return Queued, i < len(s.q)-1
 }
 
-// Next returns the next held packet that may be delivered now, in sequence
-// order: the expected one, or (declaring the gap before it lost) the first
-// held one once the oldest held packet has waited the reorder timeout or the
+// Next returns the next held packet that may leave now, in sequence order:
+// the expected one, or (declaring the gap before it lost) the first held
+// one once the oldest held packet has waited the reorder timeout or the
 // buffer is full. Unlike the kernel, which drops the packet that waited too
 // long, l2tpu delivers it: only the missing packets are lost.
-func (s *Seq[T]) Next(now int64) (item T, ok bool) {
+//
+// A gap longer than the buffer is no plain loss: the resync rule of
+// sessions without reordering applies, so one forged packet far ahead
+// cannot move the expected number (and black-hole the session): the held
+// packet is delivered, and the receiver resynchronises to it, only as part
+// of more than SeqOOSMax consecutive numbers; otherwise it leaves with
+// DropSeq (rx_seq_discards).
+func (s *Seq[T]) Next(now int64) (item T, v Verdict, ok bool) {
 	if len(s.q) == 0 {
-		return item, false
+		return item, Deliver, false
 	}
 	h := s.q[0]
+	v = Deliver
 	if h.ns != s.nr {
 		if len(s.q) < cap(s.q) && now-s.oldest < s.timeout {
-			return item, false
+			return item, Deliver, false
 		}
-		s.skip = true // resync to the first held packet
+		if s.key(h.ns) > uint32(cap(s.q)) {
+			if h.ns == (s.nrOOS+1)&SeqMask {
+				s.oosRun++
+			} else {
+				s.oosRun = 0
+			}
+			s.nrOOS = h.ns
+			if s.oosRun <= SeqOOSMax {
+				v = DropSeq
+			}
+		}
+		if v == Deliver {
+			s.skip = true // resync to the first held packet
+		}
 	}
 	copy(s.q, s.q[1:])
 	var zero held[T]
@@ -261,8 +283,10 @@ func (s *Seq[T]) Next(now int64) (item T, ok bool) {
 	if h.at == s.oldest {
 		s.oldest = s.minArrival()
 	}
-	s.accept(h.ns)
-	return h.item, true
+	if v == Deliver {
+		s.accept(h.ns)
+	}
+	return h.item, v, true
 }
 
 func (s *Seq[T]) minArrival() int64 {
@@ -283,6 +307,9 @@ func (s *Seq[T]) minArrival() int64 {
 func (s *Seq[T]) Deadline() (int64, bool) {
 	if len(s.q) == 0 {
 		return 0, false
+	}
+	if s.oldest > math.MaxInt64-s.timeout {
+		return math.MaxInt64, true // never, rather than an overflow into the past
 	}
 	return s.oldest + s.timeout, true
 }

@@ -32,11 +32,13 @@ func run(t *testing.T, s *Seq[uint32], steps []step) {
 		v, oos := s.Receive(Data{HasSeq: st.seq, NS: st.ns}, st.ns, now)
 		var out []uint32
 		for {
-			it, ok := s.Next(now)
+			it, nv, ok := s.Next(now)
 			if !ok {
 				break
 			}
-			out = append(out, it)
+			if nv == Deliver {
+				out = append(out, it)
+			}
 		}
 		if v != st.v || oos != st.oos || fmt.Sprint(out) != fmt.Sprint(st.out) || s.SendSeq() != st.sendSeq {
 			t.Fatalf("step %d (seq=%v ns=%#x at=%dms): verdict %v oos %v out %v sendSeq %v; want %v %v %v %v",
@@ -207,14 +209,17 @@ func TestReorder(t *testing.T) {
 	}
 	// Before the deadline nothing moves; at it, the gap (7) is declared
 	// lost and the held packets are delivered, not dropped.
-	if _, ok := s.Next(int64(13 * time.Millisecond)); ok {
+	if _, _, ok := s.Next(int64(13 * time.Millisecond)); ok {
 		t.Fatal("released early")
 	}
 	var out []uint32
 	for {
-		it, ok := s.Next(int64(14 * time.Millisecond))
+		it, v, ok := s.Next(int64(14 * time.Millisecond))
 		if !ok {
 			break
+		}
+		if v != Deliver {
+			t.Fatalf("item %d dropped", it)
 		}
 		out = append(out, it)
 	}
@@ -302,5 +307,62 @@ func TestVerdictStrings(t *testing.T) {
 		if v.String() != want {
 			t.Errorf("%d: %s", v, v)
 		}
+	}
+}
+
+// TestReorderForgedJump: with reordering, one sequenced packet far ahead
+// (forged, or a stray) is held, then dropped at the timeout: the expected
+// number stays and the session's traffic goes on. A peer that really
+// jumped (restarted ahead of its last checkpoint) sends a run of
+// consecutive numbers, even one packet per timeout, and is resynchronised
+// to after more than SeqOOSMax of them, as without reordering.
+func TestReorderForgedJump(t *testing.T) {
+	const to = int64(10 * time.Millisecond)
+	s := NewSeq[uint32](SeqConfig{RecvSeq: true, ReorderTimeout: time.Duration(to)})
+	drain := func(now int64) (delivered, dropped []uint32) {
+		for {
+			it, v, ok := s.Next(now)
+			if !ok {
+				return
+			}
+			if v == Deliver {
+				delivered = append(delivered, it)
+			} else {
+				dropped = append(dropped, it)
+			}
+		}
+	}
+	now := int64(0)
+	for ns := uint32(0); ns < 4; ns++ {
+		if v, _ := s.Receive(Data{HasSeq: true, NS: ns}, ns, now); v != Deliver {
+			t.Fatalf("ns %d: %v", ns, v)
+		}
+	}
+	far := uint32(1 << 22)
+	if v, _ := s.Receive(Data{HasSeq: true, NS: far}, far, now); v != Queued {
+		t.Fatalf("far packet: %v", v)
+	}
+	now += to
+	if del, drop := drain(now); len(del) != 0 || fmt.Sprint(drop) != fmt.Sprint([]uint32{far}) {
+		t.Fatalf("at the timeout: delivered %v dropped %v", del, drop)
+	}
+	// The session goes on where it was.
+	if v, _ := s.Receive(Data{HasSeq: true, NS: 4}, 4, now); v != Deliver {
+		t.Fatalf("ns 4 after the forged packet: %v", v)
+	}
+	// A real jump: one packet per timeout, consecutive numbers.
+	var got []uint32
+	for i := range uint32(SeqOOSMax + 3) {
+		ns := far + 100 + i
+		if v, _ := s.Receive(Data{HasSeq: true, NS: ns}, ns, now); v == Deliver {
+			got = append(got, ns)
+			continue
+		}
+		now += to
+		del, _ := drain(now)
+		got = append(got, del...)
+	}
+	if len(got) == 0 || got[0] != far+100+SeqOOSMax+1 || got[len(got)-1] != far+100+SeqOOSMax+2 {
+		t.Fatalf("after a real jump delivered %v", got)
 	}
 }
