@@ -113,8 +113,10 @@ func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 			b := g.bufs[g.msg]
 			bufs[n] = b[GROHeadroom+g.off-offset : GROHeadroom+end : GROHeadroom+end]
 			sizes[n] = end - g.off
-		} else {
+		} else if end-g.off <= len(bufs[n])-offset {
 			sizes[n] = copy(bufs[n][offset:], data[g.off:end])
+		} else {
+			sizes[n] = 0 // larger than the caller's buffer: never deliver a cut message
 		}
 		n++
 		g.off = end

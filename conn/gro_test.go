@@ -100,3 +100,69 @@ func TestGROSplit(t *testing.T) {
 		t.Fatal("groSegment on nothing")
 	}
 }
+
+// FuzzGROSplit: whatever the kernel hands over (datagram lengths up to a
+// full buffer, any segment size), ReadBatch splits it into the messages
+// the sender sent, in order, each whole or (when it does not fit a copied
+// read's buffer) dropped with size 0, none lost, at every offset.
+func FuzzGROSplit(f *testing.F) {
+	f.Add(uint16(500), uint16(100), uint16(70), uint16(0), uint8(8), uint16(1500))
+	f.Add(uint16(65535), uint16(1448), uint16(1), uint16(1), uint8(200), uint16(100))
+	f.Add(uint16(0), uint16(0), uint16(0), uint16(0), uint8(0), uint16(0))
+	f.Fuzz(func(t *testing.T, l1, seg1, l2, seg2 uint16, off uint8, room uint16) {
+		offset := int(off)
+		var want [][]byte
+		var dgrams [][]byte
+		for k, d := range []struct{ l, seg int }{{int(l1), int(seg1)}, {int(l2), int(seg2)}} {
+			b := make([]byte, min(d.l, groBufSize))
+			for i := range b {
+				b[i] = byte(i*7 + k)
+			}
+			dgrams = append(dgrams, b)
+			seg := d.seg
+			if seg <= 0 {
+				seg = len(b)
+			}
+			for o := 0; o < len(b); o += seg {
+				want = append(want, b[o:min(o+seg, len(b))])
+			}
+			if len(b) == 0 {
+				want = append(want, b)
+			}
+		}
+		fk := &fakeGRO{dgrams: dgrams, segs: []int{int(seg1), int(seg2)}}
+		s := &sock{bc: fk, groOn: true, drained: true}
+		own := [][]byte{make([]byte, offset+int(room)), make([]byte, offset+int(room))}
+		bufs := make([][]byte, 2)
+		sizes := make([]int, 2)
+		var got [][]byte
+		for calls := 0; calls < 200000; calls++ {
+			copy(bufs, own)
+			n, err := s.ReadBatch(bufs, sizes, offset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				if sizes[i] < 0 || offset+sizes[i] > cap(bufs[i]) {
+					t.Fatalf("message %d of %d bytes at offset %d in a buffer of %d", i, sizes[i], offset, cap(bufs[i]))
+				}
+				got = append(got, append([]byte(nil), bufs[i][offset:offset+sizes[i]]...)) // lent until the next read
+			}
+			if n == 0 && s.drained {
+				break
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d messages, want %d", len(got), len(want))
+		}
+		for i := range want {
+			dropped := len(got[i]) == 0 && offset > GROHeadroom && len(want[i]) > int(room)
+			if !bytes.Equal(got[i], want[i]) && !dropped {
+				t.Fatalf("message %d: %d bytes, want %d", i, len(got[i]), len(want[i]))
+			}
+		}
+		if s.gro != nil {
+			t.Fatal("a read still held after the last message")
+		}
+	})
+}

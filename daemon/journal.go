@@ -237,16 +237,25 @@ var ErrForeignState = errors.New("the state file belongs to another network name
 // the table and what was ignored (a torn last line), or an error that says
 // what to do.
 func loadJournal(path string, cookie uint64) (*table, string, error) {
-	t := newTable()
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return t, "", nil
+		return newTable(), "", nil
 	}
 	if err != nil {
 		return nil, "", err
 	}
+	t, note, err := parseJournal(b, cookie)
+	if err != nil {
+		return nil, "", fmt.Errorf("state file %s: %w", path, err)
+	}
+	return t, note, nil
+}
+
+// parseJournal reads a journal's bytes (any version).
+func parseJournal(b []byte, cookie uint64) (*table, string, error) {
+	t := newTable()
 	damaged := func(line int, err error) error {
-		return fmt.Errorf("state file %s is damaged at line %d (%v): move it away to start empty", path, line, err)
+		return fmt.Errorf("damaged at line %d (%v): move it away to start empty", line, err)
 	}
 	if legacy(b) {
 		if err := loadV1(b, t); err != nil {
@@ -270,10 +279,10 @@ func loadJournal(path string, cookie uint64) (*table, string, error) {
 		return nil, "", damaged(1, fmt.Errorf("no l2tpu_state header: %v", err))
 	}
 	if h.Version > stateVersion {
-		return nil, "", fmt.Errorf("state file %s is of version %d, newer than this l2tpu (%d): run the l2tpu that wrote it, or move it away", path, h.Version, stateVersion)
+		return nil, "", fmt.Errorf("version %d, newer than this l2tpu's (%d): run the l2tpu that wrote it, or move it away", h.Version, stateVersion)
 	}
 	if h.NetnsCookie != 0 && cookie != 0 && h.NetnsCookie != cookie {
-		return nil, "", fmt.Errorf("state file %s: %w (cookie %d, this one %d): move it away", path, ErrForeignState, h.NetnsCookie, cookie)
+		return nil, "", fmt.Errorf("%w (cookie %d, this one %d): move it away", ErrForeignState, h.NetnsCookie, cookie)
 	}
 	for i, l := range lines[1:] {
 		var r record
