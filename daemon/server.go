@@ -43,6 +43,10 @@ type Options struct {
 	// RetryInterval is how often restores that failed are retried besides
 	// on address and link changes; 0 means 10 s.
 	RetryInterval time.Duration
+	// OrphanCheck is how often the daemon checks that its network
+	// namespace still exists for someone else (see orphaned); when it does
+	// not, the daemon stops as on SIGTERM without Keep. 0 means 10 s.
+	OrphanCheck time.Duration
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -94,6 +98,9 @@ func Listen(o Options) (*Server, error) {
 	}
 	if o.RetryInterval == 0 {
 		o.RetryInterval = 10 * time.Second
+	}
+	if o.OrphanCheck == 0 {
+		o.OrphanCheck = 10 * time.Second
 	}
 	s := &Server{opt: o, log: o.Logger, gid: -1, limit: newLogLimiter(o.Logger),
 		pendingT: map[uint32]string{}, pendingS: map[sessionKey]string{}, lastNS: map[sessionKey]uint32{},
@@ -313,10 +320,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer os.Remove(s.paths.PID)
 	}
 	notify("READY=1")
+	ctx, orphan := context.WithCancel(ctx)
+	defer orphan()
 	go func() {
 		<-ctx.Done()
 		s.ln.Close()
 	}()
+	go s.watchNamespace(ctx, orphan)
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	go s.checkpoints(bg)
@@ -433,6 +443,28 @@ func (s *Server) retries(ctx context.Context) {
 			time.Sleep(100 * time.Millisecond) // let a burst of events settle
 		}
 		s.retryPending()
+	}
+}
+
+// watchNamespace stops the daemon once its namespace is gone for everyone
+// else: the state goes with it, as the kernel's does.
+func (s *Server) watchNamespace(ctx context.Context, stop func()) {
+	t := time.NewTicker(s.opt.OrphanCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if orphaned() {
+			s.log.Info("the network namespace is gone for everyone else: stopping, its state with it")
+			s.mu.Lock()
+			s.opt.Keep = false
+			s.mu.Unlock()
+			stop()
+			return
+		}
 	}
 }
 

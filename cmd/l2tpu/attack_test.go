@@ -488,3 +488,101 @@ func TestKillDuringChanges(t *testing.T) {
 		t.Fatal("no command was interrupted: the kills missed")
 	}
 }
+
+// TestDaemonLeavesDeletedNamespace: once its namespace is deleted (ip
+// netns del, no process left in it) the daemon stops, its interfaces and
+// journal with it, as the kernel's state goes with the namespace; while the
+// namespace exists it stays (the positive control).
+func TestDaemonLeavesDeletedNamespace(t *testing.T) {
+	privtest.Require(t)
+	name := privtest.Prefix() + "o"
+	privtest.Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns := &privtest.NS{Name: name}
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID) })
+	d := exec.Command("ip", "netns", "exec", name, binary(t), "daemon", "-orphan-check", "100ms")
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.Wait() }()
+	t.Cleanup(func() { d.Process.Kill() })
+	privtest.Eventually(t, 5*time.Second, func() error {
+		_, _, code := l2tpu(t, ns, "show", "tunnel")
+		if code != 0 {
+			return fmt.Errorf("daemon not answering")
+		}
+		return nil
+	})
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	must(t, ns, "add", "session", "tid", "1", "sid", "1", "psid", "1")
+	select {
+	case err := <-exited:
+		t.Fatalf("daemon left a namespace that exists: %v", err)
+	case <-time.After(time.Second):
+	}
+	privtest.Run(t, "ip", "netns", "del", name)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("daemon exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon lives on in a deleted namespace")
+	}
+	if _, err := os.Stat(paths.State); err == nil {
+		t.Fatal("the deleted namespace's journal stayed")
+	}
+}
+
+// TestAutostartClean: the daemon that a command starts keeps nothing of its
+// caller but what it must: cwd /, a minimal environment, no inherited
+// descriptors, its own session.
+func TestAutostartClean(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	marker := filepath.Join(t.TempDir(), "inherited")
+	os.WriteFile(marker, nil, 0o600)
+	script := fmt.Sprintf(`cd /tmp && exec 7<%s && L2TPU_SECRET_MARKER=1 exec %s add tunnel tid 1 ptid 1 encap udp local 192.0.2.1 remote 192.0.2.2 udp_sport 1 udp_dport 1`, marker, binary(t))
+	if out, err := ns.Try("sh", "-c", script); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	pid := daemonPID(t, ns)
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != "/" {
+		t.Fatalf("cwd %q", cwd)
+	}
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if strings.Contains(string(env), "L2TPU_SECRET_MARKER") || len(strings.Split(strings.Trim(string(env), "\x00"), "\x00")) > 1 {
+		t.Fatalf("environment %q", env)
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == marker {
+			t.Fatalf("fd %s inherited: %s", fd.Name(), target)
+		}
+	}
+	// Positive control: the shell's own child does inherit fd 7.
+	if out, _ := ns.Try("sh", "-c", fmt.Sprintf("exec 7<%s && readlink /proc/self/fd/7", marker)); strings.TrimSpace(out) != marker {
+		t.Fatalf("control: %q", out)
+	}
+	if sid, pgid := procField(t, pid, 6), procField(t, pid, 5); sid != strconv.Itoa(pid) || pgid != strconv.Itoa(pid) {
+		t.Fatalf("session %s, process group %s", sid, pgid)
+	}
+}
+
+// procField is field n (1-based) of /proc/PID/stat.
+func procField(t *testing.T, pid, n int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	rest := s[strings.LastIndexByte(s, ')')+2:]
+	return strings.Fields(rest)[n-3]
+}

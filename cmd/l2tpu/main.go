@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/daemon"
@@ -216,6 +217,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
 	fs.BoolVar(&o.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
 	fs.IntVar(&o.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
+	fs.DurationVar(&o.OrphanCheck, "orphan-check", 10*time.Second, "how often to check that the network namespace still exists for someone else (stop when it does not)")
 	fs.BoolVar(&o.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
