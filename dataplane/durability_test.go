@@ -265,3 +265,62 @@ func TestUnderlayMTUDrop(t *testing.T) {
 		}
 	}
 }
+
+// TestUnderlayFaults: the pseudowire survives, without a restart, the
+// underlay link going down and up, the local address removed and added
+// again, and ICMP errors from a peer that went away and came back.
+func TestUnderlayFaults(t *testing.T) {
+	e := newEnv(t)
+	ma, mb := newManager(t, e.a), newManager(t, e.b)
+	c := combo{encap: encap.EncapUDP, l2spec: encap.L2SpecDefault, cookie: 4}
+	ifa, ifb := addPair(t, ma, mb, c)
+	up(t, e.a, ifa, "203.0.113.1/24")
+	up(t, e.b, ifb, "203.0.113.2/24")
+	works := func(what string) {
+		t.Helper()
+		privtest.Eventually(t, 10*time.Second, func() error {
+			if err := ping(e.a, "203.0.113.2", 2, 1); err != nil {
+				return fmt.Errorf("%s: %v", what, err)
+			}
+			return nil
+		})
+	}
+	works("at first")
+
+	e.a.Run(t, "ip", "link", "set", e.aIf, "down")
+	if err := ping(e.a, "203.0.113.2", 2, 1); err == nil {
+		t.Fatal("traffic with the underlay down")
+	}
+	e.a.Run(t, "ip", "link", "set", e.aIf, "up")
+	works("after link down and up")
+
+	e.a.Run(t, "ip", "addr", "del", "192.0.2.1/24", "dev", e.aIf)
+	if err := ping(e.a, "203.0.113.2", 2, 1); err == nil {
+		t.Fatal("traffic without the local address")
+	}
+	e.a.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", e.aIf)
+	works("after the local address came back")
+
+	// B's tunnel goes: A's packets draw ICMP port unreachable, which the
+	// connected socket reports as errors; then B comes back.
+	_, tb := tunnelPair(c.encap, c.v6)
+	if err := mb.DeleteTunnel(tb.TunnelID); err != nil {
+		t.Fatal(err)
+	}
+	ping(e.a, "203.0.113.2", 3, 0)
+	if err := mb.AddTunnel(tb); err != nil {
+		t.Fatal(err)
+	}
+	_, sb := sessionPair(t, c)
+	ifb, err := mb.AddSession(sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up(t, e.b, ifb, "203.0.113.2/24")
+	// The new interface has a new MAC: A must forget the old one.
+	e.a.Run(t, "ip", "neigh", "flush", "dev", ifa)
+	works("after ICMP errors")
+	if st := ma.Tunnels()[0].Stats; st.TxErrors == 0 {
+		t.Logf("no transmit error seen while the peer was away: %+v", st)
+	}
+}
