@@ -602,6 +602,8 @@ func TestInterop(t *testing.T) {
 	// Every fast path on for the matrix; the byte-exact path for the
 	// exact cases.
 	tp.restartDaemon(t, fastFlags...)
+	privRows, privFailed := tp.checkPrivileges(t)
+	failed += privFailed
 	exact := false
 	for i, c := range cases {
 		if c.exact != exact {
@@ -628,9 +630,9 @@ func TestInterop(t *testing.T) {
 	failed += qfailed
 	report := fmt.Sprintf("# l2tpu interop: Linux kernel %s (QEMU, %s) and QEMU l2tpv3 against l2tpu\n\n"+
 		"%s. Kernel cases %d in %s; QEMU cases %d; total %s. %d failed. l2tpu daemon flags: %s (every fast path on), "+
-		"exact-* cases %s (the byte-exact path).\n\n## Kernel\n\n%s\n%s\n\n## QEMU l2tpv3 (guestless, hubport)\n\n%s\n",
+		"exact-* cases %s (the byte-exact path).\n\n## Kernel\n\n%s\n%s\n\n## Unprivileged users\n\n%s\n\n## QEMU l2tpv3 (guestless, hubport)\n\n%s\n",
 		tp.vmRelease(), tp.vm.Accel, time.Now().UTC().Format("2006-01-02 15:04 UTC"), len(cases), kernelTime.Round(time.Second),
-		len(qrows)-2, time.Since(start).Round(time.Second), failed, strings.Join(fastFlags, " "), strings.Join(exactFlags, " "), header, strings.Join(rows, "\n"), strings.Join(qrows, "\n"))
+		len(qrows)-2, time.Since(start).Round(time.Second), failed, strings.Join(fastFlags, " "), strings.Join(exactFlags, " "), header, strings.Join(rows, "\n"), strings.Join(privRows, "\n"), strings.Join(qrows, "\n"))
 	out := os.Getenv("L2TPU_INTEROP_OUT")
 	if out == "" {
 		out = filepath.Join("..", "build", "interop-results.md")

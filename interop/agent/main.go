@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,9 @@ type Request struct {
 	Addr    string `json:"addr,omitempty"`    // sink: listen address; send: peer
 	Bytes   int    `json:"bytes,omitempty"`   // send
 	Timeout int    `json:"timeout,omitempty"` // seconds
+	// UID, when set, runs the command as that user (and group), without
+	// capabilities and supplementary groups; its stderr is then apart.
+	UID *int `json:"uid,omitempty"`
 }
 
 // Response is the answer.
@@ -42,6 +46,8 @@ type Response struct {
 	Out   string `json:"out,omitempty"`
 	Bytes int64  `json:"bytes,omitempty"`
 	Err   string `json:"err,omitempty"`
+	// Stderr is the command's stderr when run with UID (Out its stdout).
+	Stderr string `json:"stderr,omitempty"`
 }
 
 func main() {
@@ -115,8 +121,14 @@ func serve(c net.Conn) {
 	switch req.Op {
 	case "run":
 		cmd := exec.Command("/bin/sh", "-c", req.Cmd)
-		var out bytes.Buffer
+		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
+		if req.UID != nil {
+			id := uint32(*req.UID)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}}
+			cmd.Stderr = &errb
+			cmd.Dir = "/"
+		}
 		cmd.Start()
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -131,7 +143,7 @@ func serve(c net.Conn) {
 			<-done
 			resp.RC, resp.Err = -1, "timeout"
 		}
-		resp.Out = out.String()
+		resp.Out, resp.Stderr = out.String(), errb.String()
 	case "inject":
 		resp = inject(req.Iface, req.Frame)
 	case "sink": // accept one TCP connection, count its bytes

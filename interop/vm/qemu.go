@@ -181,13 +181,15 @@ type request struct {
 	Addr    string `json:"addr,omitempty"`
 	Bytes   int    `json:"bytes,omitempty"`
 	Timeout int    `json:"timeout,omitempty"`
+	UID     *int   `json:"uid,omitempty"`
 }
 
 type response struct {
-	RC    int    `json:"rc"`
-	Out   string `json:"out"`
-	Bytes int64  `json:"bytes"`
-	Err   string `json:"err"`
+	RC     int    `json:"rc"`
+	Out    string `json:"out"`
+	Bytes  int64  `json:"bytes"`
+	Err    string `json:"err"`
+	Stderr string `json:"stderr"`
 }
 
 func (v *VM) dial() (net.Conn, error) {
@@ -227,6 +229,19 @@ func (v *VM) Run(script string) (string, error) {
 		return r.Out, fmt.Errorf("guest: %q: status %d %s\n%s", script, r.RC, r.Err, r.Out)
 	}
 	return r.Out, nil
+}
+
+// RunAs runs a shell script in the guest as user uid (no capabilities) and
+// returns its stdout, stderr and exit status apart, whatever the status.
+func (v *VM) RunAs(uid int, script string) (stdout, stderr string, rc int, err error) {
+	r, err := v.call(request{Op: "run", Cmd: script, Timeout: 60, UID: &uid}, 70*time.Second)
+	if err != nil {
+		return "", "", 0, err
+	}
+	if r.RC < 0 {
+		return r.Out, r.Stderr, r.RC, fmt.Errorf("guest: %q: %s", script, r.Err)
+	}
+	return r.Out, r.Stderr, r.RC, nil
 }
 
 // Inject makes the guest kernel transmit frame on iface.
