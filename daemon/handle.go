@@ -24,7 +24,9 @@ import (
 )
 
 // admit takes a connection within the limits (maxConns in all,
-// maxConnsPerUser for one uid) or closes it at once.
+// maxConnsPerUser for one uid; root has none) or closes it at once. A
+// connection holds its slot at most requestTimeout before its request is
+// read.
 func (s *Server) admit(c *net.UnixConn) {
 	cred, err := peerCred(c)
 	if err != nil {
@@ -32,7 +34,8 @@ func (s *Server) admit(c *net.UnixConn) {
 		return
 	}
 	s.connMu.Lock()
-	if s.conns >= maxConns || s.byUser[cred.Uid] >= maxConnsPerUser {
+	// Root is never kept out by other users' connections.
+	if cred.Uid != 0 && (s.conns >= maxConns || s.byUser[cred.Uid] >= maxConnsPerUser) {
 		s.connMu.Unlock()
 		s.limit.warn("connection refused: too many", "uid", cred.Uid, "pid", cred.Pid)
 		c.Close()

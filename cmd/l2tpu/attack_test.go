@@ -405,10 +405,11 @@ func TestKillDuringChanges(t *testing.T) {
 	for round := range 20 {
 		stop := make(chan struct{})
 		killed := make(chan struct{})
+		delay := time.Duration(rng.IntN(400)) * time.Millisecond
 		go func() {
 			defer close(killed)
 			select {
-			case <-time.After(time.Duration(rng.IntN(400)) * time.Millisecond):
+			case <-time.After(delay):
 			case <-stop:
 				return
 			}
@@ -585,4 +586,39 @@ func procField(t *testing.T, pid, n int) string {
 	s := string(b)
 	rest := s[strings.LastIndexByte(s, ')')+2:]
 	return strings.Fields(rest)[n-3]
+}
+
+// TestConnectionLimits: one user holding connections open gets at most 8,
+// and whatever other users hold, root still gets in; what they cause in the
+// log is bounded.
+func TestConnectionLimits(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	att := attacker(t)
+	h := asNobody(ns, att, "hold", "40")
+	out, err := h.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Wait()
+	buf := make([]byte, 64)
+	n, _ := out.Read(buf)
+	var held, closed int
+	fmt.Sscanf(string(buf[:n]), "held %d closed %d", &held, &closed)
+	if held != 8 || closed != 32 {
+		t.Fatalf("nobody: %q", buf[:n])
+	}
+	// While nobody holds its slots, root is served.
+	if out := must(t, ns, "show", "tunnel"); !strings.Contains(out, "Tunnel 1,") {
+		t.Fatalf("root while nobody holds connections:\n%s", out)
+	}
+	p, _ := daemon.PathsAt(ns.Path())
+	log, _ := os.ReadFile(p.Log)
+	if c := strings.Count(string(log), "too many"); c == 0 || c > 20 {
+		t.Fatalf("%d log lines about refused connections", c)
+	}
 }

@@ -3,6 +3,9 @@
 //
 //	attacker squat FILE     bind the daemon's control socket (@l2tpu),
 //	                        record what clients send into FILE, answer "{}"
+//	attacker hold N         open N connections to @l2tpu, send nothing, and
+//	                        print how many the daemon kept ("held H closed C"),
+//	                        holding them 3 s
 //	attacker attach IFNAME TUN  attach a queue to a TAP device (TUNSETIFF)
 //	                        through TUN, a node of /dev/net/tun: mode 0666
 //	                        on stock distributions, where anyone opens it
@@ -15,6 +18,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"time"
 	"unsafe"
 
@@ -29,6 +33,12 @@ func main() {
 	switch os.Args[1] {
 	case "squat":
 		squat(os.Args[2])
+	case "hold":
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		hold(n)
 	case "attach":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -61,6 +71,30 @@ func squat(file string) {
 			f.Close()
 		}
 	}
+}
+
+func hold(n int) {
+	var conns []net.Conn
+	for range n {
+		c, err := net.Dial("unix", "@l2tpu")
+		if err != nil {
+			continue
+		}
+		conns = append(conns, c)
+	}
+	held, closed := 0, 0
+	one := make([]byte, 1)
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(one); err != nil && os.IsTimeout(err) {
+			held++
+		} else {
+			closed++
+		}
+	}
+	fmt.Printf("held %d closed %d\n", held, closed)
+	os.Stdout.Sync()
+	time.Sleep(3 * time.Second)
 }
 
 func attach(name, tun string) string {
