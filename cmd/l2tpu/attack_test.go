@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,34 +23,6 @@ import (
 // one's inode, an address missing at restart) do to the daemon. Each test
 // has a positive control that shows the attack itself works where l2tpu's
 // defence is absent.
-
-var (
-	attackerOnce sync.Once
-	attackerPath string
-	attackerErr  error
-)
-
-// attacker builds internal/attacker where nobody can run it.
-func attacker(t *testing.T) string {
-	t.Helper()
-	attackerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "l2tpu-attacker")
-		if err != nil {
-			attackerErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		attackerPath = filepath.Join(dir, "attacker")
-		out, err := exec.Command("go", "build", "-o", attackerPath, "../../internal/attacker").CombinedOutput()
-		if err != nil {
-			attackerErr = fmt.Errorf("go build attacker: %v\n%s", err, out)
-		}
-	})
-	if attackerErr != nil {
-		t.Fatal(attackerErr)
-	}
-	return attackerPath
-}
 
 // asNobody starts a command as uid/gid 65534 in the namespace.
 func asNobody(ns *privtest.NS, args ...string) *exec.Cmd {

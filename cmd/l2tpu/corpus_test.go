@@ -17,32 +17,47 @@ import (
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
+// builtTool is a command built once per test run into a directory anyone
+// may read, so that tests can run it as an unprivileged user too.
+type builtTool struct {
+	pkg, name string
+	args      []string // extra go build arguments
+	once      sync.Once
+	path      string
+	err       error
+}
+
+func (b *builtTool) get(t *testing.T) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "l2tpu-"+b.name)
+		if err != nil {
+			b.err = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		b.path = filepath.Join(dir, b.name)
+		args := append(append([]string{"build"}, b.args...), "-o", b.path, b.pkg)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	l2tpuTool    = &builtTool{pkg: ".", name: "l2tpu", args: []string{"-ldflags", "-X main.version=corpus"}}
+	attackerTool = &builtTool{pkg: "../../internal/attacker", name: "attacker"}
 )
 
 // binary builds l2tpu once per test run, as `make build` does.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "l2tpu-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "l2tpu")
-		out, err := exec.Command("go", "build", "-ldflags", "-X main.version=corpus", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func binary(t *testing.T) string { return l2tpuTool.get(t) }
+
+// attacker builds internal/attacker (see there).
+func attacker(t *testing.T) string { return attackerTool.get(t) }
 
 // corpusCase is one entry of testdata/corpus.txt:
 //

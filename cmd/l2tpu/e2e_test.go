@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -137,10 +136,8 @@ func TestNonRootRefused(t *testing.T) {
 	privtest.Require(t)
 	ns := cliNS(t)
 	bin := binary(t)
-	os.Chmod(filepath.Dir(bin), 0o755)
 	as := func(args ...string) (string, int) {
-		cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--setuid", "65534", "--setgid", "65534", bin}, args...)...)
-		out, err := cmd.CombinedOutput()
+		out, err := asNobody(ns, append([]string{bin}, args...)...).CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
