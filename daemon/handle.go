@@ -148,8 +148,8 @@ func (s *Server) do(req Request, cred *unix.Ucred) Response {
 		c := req.Session
 		if why, ok := s.pendingT[c.TunnelID]; ok {
 			err = fmt.Errorf("tunnel %d is not restored yet (%s): %w", c.TunnelID, why, syscall.EAGAIN)
-		} else if _, ok := s.pendingS[sessionKey{c.TunnelID, c.SessionID}]; ok {
-			err = fmt.Errorf("session %d in tunnel %d (not restored yet): %w", c.SessionID, c.TunnelID, dataplane.ErrSessionExists)
+		} else if k, ok := s.pendingConflict(c.TunnelID, c.SessionID); ok {
+			err = fmt.Errorf("session %d in tunnel %d (not restored yet): %w", k.session, k.tunnel, dataplane.ErrSessionExists)
 		} else {
 			out.Interface, err = s.m.AddSession(*c)
 		}
@@ -163,6 +163,19 @@ func (s *Server) do(req Request, cred *unix.Ucred) Response {
 		return failure(err)
 	}
 	return out
+}
+
+// pendingConflict finds a pending session that a new one may not sit
+// beside (the kernel's rules, as dataplane's checkSessionID): the same IDs,
+// or the same session ID where either tunnel is IP-encapsulated.
+func (s *Server) pendingConflict(tid, sid uint32) (sessionKey, bool) {
+	ip := func(id uint32) bool { t := s.j.t.tunnels[id]; return t != nil && t.Encap == "ip" }
+	for k := range s.pendingS {
+		if k.session == sid && (k.tunnel == tid || ip(k.tunnel) || ip(tid)) {
+			return k, true
+		}
+	}
+	return sessionKey{}, false
 }
 
 // delTunnel deletes a tunnel, live or pending, with its sessions, pending

@@ -177,3 +177,33 @@ func TestRestoreMargin(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestPendingConflict: a session not restored yet keeps its IDs, under the
+// kernel's rules: unique in its tunnel, and in the namespace where an
+// IP-encapsulated tunnel is involved.
+func TestPendingConflict(t *testing.T) {
+	tb := newTable()
+	udp, ip := testTunnel(), testTunnel()
+	udp.TunnelID, udp.Encap = 1, encap.EncapUDP
+	udp.UDPSourcePort, udp.UDPDestPort = 1, 1
+	ip.TunnelID = 2
+	tb.tunnels[1], tb.tunnels[2] = tunnelRecordOf(udp), tunnelRecordOf(ip)
+	tb.tunnels[3] = tunnelRecordOf(udp)
+	tb.tunnels[3].TunnelID = 3
+	s := &Server{j: &journal{t: tb}, pendingS: map[sessionKey]string{{1, 10}: "busy", {2, 20}: "busy"}}
+	for _, c := range []struct {
+		tid, sid uint32
+		conflict bool
+	}{
+		{1, 10, true},  // same IDs
+		{3, 10, false}, // the same session ID in another UDP tunnel: allowed
+		{1, 11, false},
+		{1, 20, true}, // the pending one is in an IP tunnel
+		{2, 10, true}, // the new one is in an IP tunnel
+		{2, 21, false},
+	} {
+		if _, got := s.pendingConflict(c.tid, c.sid); got != c.conflict {
+			t.Errorf("session %d in tunnel %d: conflict %v, want %v", c.sid, c.tid, got, c.conflict)
+		}
+	}
+}
