@@ -169,7 +169,7 @@ func (s *Server) do(req Request, cred *unix.Ucred) Response {
 // beside (the kernel's rules, as dataplane's checkSessionID): the same IDs,
 // or the same session ID where either tunnel is IP-encapsulated.
 func (s *Server) pendingConflict(tid, sid uint32) (sessionKey, bool) {
-	ip := func(id uint32) bool { t := s.j.t.tunnels[id]; return t != nil && t.Encap == "ip" }
+	ip := func(id uint32) bool { t, ok := s.j.tunnel(id); return ok && t.Encap == "ip" }
 	for k := range s.pendingS {
 		if k.session == sid && (k.tunnel == tid || ip(k.tunnel) || ip(tid)) {
 			return k, true
@@ -184,7 +184,9 @@ func (s *Server) delTunnel(id uint32) error {
 	var lingering []string
 	for k := range s.pendingS {
 		if k.tunnel == id {
-			lingering = append(lingering, s.j.t.sessions[k].Interface)
+			if r, ok := s.j.session(k); ok {
+				lingering = append(lingering, r.Interface)
+			}
 		}
 	}
 	if _, ok := s.pendingT[id]; ok {
@@ -211,12 +213,12 @@ func (s *Server) delSession(tid, sid uint32) error {
 	if _, ok := s.pendingS[k]; !ok {
 		return s.m.DeleteSession(tid, sid)
 	}
-	name := s.j.t.sessions[k].Interface
+	r, _ := s.j.session(k)
 	if err := s.j.append(record{Op: recDelSession, TunnelID: tid, SessionID: sid}); err != nil {
 		return fmt.Errorf("session %d in tunnel %d: %w", sid, tid, err)
 	}
 	delete(s.pendingS, k)
-	tap.RemovePersistent(name)
+	tap.RemovePersistent(r.Interface)
 	return nil
 }
 
@@ -228,18 +230,23 @@ func (s *Server) list() Response {
 		return r
 	}
 	for id := range s.pendingT {
-		if c, err := s.j.t.tunnels[id].config(); err == nil {
-			r.Tunnels = append(r.Tunnels, dataplane.TunnelInfo{Config: c})
+		if t, ok := s.j.tunnel(id); ok {
+			if c, err := t.config(); err == nil {
+				r.Tunnels = append(r.Tunnels, dataplane.TunnelInfo{Config: c})
+			}
 		}
 	}
 	for k := range s.pendingS {
-		x := s.j.t.sessions[k]
+		x, ok := s.j.session(k)
+		if !ok {
+			continue
+		}
 		c, err := x.config()
 		if err != nil {
 			continue
 		}
 		var peer uint32
-		if t := s.j.t.tunnels[k.tunnel]; t != nil {
+		if t, ok := s.j.tunnel(k.tunnel); ok {
 			peer = t.PeerTunnelID
 		}
 		r.Sessions = append(r.Sessions, dataplane.SessionInfo{Config: c, PeerTunnelID: peer, Interface: x.Interface,

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/l2tpu/l2tpu/dataplane"
@@ -220,14 +222,39 @@ func (t *table) records() []record {
 
 func (t *table) size() int { return len(t.tunnels) + len(t.sessions) }
 
-// journal is the state file open for appending.
+// journal is the state file open for appending. Its lock serialises
+// appends from every path (requests, checkpoints, interface events) and
+// reads of the table they change.
 type journal struct {
-	path    string
-	cookie  uint64
-	f       *os.File
-	size    int64 // bytes written and synced
-	records int   // records in the file
-	t       *table
+	path     string
+	cookie   uint64
+	mu       sync.Mutex
+	f        *os.File
+	size     int64 // bytes written and synced
+	snapshot int64 // bytes of the last snapshot
+	t        *table
+}
+
+// tunnel returns a copy of a recorded tunnel.
+func (j *journal) tunnel(id uint32) (tunnelRecord, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r := j.t.tunnels[id]
+	if r == nil {
+		return tunnelRecord{}, false
+	}
+	return *r, true
+}
+
+// session returns a copy of a recorded session.
+func (j *journal) session(k sessionKey) (sessionRecord, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r := j.t.sessions[k]
+	if r == nil {
+		return sessionRecord{}, false
+	}
+	return *r, true
 }
 
 // ErrForeignState: the state file belongs to another network namespace.
@@ -287,6 +314,12 @@ func parseJournal(b []byte, cookie uint64) (*table, string, error) {
 	for i, l := range lines[1:] {
 		var r record
 		if err := strictUnmarshal(l, &r); err != nil {
+			if i == len(lines)-2 && note == "" {
+				// The last record, unreadable: a write cut short (a
+				// block of zeros, a record's tail). Never acknowledged.
+				note = fmt.Sprintf("ignored an unreadable last line (%v): a write cut short, never acknowledged", err)
+				break
+			}
 			return nil, "", damaged(i+2, err)
 		}
 		if err := t.apply(&r); err != nil {
@@ -312,7 +345,8 @@ func openJournal(path string, cookie uint64, t *table) (*journal, error) {
 	return j, nil
 }
 
-// compact rewrites the journal as a snapshot of the table.
+// compact rewrites the journal as a snapshot of the table (j.mu held, or
+// the journal not shared yet).
 func (j *journal) compact() error {
 	if err := os.MkdirAll(filepath.Dir(j.path), 0o700); err != nil {
 		return err
@@ -329,7 +363,8 @@ func (j *journal) compact() error {
 		buf.Write(append(rb, '\n'))
 	}
 	tmp := j.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	os.Remove(tmp) // a crashed compaction's; never follow a link planted there
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -352,7 +387,7 @@ func (j *journal) compact() error {
 	if j.f != nil {
 		j.f.Close()
 	}
-	j.f, j.size, j.records = f, int64(buf.Len()), len(recs)
+	j.f, j.size, j.snapshot = f, int64(buf.Len()), int64(buf.Len())
 	return nil
 }
 
@@ -367,6 +402,8 @@ func syncDir(dir string) {
 // failure the file is cut back to what it held, the table is unchanged, and
 // the error (ENOSPC, EIO...) is returned.
 func (j *journal) append(r record) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	b, err := json.Marshal(&r)
 	if err != nil {
 		return err
@@ -383,13 +420,13 @@ func (j *journal) append(r record) error {
 		return err
 	}
 	j.size += int64(len(b))
-	j.records++
 	if err := j.t.apply(&r); err != nil {
 		return err
 	}
-	// Rewrite when the records are more than twice what they describe:
-	// each record is then rewritten a bounded number of times.
-	if j.records > 2*j.t.size()+1024 {
+	// Rewrite when the file is more than twice the snapshot it grew from
+	// (and 1 MiB): each byte is then rewritten a bounded number of times,
+	// and the file stays proportional to what it describes.
+	if j.size > 2*j.snapshot+1<<20 {
 		if err := j.compact(); err != nil {
 			// The journal as it is stays valid: keep appending.
 			return nil
@@ -398,7 +435,11 @@ func (j *journal) append(r record) error {
 	return nil
 }
 
-func (j *journal) close() error { return j.f.Close() }
+func (j *journal) close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.f.Close()
+}
 
 // The version-1 state file: one JSON document with the dataplane's Go field
 // names, written whole at every change, keyed by namespace inode.

@@ -297,13 +297,13 @@ func (s *Server) retryPending() {
 		return
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.pendingT)) {
-		if r := s.j.t.tunnels[id]; r != nil {
-			s.restoreTunnel(r)
+		if r, ok := s.j.tunnel(id); ok {
+			s.restoreTunnel(&r)
 		}
 	}
 	for _, k := range sortedKeys(s.pendingS) {
-		if r := s.j.t.sessions[k]; r != nil {
-			s.restoreSession(r)
+		if r, ok := s.j.session(k); ok {
+			s.restoreSession(&r)
 		}
 	}
 }
@@ -362,7 +362,7 @@ func (s *Server) stop() error {
 		}
 	} else {
 		for k := range s.pendingS {
-			if r := s.j.t.sessions[k]; r != nil {
+			if r, ok := s.j.session(k); ok {
 				tap.RemovePersistent(r.Interface)
 			}
 		}
