@@ -52,11 +52,14 @@ func Call(req Request) (Response, error) {
 			ErrImpostor, cred.Pid, procComm(cred.Pid), cred.Uid)
 	}
 	c.SetDeadline(time.Now().Add(callTimeout))
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return Response{}, fmt.Errorf("daemon: %w", err)
-	}
+	werr := json.NewEncoder(c).Encode(req)
+	// A daemon that refuses the caller answers without reading the
+	// request: the answer is there even when the write failed.
 	var r Response
 	if err := json.NewDecoder(io.LimitReader(c, MaxResponse)).Decode(&r); err != nil {
+		if werr != nil {
+			return Response{}, fmt.Errorf("daemon: %w", werr)
+		}
 		return Response{}, fmt.Errorf("daemon: no answer: %w", err)
 	}
 	return r, nil

@@ -25,11 +25,19 @@ import (
 
 // admit takes a connection within the limits (maxConns in all,
 // maxConnsPerUser for one uid; root has none) or closes it at once. A
+// caller who may not use the daemon is answered at once, without a slot; a
 // connection holds its slot at most requestTimeout before its request is
 // read.
 func (s *Server) admit(c *net.UnixConn) {
 	cred, err := peerCred(c)
 	if err != nil {
+		c.Close()
+		return
+	}
+	if !s.allowed(cred) {
+		s.limit.warn("refused", "uid", cred.Uid, "pid", cred.Pid)
+		c.SetWriteDeadline(time.Now().Add(requestTimeout))
+		s.reply(c, errResponse(syscall.EPERM, "only root or the daemon's group may use l2tpu"))
 		c.Close()
 		return
 	}
@@ -123,7 +131,8 @@ func failure(err error) Response {
 func (s *Server) do(req Request, cred *unix.Ucred) Response {
 	// Every operation needs what the kernel's genl L2TP operations need
 	// (GENL_UNS_ADMIN_PERM: CAP_NET_ADMIN), show included: it reveals
-	// cookies.
+	// cookies. admit checked the caller; check again, as the process
+	// behind the connection may have changed its credentials since.
 	if !s.allowed(cred) {
 		s.limit.warn("refused", "op", req.Op, "uid", cred.Uid, "pid", cred.Pid)
 		return errResponse(syscall.EPERM, "only root or the daemon's group may use l2tpu")
@@ -260,17 +269,18 @@ func (s *Server) list() Response {
 }
 
 // allowed is the kernel's ns_capable(CAP_NET_ADMIN) for the caller, as far
-// as the daemon can see it: root of the daemon's user namespace with
-// CAP_NET_ADMIN in effect, or a member of the configured group.
+// as the daemon can see it: uid 0 in the daemon's user namespace (SO_PEERCRED
+// translates uids into it; root of a user namespace below shows as its
+// owner's uid, or the overflow uid) with CAP_NET_ADMIN in effect, or a
+// member of the configured group. /proc/PID/status is readable without
+// privilege, so this works under a restricted capability set too.
 func (s *Server) allowed(c *unix.Ucred) bool {
 	st, err := readStatus(c.Pid)
 	if err != nil {
 		return false
 	}
 	if c.Uid == 0 && st.euid == 0 && st.capEff&(1<<unix.CAP_NET_ADMIN) != 0 {
-		if uns, err := nsInode(fmt.Sprintf("/proc/%d/ns/user", c.Pid)); err == nil && uns == s.uns {
-			return true
-		}
+		return true
 	}
 	if s.gid < 0 {
 		return false
@@ -316,14 +326,6 @@ func readStatus(pid int32) (procStatus, error) {
 		}
 	}
 	return st, nil
-}
-
-func nsInode(path string) (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
 }
 
 // sortedKeys orders session keys by tunnel, then session.

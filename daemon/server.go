@@ -72,7 +72,6 @@ type Server struct {
 	m      *dataplane.Manager
 	ln     *net.UnixListener
 	gid    int // -1 when no group is configured
-	uns    uint64
 	limit  *logLimiter
 
 	mu       sync.Mutex // serialises changes and restores
@@ -112,7 +111,6 @@ func Listen(o Options) (*Server, error) {
 		}
 		s.gid, _ = strconv.Atoi(g.Gid)
 	}
-	s.uns, _ = nsInode("/proc/self/ns/user")
 	id, stable, err := NamespaceID()
 	if err != nil {
 		return nil, err
