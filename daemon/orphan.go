@@ -4,63 +4,85 @@ import (
 	"bufio"
 	"bytes"
 	"os"
-	"strconv"
+	"path/filepath"
 	"strings"
 )
 
-// orphaned reports whether nothing but this process holds its network
-// namespace: not the machine's initial one, no other process in it, and no
-// nsfs mount of it (`ip netns del` removes that). The kernel then destroys
-// the namespace, and its L2TP state with it; a daemon that stayed would
-// keep it alive for nobody.
-func orphaned() bool {
+// The kernel destroys a network namespace, and its L2TP state with it,
+// when nothing holds it any more; a daemon that stayed would keep it alive
+// for nobody. The daemon watches only what it can see for certain: a
+// namespace that was mounted (ip netns add) when it started, whose mounts
+// are all gone (ip netns del), and in which no other thread of any process
+// runs. A namespace that was never mounted is never given up. A process
+// whose namespace the daemon may not read (a sandbox's init, or any other
+// process when the daemon runs without CAP_SYS_PTRACE) is not seen: the
+// daemon therefore stops as with -keep, so that a holder it missed loses
+// nothing but the daemon until its next l2tpu command restarts it.
+
+// nsMounts returns the mount points of the caller's network namespace
+// (nsfs mounts of it) in this mount namespace, and the namespace's name
+// ("net:[INODE]").
+func nsMounts() (self string, points []string) {
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
-		return false
+		return "", nil
 	}
-	// Where PID 1 cannot be read (a sandbox), the other tests decide: the
-	// initial namespace always has other processes.
-	if first, err := os.Readlink("/proc/1/ns/net"); err == nil && first == self {
-		return false
-	}
-	if mounted(self) {
-		return false
-	}
-	ents, err := os.ReadDir("/proc")
+	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
+		return self, nil
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok || !strings.HasPrefix(post, "nsfs ") {
+			continue
+		}
+		if f := strings.Fields(pre); len(f) >= 5 && f[3] == self {
+			points = append(points, f[4])
+		}
+	}
+	return self, points
+}
+
+// orphaned reports whether the namespace named self, mounted when the
+// daemon started, is now unmounted and has no other thread in it.
+func orphaned(self string) bool {
+	if _, points := nsMounts(); len(points) > 0 {
 		return false
 	}
 	me := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == me {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, p := range procs {
+		pid := p.Name()
+		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) {
 			continue
 		}
-		if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && ns == self {
+		tasks, err := filepath.Glob("/proc/" + pid + "/task/*/ns/net")
+		if err != nil {
 			return false
+		}
+		for _, t := range tasks {
+			if ns, err := os.Readlink(t); err == nil && ns == self {
+				return false
+			}
 		}
 	}
 	return true
 }
 
-// mounted reports an nsfs mount of the namespace ns ("net:[INODE]") in this
-// mount namespace.
-func mounted(ns string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return true // cannot tell: assume it is
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-		l := sc.Text()
-		pre, post, ok := strings.Cut(l, " - ")
-		if !ok || !strings.HasPrefix(post, "nsfs ") {
-			continue
-		}
-		if f := strings.Fields(pre); len(f) >= 4 && f[3] == ns {
-			return true
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
 		}
 	}
-	return false
 }

@@ -445,8 +445,13 @@ func (s *Server) retries(ctx context.Context) {
 }
 
 // watchNamespace stops the daemon once its namespace is gone for everyone
-// else: the state goes with it, as the kernel's does.
+// else (see orphaned). It stops as with Keep: if something the daemon
+// cannot see still holds the namespace, a later command restores it all.
 func (s *Server) watchNamespace(ctx context.Context, stop func()) {
+	self, points := nsMounts()
+	if len(points) == 0 {
+		return // never mounted: never given up
+	}
 	t := time.NewTicker(s.opt.OrphanCheck)
 	defer t.Stop()
 	for {
@@ -455,10 +460,10 @@ func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 			return
 		case <-t.C:
 		}
-		if orphaned() {
-			s.log.Info("the network namespace is gone for everyone else: stopping, its state with it")
+		if orphaned(self) {
+			s.log.Info("the network namespace was deleted and nothing else is in it: stopping", "mounted_at", points)
 			s.mu.Lock()
-			s.opt.Keep = false
+			s.opt.Keep = true
 			s.mu.Unlock()
 			stop()
 			return

@@ -462,9 +462,10 @@ func TestKillDuringChanges(t *testing.T) {
 }
 
 // TestDaemonLeavesDeletedNamespace: once its namespace is deleted (ip
-// netns del, no process left in it) the daemon stops, its interfaces and
-// journal with it, as the kernel's state goes with the namespace; while the
-// namespace exists it stays (the positive control).
+// netns del, no process left in it) the daemon stops, and the namespace
+// goes with its state as the kernel's would; while the namespace exists it
+// stays (the positive control), and a namespace only a thread holds is not
+// given up.
 func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 	privtest.Require(t)
 	name := privtest.Prefix() + "o"
@@ -508,8 +509,47 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon lives on in a deleted namespace")
 	}
-	if _, err := os.Stat(paths.State); err == nil {
-		t.Fatal("the deleted namespace's journal stayed")
+}
+
+// TestDaemonStaysInHeldNamespace: a namespace deleted by name but still
+// held by another process's thread keeps its daemon.
+func TestDaemonStaysInHeldNamespace(t *testing.T) {
+	privtest.Require(t)
+	name := privtest.Prefix() + "h"
+	privtest.Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns := &privtest.NS{Name: name}
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID) })
+	holder := exec.Command("ip", "netns", "exec", name, "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	d := exec.Command("ip", "netns", "exec", name, binary(t), "daemon", "-orphan-check", "100ms")
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.Wait() }()
+	t.Cleanup(func() { d.Process.Kill() })
+	time.Sleep(500 * time.Millisecond)
+	privtest.Run(t, "ip", "netns", "del", name)
+	select {
+	case err := <-exited:
+		t.Fatalf("the daemon left a namespace another process is in: %v", err)
+	case <-time.After(time.Second):
+	}
+	// The positive control: once the holder goes, so does the daemon.
+	holder.Process.Kill()
+	holder.Wait()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon stayed after the last holder went")
 	}
 }
 
