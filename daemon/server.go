@@ -169,7 +169,8 @@ func Listen(o Options) (*Server, error) {
 func holderError() error {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: SocketName, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("%w (it does not answer: %v)", ErrRunning, err)
+		// Bound but not listening: no daemon does that.
+		return fmt.Errorf("%w: bound by a process that does not accept connections (%v); find it with `ss -xlp src @l2tpu` and stop it", ErrSquatted, err)
 	}
 	defer c.Close()
 	cred, err := peerCred(c)

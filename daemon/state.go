@@ -1,39 +1,89 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/l2tpu/l2tpu/internal/netns"
 )
 
 // RunDir holds runtime state: cleared at boot (tmpfs), like the kernel's.
 const RunDir = "/run/l2tpu"
 
-// StopInNamespace ends the daemon serving the network namespace mounted at
-// nsPath (as /run/netns/NAME), by the PID it recorded, waits for it, and
-// removes its runtime files (journal, log, PID file). For tools and tests
-// that start daemons in namespaces they made.
-func StopInNamespace(nsPath string) error {
+// ErrStopTimeout: the daemon did not stop within a minute.
+var ErrStopTimeout = errors.New("the daemon did not stop within a minute")
+
+// Stop ends the daemon serving the network namespace mounted at nsPath ("":
+// the caller's) with SIGTERM and waits for it: it deletes its tunnels and
+// sessions, and its journal, unless it runs with -keep. The PID it recorded
+// is signalled only if that process is an l2tpu daemon in that namespace (a
+// PID file left by a daemon killed with -9 may name another process now).
+// After a clean stop (no journal left) its log goes too. It returns the
+// daemon's runtime files.
+func Stop(nsPath string) (Paths, error) {
 	p, err := PathsAt(nsPath)
 	if err != nil {
-		return err
+		return p, err
 	}
-	defer p.removeRuntime()
 	b, err := os.ReadFile(p.PID)
 	if err != nil {
-		return nil // none runs
+		return p, nil // none runs
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return err
+	if err != nil || !isDaemonIn(pid, nsPath) {
+		os.Remove(p.PID) // stale
+		return p, nil
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		return nil
+		return p, nil
 	}
-	for i := 0; i < 3000 && syscall.Kill(pid, 0) == nil; i++ {
+	for i := 0; i < 3000; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			if _, err := os.Stat(p.State); errors.Is(err, os.ErrNotExist) {
+				os.Remove(p.Log) // a clean stop: nothing of it is left
+			}
+			return p, nil
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return nil
+	return p, fmt.Errorf("pid %d: %w", pid, ErrStopTimeout)
+}
+
+// isDaemonIn reports whether pid is `l2tpu daemon` (or a binary run as
+// such) in the network namespace at nsPath ("": the caller's).
+func isDaemonIn(pid int, nsPath string) bool {
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+	if len(args) < 2 || args[1] != "daemon" {
+		return false
+	}
+	var want string
+	err = netns.Do(nsPath, func() (err error) {
+		want, err = os.Readlink("/proc/thread-self/ns/net")
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	return err == nil && got == want
+}
+
+// StopInNamespace is Stop, then removes every runtime file of the
+// namespace's daemon (journal, log, PID file): for tools and tests that
+// start daemons in namespaces they made and delete afterwards.
+func StopInNamespace(nsPath string) error {
+	p, err := Stop(nsPath)
+	if p.ID != "" {
+		p.removeRuntime()
+	}
+	return err
 }

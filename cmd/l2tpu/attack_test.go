@@ -81,6 +81,21 @@ func TestSquattedControlSocket(t *testing.T) {
 	// Positive control: with the squatter gone, root's command works.
 	sq.Process.Kill()
 	sq.Wait()
+	// A squatter that binds without listening is found out too.
+	b := asNobody(ns, attacker(t), "bind")
+	bout, _ := b.StdoutPipe()
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := bout.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
+		t.Fatalf("binder: %q", buf[:n])
+	}
+	o, err = exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(o), "does not accept connections") {
+		t.Fatalf("daemon behind a binder: %v\n%s", err, o)
+	}
+	b.Process.Kill()
+	b.Wait()
 	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
 }
 

@@ -197,9 +197,9 @@ func (c client) List() ([]dataplane.TunnelInfo, []dataplane.SessionInfo, error) 
 
 func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	if len(args) == 1 && args[0] == "stop" {
-		// For scripts: end this namespace's daemon (by the PID it
-		// recorded) and remove its runtime files.
-		if err := daemon.StopInNamespace(""); err != nil {
+		// For scripts and operators: end this namespace's daemon (by the
+		// PID it recorded), which deletes what it holds unless -keep.
+		if _, err := daemon.Stop(""); err != nil {
 			fmt.Fprintf(stderr, "l2tpu daemon stop: %v\n", err)
 			return 1
 		}

@@ -3,6 +3,7 @@
 //
 //	attacker squat FILE     bind the daemon's control socket (@l2tpu),
 //	                        record what clients send into FILE, answer "{}"
+//	attacker bind           bind @l2tpu without listening, for 60 s
 //	attacker hold N         open N connections to @l2tpu, send nothing, and
 //	                        print how many the daemon kept ("held H closed C"),
 //	                        holding them 3 s
@@ -26,13 +27,24 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 3 {
+	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: attacker squat FILE | attach IFNAME TUN")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "squat":
 		squat(os.Args[2])
+	case "bind":
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+		if err == nil {
+			err = unix.Bind(fd, &unix.SockaddrUnix{Name: "@l2tpu"})
+		}
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println("ok")
+		time.Sleep(60 * time.Second)
 	case "hold":
 		n, err := strconv.Atoi(os.Args[2])
 		if err != nil {
