@@ -70,7 +70,7 @@ func FuzzJournal(f *testing.F) {
 		}
 		for _, r := range tb.sessions {
 			r.config()
-			r.restore()
+			r.restore(true)
 		}
 		var buf bytes.Buffer
 		hb, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: 7})

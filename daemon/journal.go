@@ -34,8 +34,19 @@ const stateVersion = 2
 type header struct {
 	Version int `json:"l2tpu_state"`
 	// NetnsCookie is the namespace the state belongs to (0: unknown); a
-	// journal of another namespace is never restored.
+	// journal of another namespace is never restored. Cookies count from
+	// boot, so BootID says which boot it is of.
 	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
+	BootID      string `json:"boot_id,omitempty"`
+}
+
+// bootID is the kernel's random ID of this boot ("" if unknown).
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(b))
 }
 
 // Record operations.
@@ -78,6 +89,7 @@ type sessionRecord struct {
 	PeerSessionID    uint32       `json:"peer_session_id"`
 	Name             string       `json:"name,omitempty"`
 	Interface        string       `json:"interface"`
+	Index            int          `json:"ifindex,omitempty"`
 	Cookie           encap.Cookie `json:"cookie,omitzero"`
 	PeerCookie       encap.Cookie `json:"peer_cookie,omitzero"`
 	L2Spec           string       `json:"l2spec_type"`
@@ -115,8 +127,8 @@ func (r *tunnelRecord) config() (dataplane.TunnelConfig, error) {
 	return c, c.Validate()
 }
 
-func sessionRecordOf(c dataplane.SessionConfig, ifname string) *sessionRecord {
-	return &sessionRecord{TunnelID: c.TunnelID, SessionID: c.SessionID, PeerSessionID: c.PeerSessionID, Name: c.Name, Interface: ifname,
+func sessionRecordOf(c dataplane.SessionConfig, ifname string, index int) *sessionRecord {
+	return &sessionRecord{TunnelID: c.TunnelID, SessionID: c.SessionID, PeerSessionID: c.PeerSessionID, Name: c.Name, Interface: ifname, Index: index,
 		Cookie: c.Cookie, PeerCookie: c.PeerCookie, L2Spec: c.L2Spec.String(), SendSeq: c.SendSeq, RecvSeq: c.RecvSeq,
 		ReorderTimeoutNS: int64(c.ReorderTimeout)}
 }
@@ -139,9 +151,14 @@ func (r *sessionRecord) config() (dataplane.SessionConfig, error) {
 }
 
 // restore is what RestoreSession needs: after a crash the numbering resumes
-// NSMargin ahead of the last checkpoint.
-func (r *sessionRecord) restore() dataplane.Restore {
-	x := dataplane.Restore{Interface: r.Interface, NextNS: r.NextNS}
+// NSMargin ahead of the last checkpoint. A journal of an earlier boot (kept
+// with -state on lasting storage) recreates the interfaces; within a boot
+// an interface that is gone was deleted, and its session goes with it.
+func (r *sessionRecord) restore(sameBoot bool) dataplane.Restore {
+	x := dataplane.Restore{Interface: r.Interface, NextNS: r.NextNS, Recreate: !sameBoot}
+	if sameBoot {
+		x.Index = r.Index
+	}
 	if !r.Exact {
 		x.NextNS += NSMargin
 	}
@@ -161,10 +178,18 @@ type sessionKey struct{ tunnel, session uint32 }
 type table struct {
 	tunnels  map[uint32]*tunnelRecord
 	sessions map[sessionKey]*sessionRecord
+	// bootID is the boot the recorded interfaces are of: this one's for a
+	// new table; an earlier one's for a journal kept on lasting storage,
+	// until every session is restored.
+	bootID string
 }
 
+// sameBoot reports whether the recorded interfaces are of this boot (gone
+// means deleted), not of an earlier one (gone means made anew).
+func (t *table) sameBoot() bool { return t.bootID == "" || t.bootID == bootID() }
+
 func newTable() *table {
-	return &table{tunnels: map[uint32]*tunnelRecord{}, sessions: map[sessionKey]*sessionRecord{}}
+	return &table{tunnels: map[uint32]*tunnelRecord{}, sessions: map[sessionKey]*sessionRecord{}, bootID: bootID()}
 }
 
 // apply replays one record. Records refer to what earlier ones made; one
@@ -308,7 +333,8 @@ func parseJournal(b []byte, cookie uint64) (*table, string, error) {
 	if h.Version > stateVersion {
 		return nil, "", fmt.Errorf("version %d, newer than this l2tpu's (%d): run the l2tpu that wrote it, or move it away", h.Version, stateVersion)
 	}
-	if h.NetnsCookie != 0 && cookie != 0 && h.NetnsCookie != cookie {
+	t.bootID = h.BootID
+	if t.sameBoot() && h.NetnsCookie != 0 && cookie != 0 && h.NetnsCookie != cookie {
 		return nil, "", fmt.Errorf("%w (cookie %d, this one %d): move it away", ErrForeignState, h.NetnsCookie, cookie)
 	}
 	for i, l := range lines[1:] {
@@ -352,7 +378,7 @@ func (j *journal) compact() error {
 		return err
 	}
 	var buf bytes.Buffer
-	hb, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: j.cookie})
+	hb, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: j.cookie, BootID: j.t.bootID})
 	buf.Write(append(hb, '\n'))
 	recs := j.t.records()
 	for i := range recs {
@@ -435,6 +461,25 @@ func (j *journal) append(r record) error {
 	return nil
 }
 
+// sameBoot is table.sameBoot under the lock.
+func (j *journal) sameBoot() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.t.sameBoot()
+}
+
+// thisBoot marks the recorded interfaces as this boot's, once every
+// session of an earlier boot's journal is restored.
+func (j *journal) thisBoot() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.t.sameBoot() {
+		return nil
+	}
+	j.t.bootID = bootID()
+	return j.compact()
+}
+
 func (j *journal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -467,7 +512,7 @@ func loadV1(b []byte, t *table) error {
 		t.tunnels[c.TunnelID] = tunnelRecordOf(c)
 	}
 	for _, x := range s.Sessions {
-		r := sessionRecordOf(x.Config, x.Interface)
+		r := sessionRecordOf(x.Config, x.Interface, 0)
 		r.NextNS, r.Exact = x.NextNS, x.Exact
 		t.sessions[sessionKey{r.TunnelID, r.SessionID}] = r
 	}

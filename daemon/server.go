@@ -211,7 +211,7 @@ func (s *Server) Record(c dataplane.Change) error {
 	case dataplane.TunnelDeleted:
 		r = record{Op: recDelTunnel, TunnelID: c.TunnelID}
 	case dataplane.SessionAdded:
-		r = record{Op: recSession, Session: sessionRecordOf(c.Session, c.Interface)}
+		r = record{Op: recSession, Session: sessionRecordOf(c.Session, c.Interface, c.Index)}
 	case dataplane.SessionDeleted:
 		r = record{Op: recDelSession, TunnelID: c.TunnelID, SessionID: c.SessionID}
 	case dataplane.SessionRenamed:
@@ -238,6 +238,7 @@ func (s *Server) restoreAll(t *table) {
 			s.restoreSession(r.Session)
 		}
 	}
+	s.allRestored()
 	if n := t.size(); n > 0 {
 		s.log.Info("state restored", "tunnels", len(t.tunnels), "sessions", len(t.sessions),
 			"pending_tunnels", len(s.pendingT), "pending_sessions", len(s.pendingS))
@@ -271,8 +272,25 @@ func (s *Server) restoreSession(r *sessionRecord) bool {
 	} else {
 		var c dataplane.SessionConfig
 		if c, err = r.config(); err == nil {
-			_, err = s.m.RestoreSession(c, r.restore())
+			x := r.restore(s.j.sameBoot())
+			if _, err = s.m.RestoreSession(c, x); err == nil && c.SendSeq {
+				// Checkpoint it only once it has sent: a restored
+				// session that crashes again before sending resumes
+				// from the same checkpoint, not a margin further.
+				s.lastNS[k] = x.NextNS
+			}
 		}
+	}
+	if errors.Is(err, dataplane.ErrInterfaceGone) {
+		// Deleted behind the daemon's back while it was away (or
+		// pending): the session goes, as the kernel's would.
+		s.log.Warn("session deleted: its interface is gone", "tunnel_id", r.TunnelID, "session_id", r.SessionID, "interface", r.Interface)
+		if jerr := s.j.append(record{Op: recDelSession, TunnelID: r.TunnelID, SessionID: r.SessionID}); jerr != nil {
+			s.pendingS[k] = jerr.Error()
+			return false
+		}
+		delete(s.pendingS, k)
+		return true
 	}
 	if err != nil {
 		if s.pendingS[k] != err.Error() {
@@ -303,6 +321,17 @@ func (s *Server) retryPending() {
 	for _, k := range sortedKeys(s.pendingS) {
 		if r, ok := s.j.session(k); ok {
 			s.restoreSession(&r)
+		}
+	}
+	s.allRestored()
+}
+
+// allRestored marks the journal's interfaces as this boot's once nothing is
+// pending.
+func (s *Server) allRestored() {
+	if s.j != nil && len(s.pendingS) == 0 {
+		if err := s.j.thisBoot(); err != nil {
+			s.log.Error("state file", "err", err)
 		}
 	}
 }

@@ -36,8 +36,8 @@ func TestJournalRoundTrip(t *testing.T) {
 	sc := testSession(t)
 	for _, r := range []record{
 		{Op: recTunnel, Tunnel: tunnelRecordOf(testTunnel())},
-		{Op: recSession, Session: sessionRecordOf(sc, "pw0")},
-		{Op: recSession, Session: sessionRecordOf(dataplane.SessionConfig{TunnelID: 1, SessionID: 5, PeerSessionID: 6, L2Spec: encap.L2SpecNone}, "pw1")},
+		{Op: recSession, Session: sessionRecordOf(sc, "pw0", 0)},
+		{Op: recSession, Session: sessionRecordOf(dataplane.SessionConfig{TunnelID: 1, SessionID: 5, PeerSessionID: 6, L2Spec: encap.L2SpecNone}, "pw1", 0)},
 		{Op: recRename, TunnelID: 1, SessionID: 3, Interface: "renamed0"},
 		{Op: recNextNS, NextNS: []nextNSRecord{{TunnelID: 1, SessionID: 3, NextNS: 77}}},
 		{Op: recDelSession, TunnelID: 1, SessionID: 5},
@@ -156,7 +156,7 @@ func TestJournalCompacts(t *testing.T) {
 	j.append(record{Op: recTunnel, Tunnel: tunnelRecordOf(testTunnel())})
 	for i := range 10000 {
 		s := dataplane.SessionConfig{TunnelID: 1, SessionID: 10, PeerSessionID: uint32(i + 1), L2Spec: encap.L2SpecDefault}
-		if err := j.append(record{Op: recSession, Session: sessionRecordOf(s, "pw")}); err != nil {
+		if err := j.append(record{Op: recSession, Session: sessionRecordOf(s, "pw", 0)}); err != nil {
 			t.Fatal(err)
 		}
 		j.append(record{Op: recDelSession, TunnelID: 1, SessionID: 10})
@@ -173,11 +173,11 @@ func TestJournalCompacts(t *testing.T) {
 
 func TestRestoreMargin(t *testing.T) {
 	crash := sessionRecord{Interface: "x", NextNS: 100}
-	if r := crash.restore(); r.NextNS != 100+NSMargin || r.Interface != "x" {
+	if r := crash.restore(true); r.NextNS != 100+NSMargin || r.Interface != "x" {
 		t.Fatalf("%+v", r)
 	}
 	clean := sessionRecord{NextNS: 100, Exact: true}
-	if r := clean.restore(); r.NextNS != 100 {
+	if r := clean.restore(true); r.NextNS != 100 {
 		t.Fatalf("%+v", r)
 	}
 	// The margin must stay inside the peer's window so that it resyncs.
@@ -235,7 +235,7 @@ func TestJournalConcurrentAppends(t *testing.T) {
 			for i := range 50 {
 				sid := uint32(g*100 + i + 1)
 				s := dataplane.SessionConfig{TunnelID: 1, SessionID: sid, PeerSessionID: sid, L2Spec: encap.L2SpecDefault}
-				if err := j.append(record{Op: recSession, Session: sessionRecordOf(s, "pw")}); err != nil {
+				if err := j.append(record{Op: recSession, Session: sessionRecordOf(s, "pw", 0)}); err != nil {
 					t.Error(err)
 				}
 				j.session(sessionKey{1, sid})

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/internal/privtest"
+	"github.com/l2tpu/l2tpu/tap"
 )
 
 // fakeRecorder records changes, or fails with err.
@@ -323,4 +325,93 @@ func TestUnderlayFaults(t *testing.T) {
 	if st := ma.Tunnels()[0].Stats; st.TxErrors == 0 {
 		t.Logf("no transmit error seen while the peer was away: %+v", st)
 	}
+}
+
+// TestRestoreTarget: a restored session re-attaches only to its own
+// interface: one of the Manager's owner, with no queue attached, found by
+// name or (renamed meanwhile) by index. An interface that is gone, or whose
+// name another device or session has now, means the session was deleted
+// (ErrInterfaceGone), unless the record is of an earlier boot (Recreate);
+// one another process holds is busy.
+func TestRestoreTarget(t *testing.T) {
+	e := newEnv(t)
+	own := &tap.Owner{UID: 0, GID: -1}
+	m1, err := New(Options{NetNS: e.a.Path(), PersistTAP: true, Owner: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta, _ := tunnelPair(encap.EncapUDP, false)
+	if err := m1.AddTunnel(ta); err != nil {
+		t.Fatal(err)
+	}
+	cfg := func(id uint32, name string) SessionConfig {
+		return SessionConfig{TunnelID: ta.TunnelID, SessionID: id, PeerSessionID: id, Name: name}
+	}
+	idx := map[string]int{}
+	for i, n := range []string{"rt1", "rt2", "rt3", "rt4"} {
+		if _, err := m1.AddSession(cfg(uint32(i+1), n)); err != nil {
+			t.Fatal(err)
+		}
+		idx[n] = indexOf(t, e.a, n)
+	}
+	m1.Close(false)                                          // as if the process died: interfaces stay
+	e.a.Run(t, "ip", "link", "del", "rt2")                   // deleted behind its back
+	e.a.Run(t, "ip", "link", "set", "rt3", "name", "rt3new") // renamed
+	e.a.Run(t, "ip", "link", "del", "rt4")
+	e.a.Run(t, "ip", "link", "add", "rt4", "type", "veth", "peer", "name", "rt4p") // its name is another's
+	m2, err := New(Options{NetNS: e.a.Path(), PersistTAP: true, Owner: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.Close(true) })
+	if err := m2.AddTunnel(ta); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		r    Restore
+		want error
+		got  string
+	}{
+		{"rt1", Restore{Interface: "rt1", Index: idx["rt1"]}, nil, "rt1"},
+		{"rt2", Restore{Interface: "rt2", Index: idx["rt2"]}, ErrInterfaceGone, ""},
+		{"rt3", Restore{Interface: "rt3", Index: idx["rt3"]}, nil, "rt3new"},
+		{"rt4", Restore{Interface: "rt4", Index: idx["rt4"]}, ErrInterfaceGone, ""},
+	} {
+		id := uint32(c.name[2] - '0')
+		name, err := m2.RestoreSession(cfg(id, ""), c.r)
+		if !errors.Is(err, c.want) || name != c.got {
+			t.Errorf("%s: %q %v; want %q %v", c.name, name, err, c.got, c.want)
+		}
+	}
+	// The same session restored twice: its interface is held (by m2).
+	if _, err := m2.RestoreSession(cfg(9, ""), Restore{Interface: "rt1"}); !errors.Is(err, ErrInterfaceGone) {
+		t.Errorf("another session's interface: %v", err)
+	}
+	// A record of an earlier boot makes a missing interface anew.
+	if name, err := m2.RestoreSession(cfg(2, ""), Restore{Interface: "rt2", Recreate: true}); err != nil || name != "rt2" {
+		t.Errorf("recreate: %q %v", name, err)
+	}
+	// Held by another process: busy, and retried later.
+	e.a.Run(t, "ip", "tuntap", "add", "mode", "tap", "name", "rt5")
+	var other tap.Device
+	if err := netns.Do(e.a.Path(), func() (err error) {
+		other, err = tap.Open(tap.Config{Name: "rt5", Attach: true, Persist: true, Backend: tap.Unix})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Remove()
+	if _, err := m2.RestoreSession(cfg(5, ""), Restore{Interface: "rt5"}); !errors.Is(err, ErrInterfaceBusy) {
+		t.Errorf("held by another process: %v", err)
+	}
+}
+
+func indexOf(t *testing.T, ns *privtest.NS, name string) int {
+	t.Helper()
+	var idx int
+	if err := netns.Do(ns.Path(), func() (err error) { idx, err = tap.InterfaceIndex(name); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }

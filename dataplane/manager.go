@@ -12,10 +12,12 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/l2tpu/l2tpu/conn"
@@ -95,6 +97,7 @@ type Change struct {
 	Tunnel    TunnelConfig  // TunnelAdded
 	Session   SessionConfig // SessionAdded
 	Interface string        // SessionAdded, SessionRenamed: the interface's name
+	Index     int           // SessionAdded: the interface's index
 	TunnelID  uint32        // TunnelDeleted, SessionDeleted, SessionRenamed
 	SessionID uint32        // SessionDeleted, SessionRenamed
 }
@@ -356,11 +359,18 @@ func (m *Manager) AddSession(c SessionConfig) (string, error) {
 
 // Restore is what an earlier process recorded of a session.
 type Restore struct {
-	// Interface was the session's interface. If it is still there (a
-	// persistent TAP, see Options.PersistTAP) the session re-attaches to it
-	// and leaves its MTU, addresses and bridge membership alone; otherwise
-	// it is created anew under that name.
+	// Interface was the session's interface, Index its index. If it is
+	// still there (a persistent TAP, see Options.PersistTAP: of
+	// Options.Owner, no queue attached) the session re-attaches to it and
+	// leaves its MTU, addresses and bridge membership alone; found by
+	// Index when it was renamed meanwhile.
 	Interface string
+	Index     int
+	// Recreate creates the interface anew when it is gone, as after a
+	// reboot. Without it (the interface was deleted behind the earlier
+	// process's back, as the kernel deletes the session with it) the
+	// restore fails with ErrInterfaceGone.
+	Recreate bool
 	// NextNS is the sequence number to send next. The peer drops numbers
 	// behind the one it expects (the kernel's window rule) but resyncs
 	// to numbers ahead after a few packets, so a session restored after a
@@ -375,10 +385,6 @@ func (m *Manager) RestoreSession(c SessionConfig, r Restore) (string, error) {
 }
 
 func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
-	restore := ""
-	if r != nil {
-		restore = r.Interface
-	}
 	if err := c.Validate(); err != nil {
 		return "", err
 	}
@@ -401,11 +407,12 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	s.mtu = wire.DefaultMTU(t.conn.PathMTU(), t.cfg.IPv6())
 	err := m.inNS(func() error {
 		name := c.Name
-		attach := false
-		if restore != "" {
-			name = restore
-			_, err := tap.InterfaceIndex(name)
-			attach = err == nil
+		attach, target := false, 0
+		if r != nil {
+			var err error
+			if name, target, attach, err = m.restoreTarget(r); err != nil {
+				return err
+			}
 		} else if name == "" {
 			name = "l2tpeth%d"
 		} else if _, err := tap.InterfaceIndex(name); err == nil {
@@ -415,6 +422,14 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		// if the process dies before, the kernel removes it.
 		qs, err := tap.OpenQueues(tap.Config{Name: name, Persist: attach, Attach: attach, Backend: m.opt.TAPBackend,
 			VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO, Queues: m.opt.TAPQueues, Owner: m.opt.Owner})
+		if attach && errors.Is(err, syscall.EBUSY) {
+			// A single-queue device with its queue taken (rtnetlink
+			// counts only a multi-queue device's queues).
+			if m.byIndex.get(target) != nil {
+				return ErrInterfaceGone
+			}
+			return ErrInterfaceBusy
+		}
 		if err != nil {
 			return err
 		}
@@ -468,7 +483,7 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		return "", fmt.Errorf("session %d in tunnel %d: %w", c.SessionID, c.TunnelID, err)
 	}
 	if r == nil {
-		if err := m.record(Change{Op: SessionAdded, Session: c, Interface: s.name()}); err != nil {
+		if err := m.record(Change{Op: SessionAdded, Session: c, Interface: s.name(), Index: s.ifindex}); err != nil {
 			return undo(err)
 		}
 	}
@@ -484,6 +499,42 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	}
 	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.name(), "mtu", s.mtu, "queues", len(s.queues))
 	return s.name(), nil
+}
+
+// restoreTarget finds the interface a restored session attaches to: the
+// recorded one, under its name or (renamed) its index, if it is a TAP of
+// the Manager's owner with no queue attached; or the name to create it
+// under (Recreate).
+func (m *Manager) restoreTarget(r *Restore) (name string, index int, attach bool, err error) {
+	check := func(idx int) error {
+		info, err := tap.Info(idx)
+		switch {
+		case err != nil || !info.Tap || (m.opt.Owner != nil && info.Owner != m.opt.Owner.UID && info.Owner != -1):
+			return ErrInterfaceGone // another device has the name now
+		case info.Queues > 0 && m.byIndex.get(idx) != nil:
+			return ErrInterfaceGone // one of this Manager's sessions has it now
+		case info.Queues > 0:
+			return ErrInterfaceBusy
+		}
+		return nil
+	}
+	if idx, err := tap.InterfaceIndex(r.Interface); err == nil {
+		if err := check(idx); err != nil && !(r.Recreate && errors.Is(err, ErrInterfaceGone)) {
+			return "", 0, false, err
+		} else if err == nil {
+			return r.Interface, idx, true, nil
+		}
+		return "", 0, false, ErrInterfaceBusy // a reboot's restore: the name is another's
+	}
+	if r.Index > 0 && !r.Recreate {
+		if info, err := tap.Info(r.Index); err == nil && check(r.Index) == nil {
+			return info.Name, r.Index, true, nil // renamed while no process held it
+		}
+	}
+	if !r.Recreate {
+		return "", 0, false, ErrInterfaceGone
+	}
+	return r.Interface, 0, false, nil
 }
 
 // checkSessionID applies the kernel's uniqueness rules: unique within the

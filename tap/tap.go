@@ -191,8 +191,35 @@ func OpenQueues(c Config) ([]Device, error) {
 		}
 		qs = append(qs, q)
 	}
+	if c.Owner != nil {
+		// Until TUNSETOWNER, a new multi-queue device takes queues from
+		// anyone who can open /dev/net/tun: make sure every queue is ours.
+		idx, err := InterfaceIndex(first.Name())
+		var info TunInfo
+		if err == nil {
+			info, err = Info(idx)
+		}
+		if err == nil && info.Queues != len(qs) {
+			err = fmt.Errorf("%d queues attached, %d of them ours: %w", info.Queues, len(qs), ErrForeignQueue)
+		}
+		if err != nil {
+			for _, q := range qs[1:] {
+				q.Close()
+			}
+			if c.Attach {
+				first.Close()
+			} else {
+				first.Remove()
+			}
+			return nil, fmt.Errorf("tap: %s: %w", first.Name(), err)
+		}
+	}
 	return qs, nil
 }
+
+// ErrForeignQueue: another process attached a queue to a device being set
+// up; it was removed (or left, when attached to).
+var ErrForeignQueue = errors.New("another process attached a queue to the device")
 
 // opened is what a backend made: the fd, the interface's name, whether the
 // device is multi-queue and whether UDP segmentation offload is on.

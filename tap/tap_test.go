@@ -413,3 +413,55 @@ func testMultiQueueAttach(t *testing.T, b Backend) {
 		return nil
 	})
 }
+
+// TestOwnedQueues: an owned device reports its owner and queues through
+// rtnetlink; a queue someone else attached makes OpenQueues fail rather
+// than share the device (the positive control: alone, it opens).
+func TestOwnedQueues(t *testing.T) {
+	privtest.Require(t)
+	ns := privtest.NewNS(t, privtest.Prefix())
+	own := &Owner{UID: 0, GID: -1}
+	var qs []Device
+	inNS(t, ns, func() (err error) {
+		qs, err = OpenQueues(Config{Backend: Unix, Name: "oq0", Persist: true, Queues: 2, Owner: own})
+		return err
+	})
+	var info TunInfo
+	inNS(t, ns, func() error {
+		idx, err := InterfaceIndex("oq0")
+		if err == nil {
+			info, err = Info(idx)
+		}
+		return err
+	})
+	if info.Owner != 0 || info.Queues != 2 || !info.Tap || info.Name != "oq0" {
+		t.Fatalf("%+v", info)
+	}
+	// One queue stays attached, as another process's would.
+	qs[1].Close()
+	other := qs[0]
+	inNS(t, ns, func() error {
+		_, err := OpenQueues(Config{Backend: Unix, Name: "oq0", Persist: true, Attach: true, Queues: 2, Owner: own})
+		if !errors.Is(err, ErrForeignQueue) {
+			t.Errorf("attach beside a foreign queue: %v", err)
+		}
+		return nil
+	})
+	other.Close()
+	inNS(t, ns, func() (err error) {
+		qs, err = OpenQueues(Config{Backend: Unix, Name: "oq0", Persist: true, Attach: true, Queues: 2, Owner: own})
+		return err
+	})
+	qs[1].Close()
+	if err := qs[0].Remove(); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, ns, func() error {
+		if idx, err := InterfaceIndex("lo"); err == nil {
+			if _, err := Info(idx); !errors.Is(err, ErrNotTun) {
+				t.Errorf("lo: %v", err)
+			}
+		}
+		return nil
+	})
+}

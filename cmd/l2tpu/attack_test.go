@@ -648,3 +648,33 @@ func TestConnectionLimits(t *testing.T) {
 		t.Fatalf("%d log lines about refused connections", c)
 	}
 }
+
+// TestInterfaceChangedWhileAway: with the daemon dead, one session's
+// interface is deleted and another's renamed. The restarted daemon deletes
+// the first session, as the kernel deletes a session with its interface,
+// and follows the rename; a new session given the deleted name is not
+// mistaken for the old one.
+func TestInterfaceChangedWhileAway(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	must(t, ns, "add", "session", "name", "gone0", "tid", "1", "sid", "1", "psid", "1")
+	must(t, ns, "add", "session", "name", "ren0", "tid", "1", "sid", "2", "psid", "2")
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	ns.Run(t, "ip", "link", "del", "gone0")
+	ns.Run(t, "ip", "link", "set", "ren0", "name", "ren1")
+	out := must(t, ns, "show", "session")
+	if strings.Contains(out, "Session 1 in") || !strings.Contains(out, "interface name: ren1") {
+		t.Fatalf("after restart:\n%s", out)
+	}
+	must(t, ns, "add", "session", "name", "gone0", "tid", "1", "sid", "3", "psid", "3")
+	pid = daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	out = must(t, ns, "show", "session")
+	if strings.Contains(out, "Session 1 in") || !strings.Contains(out, "Session 3 in tunnel 1\n") || strings.Count(out, "interface name: gone0") != 1 {
+		t.Fatalf("after the second restart:\n%s", out)
+	}
+}
