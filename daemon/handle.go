@@ -107,7 +107,7 @@ func DecodeRequest(r io.Reader) (Request, error) {
 		if req.Session == nil {
 			return req, errors.New("add_session needs a session")
 		}
-	case OpDelTunnel, OpDelSession, OpList:
+	case OpDelTunnel, OpDelSession, OpList, OpStop:
 	default:
 		return req, fmt.Errorf("unknown operation %q", req.Op)
 	}
@@ -139,8 +139,14 @@ func (s *Server) do(req Request, cred *unix.Ucred) Response {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if req.Op == OpList {
+	switch req.Op {
+	case OpList:
 		return s.list()
+	case OpStop:
+		s.opt.Keep = false
+		s.log.Info("stop requested", "uid", cred.Uid, "pid", cred.Pid)
+		s.stopServe()
+		return Response{}
 	}
 	var (
 		err error

@@ -19,6 +19,9 @@ const (
 	OpDelTunnel  = "del_tunnel"
 	OpDelSession = "del_session"
 	OpList       = "list"
+	// OpStop stops the daemon as SIGTERM without -keep does: everything
+	// it holds is deleted (l2tpu daemon stop).
+	OpStop = "stop"
 )
 
 // MaxRequest bounds a request's size: anything larger is refused unread.

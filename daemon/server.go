@@ -74,12 +74,13 @@ type Server struct {
 	gid    int // -1 when no group is configured
 	limit  *logLimiter
 
-	mu       sync.Mutex // serialises changes and restores
-	j        *journal   // nil: nothing is kept across restarts
-	pendingT map[uint32]string
-	pendingS map[sessionKey]string
-	lastNS   map[sessionKey]uint32
-	retry    chan struct{}
+	mu        sync.Mutex // serialises changes and restores
+	j         *journal   // nil: nothing is kept across restarts
+	pendingT  map[uint32]string
+	pendingS  map[sessionKey]string
+	lastNS    map[sessionKey]uint32
+	retry     chan struct{}
+	stopServe context.CancelFunc // ends Serve (OpStop)
 
 	connMu sync.Mutex
 	conns  int
@@ -103,7 +104,7 @@ func Listen(o Options) (*Server, error) {
 	}
 	s := &Server{opt: o, log: o.Logger, gid: -1, limit: newLogLimiter(o.Logger),
 		pendingT: map[uint32]string{}, pendingS: map[sessionKey]string{}, lastNS: map[sessionKey]uint32{},
-		retry: make(chan struct{}, 1), byUser: map[uint32]int{}}
+		retry: make(chan struct{}, 1), byUser: map[uint32]int{}, stopServe: func() {}}
 	if o.Group != "" {
 		g, err := user.LookupGroup(o.Group)
 		if err != nil {
@@ -350,6 +351,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	notify("READY=1")
 	ctx, orphan := context.WithCancel(ctx)
 	defer orphan()
+	s.mu.Lock()
+	s.stopServe = orphan
+	s.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		s.ln.Close()

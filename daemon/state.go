@@ -19,8 +19,9 @@ const RunDir = "/run/l2tpu"
 var ErrStopTimeout = errors.New("the daemon did not stop within a minute")
 
 // Stop ends the daemon serving the network namespace mounted at nsPath ("":
-// the caller's) with SIGTERM and waits for it: it deletes its tunnels and
-// sessions, and its journal, unless it runs with -keep. The PID it recorded
+// the caller's) and waits for it: asked over its socket (OpStop) it deletes
+// its tunnels and sessions and its journal; where it does not answer it gets
+// SIGTERM, which does the same unless it runs with -keep. The PID it recorded
 // is signalled only if that process is an l2tpu daemon in that namespace (a
 // PID file left by a daemon killed with -9 may name another process now).
 // After a clean stop (no journal left) its log goes too. It returns the
@@ -39,8 +40,17 @@ func Stop(nsPath string) (Paths, error) {
 		os.Remove(p.PID) // stale
 		return p, nil
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		return p, nil
+	// Ask it (a daemon started on demand keeps its state on SIGTERM);
+	// signal it where it does not answer.
+	var resp Response
+	cerr := netns.Do(nsPath, func() (err error) { resp, err = Call(Request{Op: OpStop}); return err })
+	if cerr == nil && resp.Errno != 0 {
+		return p, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
+	}
+	if cerr != nil {
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			return p, nil
+		}
 	}
 	for i := 0; i < 3000; i++ {
 		if syscall.Kill(pid, 0) != nil {

@@ -678,3 +678,30 @@ func TestInterfaceChangedWhileAway(t *testing.T) {
 		t.Fatalf("after the second restart:\n%s", out)
 	}
 }
+
+// TestAutostartedSurvivesSIGTERM: a daemon started on demand runs in its
+// caller's session and cgroup, whose end sends it SIGTERM: that must not
+// delete what it holds (the next command restores it); l2tpu daemon stop
+// does delete.
+func TestAutostartedSurvivesSIGTERM(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	must(t, ns, "add", "session", "name", "term0", "tid", "1", "sid", "1", "psid", "1")
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitGone(pid)
+	if _, err := ns.Try("ip", "link", "show", "term0"); err != nil {
+		t.Fatal("SIGTERM deleted the interface")
+	}
+	if out := must(t, ns, "show", "session"); !strings.Contains(out, "interface name: term0") {
+		t.Fatalf("after SIGTERM:\n%s", out)
+	}
+	must(t, ns, "daemon", "stop")
+	if _, err := ns.Try("ip", "link", "show", "term0"); err == nil {
+		t.Fatal("daemon stop left the interface")
+	}
+	if out := must(t, ns, "show", "session"); out != "" {
+		t.Fatalf("after daemon stop:\n%s", out)
+	}
+}

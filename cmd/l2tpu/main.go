@@ -156,7 +156,10 @@ func startDaemon() error {
 	if err != nil {
 		return err
 	}
-	return daemon.Start(exe, p.Log)
+	// -keep: a SIGTERM that reaches it with its caller's session or
+	// service (it starts in the caller's cgroup) must not delete what it
+	// holds; the next command restores it. l2tpu daemon stop deletes.
+	return daemon.Start(exe, p.Log, "-keep")
 }
 
 func (c client) AddTunnel(t dataplane.TunnelConfig) error {
