@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -144,7 +146,9 @@ func New(o Options) (*Manager, error) {
 	m.monDone = make(chan struct{})
 	go func() {
 		defer close(m.monDone)
-		m.mon.Run(m.onLink, m.resyncLinks)
+		if err := m.mon.Run(m.onLink, m.resyncLinks); err != nil && !isClosed(err) {
+			m.log.Error("link monitor stopped: interface MTU, deletion and renames are no longer followed", "err", err)
+		}
 	}()
 	return m, nil
 }
@@ -174,7 +178,9 @@ func (m *Manager) onLink(ev tap.LinkEvent) {
 		return
 	}
 	if !ev.Deleted {
-		s.setMTU(ev.MTU)
+		if ev.MTU > 0 {
+			s.setMTU(ev.MTU)
+		}
 		if ev.Name == "" || ev.Name == s.name() {
 			return
 		}
@@ -203,13 +209,28 @@ func (m *Manager) onLink(ev tap.LinkEvent) {
 }
 
 // resyncLinks re-reads every session's interface after lost link events.
+// Deletions and renames among the lost events are found by asking
+// rtnetlink about each session's interface.
 func (m *Manager) resyncLinks() {
+	var evs []tap.LinkEvent
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, t := range m.tunnels {
 		for _, s := range t.sessions.all() {
 			m.refreshLink(s)
+			var info tap.TunInfo
+			var err error
+			m.inNS(func() error { info, err = tap.Info(s.ifindex); return nil })
+			switch {
+			case errors.Is(err, syscall.ENODEV):
+				evs = append(evs, tap.LinkEvent{Index: s.ifindex, Deleted: true})
+			case err == nil && info.Name != s.name():
+				evs = append(evs, tap.LinkEvent{Index: s.ifindex, Name: info.Name})
+			}
 		}
+	}
+	m.mu.Unlock()
+	for _, ev := range evs {
+		m.onLink(ev)
 	}
 }
 
@@ -740,6 +761,10 @@ func (m *Manager) Close(remove bool) error {
 	m.mon.Close()
 	<-m.monDone
 	return nil
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
 }
 
 func cmpU32(a, b uint32) int {
