@@ -179,14 +179,7 @@ func OpenQueues(c Config) ([]Device, error) {
 	for len(qs) < c.Queues {
 		q, err := Open(qc)
 		if err != nil {
-			for _, q := range qs[1:] {
-				q.Close()
-			}
-			if c.Attach {
-				first.Close()
-			} else {
-				first.Remove()
-			}
+			closeQueues(qs, c.Attach)
 			return nil, fmt.Errorf("tap: queue %d of %s: %w", len(qs), qc.Name, err)
 		}
 		qs = append(qs, q)
@@ -203,18 +196,23 @@ func OpenQueues(c Config) ([]Device, error) {
 			err = fmt.Errorf("%d queues attached, %d of them ours: %w", info.Queues, len(qs), ErrForeignQueue)
 		}
 		if err != nil {
-			for _, q := range qs[1:] {
-				q.Close()
-			}
-			if c.Attach {
-				first.Close()
-			} else {
-				first.Remove()
-			}
+			closeQueues(qs, c.Attach)
 			return nil, fmt.Errorf("tap: %s: %w", first.Name(), err)
 		}
 	}
 	return qs, nil
+}
+
+// closeQueues undoes OpenQueues: the device goes unless it was attached to.
+func closeQueues(qs []Device, attached bool) {
+	for _, q := range qs[1:] {
+		q.Close()
+	}
+	if attached {
+		qs[0].Close()
+	} else {
+		qs[0].Remove()
+	}
 }
 
 // ErrForeignQueue: another process attached a queue to a device being set

@@ -483,12 +483,35 @@ func TestKillDuringChanges(t *testing.T) {
 // given up.
 func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 	privtest.Require(t)
-	name := privtest.Prefix() + "o"
+	ns, exited := daemonInOwnNS(t, "o")
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	must(t, ns, "add", "session", "tid", "1", "sid", "1", "psid", "1")
+	select {
+	case err := <-exited:
+		t.Fatalf("daemon left a namespace that exists: %v", err)
+	case <-time.After(time.Second):
+	}
+	privtest.Run(t, "ip", "netns", "del", ns.Name)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("daemon exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon lives on in a deleted namespace")
+	}
+}
+
+// daemonInOwnNS makes a namespace (not deleted by the test: the test does
+// that) and runs a daemon in it, checking every 100 ms for its deletion;
+// exited reports the daemon's end.
+func daemonInOwnNS(t *testing.T, suffix string) (*privtest.NS, <-chan error) {
+	name := privtest.Prefix() + suffix
 	privtest.Run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	ns := &privtest.NS{Name: name}
-	ns.Run(t, "ip", "link", "set", "lo", "up")
-	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
 	paths, err := daemon.PathsAt(ns.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -502,57 +525,31 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 	go func() { exited <- d.Wait() }()
 	t.Cleanup(func() { d.Process.Kill() })
 	privtest.Eventually(t, 5*time.Second, func() error {
-		_, _, code := l2tpu(t, ns, "show", "tunnel")
-		if code != 0 {
+		if _, _, code := l2tpu(t, ns, "show", "tunnel"); code != 0 {
 			return fmt.Errorf("daemon not answering")
 		}
 		return nil
 	})
-	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
-	must(t, ns, "add", "session", "tid", "1", "sid", "1", "psid", "1")
-	select {
-	case err := <-exited:
-		t.Fatalf("daemon left a namespace that exists: %v", err)
-	case <-time.After(time.Second):
-	}
-	privtest.Run(t, "ip", "netns", "del", name)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("daemon exit: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the daemon lives on in a deleted namespace")
-	}
+	return ns, exited
 }
 
 // TestDaemonStaysInHeldNamespace: a namespace deleted by name but still
 // held by another process's thread keeps its daemon.
 func TestDaemonStaysInHeldNamespace(t *testing.T) {
 	privtest.Require(t)
-	name := privtest.Prefix() + "h"
-	privtest.Run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	ns := &privtest.NS{Name: name}
-	paths, err := daemon.PathsAt(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID) })
-	holder := exec.Command("ip", "netns", "exec", name, "sleep", "60")
+	ns, exited := daemonInOwnNS(t, "h")
+	holder := exec.Command("ip", "netns", "exec", ns.Name, "sleep", "60")
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	d := exec.Command("ip", "netns", "exec", name, binary(t), "daemon", "-orphan-check", "100ms")
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- d.Wait() }()
-	t.Cleanup(func() { d.Process.Kill() })
-	time.Sleep(500 * time.Millisecond)
-	privtest.Run(t, "ip", "netns", "del", name)
+	privtest.Eventually(t, 5*time.Second, func() error {
+		if out := privtest.Run(t, "ip", "netns", "pids", ns.Name); strings.Count(out, "\n") < 2 {
+			return fmt.Errorf("the holder is not in the namespace yet: %q", out)
+		}
+		return nil
+	})
+	privtest.Run(t, "ip", "netns", "del", ns.Name)
 	select {
 	case err := <-exited:
 		t.Fatalf("the daemon left a namespace another process is in: %v", err)
