@@ -82,6 +82,9 @@ func Start(exe, logPath string, args ...string) error {
 	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		markCloexec()
 	}
+	if abs, err := filepath.Abs(exe); err == nil {
+		exe = abs // it runs in /
+	}
 	cmd := exec.Command(exe, append([]string{"daemon"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
