@@ -4,13 +4,16 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/encap"
 )
 
-// IPProto is L2TPv3's IP protocol number.
-const IPProto = 115
+// proto is the ":115" of Go's "ip4:115" network names, from encap.IPProto.
+var proto = ":" + strconv.Itoa(encap.IPProto)
 
 func ipv6PacketConn(pc net.PacketConn) batchConn { return ipv6.NewPacketConn(pc) }
 
@@ -24,7 +27,7 @@ func DialIP(local, remote netip.Addr) (Conn, error) {
 	if remote.Is6() != v6 {
 		return nil, &net.OpError{Op: "dial", Net: "ip", Err: unix.EINVAL}
 	}
-	c, err := dial(network("ip", local)+":115", &net.IPAddr{IP: local.AsSlice()}, remote.String(), func(fd int) error {
+	c, err := dial(network("ip", local)+proto, &net.IPAddr{IP: local.AsSlice()}, remote.String(), func(fd int) error {
 		bufSize(fd, SocketBuffer)
 		if err := dropAll(fd); err != nil {
 			return err
@@ -45,9 +48,9 @@ func dropAll(fd int) error {
 // source, as the kernel's l2tp_ip handler sees them. Offsets passed to its
 // ReadBatch need 20 bytes of headroom for IPv4 (the header lands there).
 func ListenIP(v6 bool) (Reader, func() error, error) {
-	nw, addr := "ip4:115", "0.0.0.0"
+	nw, addr := "ip4"+proto, "0.0.0.0"
 	if v6 {
-		nw, addr = "ip6:115", "::"
+		nw, addr = "ip6"+proto, "::"
 	}
 	lc := net.ListenConfig{Control: sockopts(func(fd int) error { bufSize(fd, SocketBuffer); return nil })}
 	pc, err := lc.ListenPacket(context.Background(), nw, addr)

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/tap"
 )
@@ -15,7 +16,7 @@ const (
 	// pages a frame touches become resident.
 	maxFrame  = tap.MaxFrame
 	bufSize   = headroom + encap.MaxHeaderLen + maxFrame
-	batchSize = 64
+	batchSize = conn.MaxBatch // one system call's worth
 )
 
 // batch is a set of packet buffers taken from the manager's pool for one
