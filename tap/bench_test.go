@@ -37,7 +37,7 @@ func BenchmarkSegment(b *testing.B) {
 	}
 	bp := superPool.Get().(*[]byte)
 	n := coalesce(*bp, frames, 0, parsed)
-	s, ok := parseTSO((*bp)[vnetHdrLen:n])
+	s, ok := parseTCPSuper((*bp)[vnetHdrLen:n])
 	if !ok {
 		b.Fatal("super-frame not parsed")
 	}
@@ -49,7 +49,7 @@ func BenchmarkSegment(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += segs {
-		ts := tsoState{buf: bp, n: n, seg: s, mss: benchMSS, next: s.hdr + vnetHdrLen}
+		ts := superFrame{buf: bp, n: n, seg: s, mss: benchMSS, next: s.hdr + vnetHdrLen}
 		if k := ts.emit(bufs, sizes, 64); k != segs {
 			b.Fatalf("%d segments", k)
 		}

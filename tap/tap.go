@@ -150,7 +150,7 @@ func Open(c Config) (Device, error) {
 		}
 	}
 	d := &fileDevice{f: o.f, rc: rc, waiter: poll.NewWaiter(rc), name: o.name, persist: c.Persist, drained: true,
-		vnet: c.VnetHdr, tsoOn: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}
+		vnet: c.VnetHdr, offload: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}
 	d.rd.fn = d.readOne
 	return d, nil
 }
@@ -287,8 +287,8 @@ func openUnix(c Config) (opened, error) {
 type fileDevice struct {
 	drained bool // the last Read ended in EAGAIN (one reader only)
 	vnet    bool // IFF_VNET_HDR: a virtio_net_hdr precedes every frame
-	tsoOn   bool // offloads on: reads go through readTSO
-	tso     tsoState
+	offload bool // offloads on: reads go through readOffload
+	super   superFrame
 	f       *os.File
 	rc      syscall.RawConn
 	waiter  *poll.Waiter
@@ -304,8 +304,8 @@ func (d *fileDevice) Name() string { return d.name }
 func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.drained && !d.pending()) }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if d.tsoOn {
-		return d.readTSO(bufs, sizes, offset)
+	if d.offload {
+		return d.readOffload(bufs, sizes, offset)
 	}
 	head := offset
 	if d.vnet {
@@ -388,7 +388,7 @@ func (d *fileDevice) Write(bufs [][]byte, offset int) (int, error) {
 func (d *fileDevice) Close() error { return d.f.Close() }
 
 // pending reports a super-frame not yet fully handed out.
-func (d *fileDevice) pending() bool { return d.tso.buf != nil }
+func (d *fileDevice) pending() bool { return d.super.buf != nil }
 
 func (d *fileDevice) Remove() error {
 	if d.persist {

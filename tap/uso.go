@@ -15,18 +15,18 @@ import (
 
 const vnetGSOUDPL4 = 5
 
-// parseUSO parses a UDP super-frame's headers: parseIP's rules and a UDP
+// parseUDPSuper parses a UDP super-frame's headers: parseIP's rules and a UDP
 // header with payload.
-func parseUSO(f []byte) (s seg, ok bool) {
+func parseUDPSuper(f []byte) (s seg, ok bool) {
 	s, ok = parseIP(f, unix.IPPROTO_UDP)
 	s.hdr = s.l4 + 8
 	return s, ok && s.hdr < s.end && s.hdr <= maxMergeHdr
 }
 
-// parseUDP parses a datagram that may be coalesced: parseUSO, and the UDP
+// parseUDP parses a datagram that may be coalesced: parseUDPSuper, and the UDP
 // length agrees with the IP one.
 func parseUDP(f []byte) (s seg, ok bool) {
-	s, ok = parseUSO(f)
+	s, ok = parseUDPSuper(f)
 	return s, ok && int(binary.BigEndian.Uint16(f[s.l4+4:])) == s.end-s.l4
 }
 

@@ -41,7 +41,7 @@ func udpFrameOf(t testing.TB, v6, vlan, df bool, id, sport uint16, payload []byt
 // segmentAll cuts a super-frame (with its virtio header, n bytes) as Read
 // does and returns copies of the segments.
 func segmentAll(t testing.TB, bp *[]byte, n int, s seg, gsoSize int) [][]byte {
-	ts := tsoState{buf: bp, n: n, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
+	ts := superFrame{buf: bp, n: n, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
 	bufs := make([][]byte, 3) // fewer than segments: several calls
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048+16)
@@ -82,7 +82,7 @@ func TestUDPSegmentInvertsCoalesce(t *testing.T) {
 			if h[0] != vnetFlagNeedsCsum || h[1] != vnetGSOUDPL4 || binary.NativeEndian.Uint16(h[4:]) != size {
 				t.Fatalf("virtio header %x", h)
 			}
-			s, ok := parseUSO((*bp)[vnetHdrLen:n])
+			s, ok := parseUDPSuper((*bp)[vnetHdrLen:n])
 			if !ok {
 				t.Fatal("super-frame not parsed")
 			}
@@ -188,9 +188,9 @@ func FuzzSegmentCoalesce(f *testing.F) {
 		var s seg
 		var ok bool
 		if udp {
-			s, ok = parseUSO((*bp)[vnetHdrLen:total])
+			s, ok = parseUDPSuper((*bp)[vnetHdrLen:total])
 		} else {
-			s, ok = parseTSO((*bp)[vnetHdrLen:total])
+			s, ok = parseTCPSuper((*bp)[vnetHdrLen:total])
 		}
 		if !ok {
 			t.Fatal("super-frame not parsed")

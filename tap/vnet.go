@@ -13,7 +13,7 @@ import (
 // virtio_net_hdr. What l2tpu writes may be GSO super-frames: consecutive
 // segments of one TCP flow are coalesced (GRO in userspace), so the stack
 // above the TAP takes one packet where it would take dozens. What it reads
-// is plain frames, or with TSO (tso.go) super-frames it segments itself.
+// is plain frames, or with offloads (segment.go) super-frames it segments itself.
 
 const (
 	vnetHdrLen        = 10

@@ -183,14 +183,14 @@ func FuzzParseTCP(f *testing.F) {
 			}
 		}
 		size := int(mss%1500) + 1
-		for _, parse := range []func([]byte) (seg, bool){parseTSO, parseUSO} {
+		for _, parse := range []func([]byte) (seg, bool){parseTCPSuper, parseUDPSuper} {
 			s, ok := parse(b)
 			if !ok || len(b) > groMaxSize {
 				continue
 			}
 			bp := superPool.Get().(*[]byte)
 			n := vnetHdrLen + copy((*bp)[vnetHdrLen:], b)
-			ts := tsoState{buf: bp, n: n, seg: s, mss: size, next: s.hdr + vnetHdrLen}
+			ts := superFrame{buf: bp, n: n, seg: s, mss: size, next: s.hdr + vnetHdrLen}
 			bufs, sizes := make([][]byte, 8), make([]int, 8)
 			for i := range bufs {
 				bufs[i] = make([]byte, 64+maxMergeHdr+1500)
@@ -226,11 +226,11 @@ func TestSegmentInvertsCoalesce(t *testing.T) {
 			}
 			bp := superPool.Get().(*[]byte)
 			n := coalesce(*bp, frames, 0, segs)
-			s, ok := parseTSO((*bp)[vnetHdrLen:n])
+			s, ok := parseTCPSuper((*bp)[vnetHdrLen:n])
 			if !ok {
 				t.Fatal("super-frame not parsed")
 			}
-			ts := tsoState{buf: bp, n: n, seg: s, mss: mss, next: s.hdr + vnetHdrLen}
+			ts := superFrame{buf: bp, n: n, seg: s, mss: mss, next: s.hdr + vnetHdrLen}
 			bufs := make([][]byte, 3) // fewer than segments: emitted over several calls
 			for i := range bufs {
 				bufs[i] = make([]byte, 2048)

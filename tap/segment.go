@@ -32,8 +32,8 @@ func setOffload(fd int) (uso bool, err error) {
 	return false, unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base)
 }
 
-// tsoState is a super-frame being handed out segment by segment.
-type tsoState struct {
+// superFrame is a super-frame being handed out segment by segment.
+type superFrame struct {
 	buf  *[]byte // from superPool; nil when idle
 	n    int     // frame length (after the virtio header)
 	seg  seg
@@ -52,16 +52,16 @@ func completeCsum(f []byte, start, off int) bool {
 	return true
 }
 
-// readTSO is Read for a device with offloads on.
-func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error) {
+// readOffload is Read for a device with offloads on.
+func (d *fileDevice) readOffload(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
 	var rerr error
 	for n < len(bufs) {
-		if d.tso.buf != nil {
-			n += d.tso.emit(bufs[n:], sizes[n:], offset)
-			if d.tso.next >= d.tso.n {
-				superPool.Put(d.tso.buf)
-				d.tso.buf = nil
+		if d.super.buf != nil {
+			n += d.super.emit(bufs[n:], sizes[n:], offset)
+			if d.super.next >= d.super.n {
+				superPool.Put(d.super.buf)
+				d.super.buf = nil
 			}
 			continue
 		}
@@ -102,15 +102,15 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 			var s seg
 			var ok bool
 			if gso == vnetGSOUDPL4 {
-				s, ok = parseUSO(f)
+				s, ok = parseUDPSuper(f)
 			} else {
-				s, ok = parseTSO(f)
+				s, ok = parseTCPSuper(f)
 			}
 			if !ok || gsoSize <= 0 {
 				superPool.Put(bp) // not what the offload promises: drop
 				continue
 			}
-			d.tso = tsoState{buf: bp, n: len(f) + vnetHdrLen, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
+			d.super = superFrame{buf: bp, n: len(f) + vnetHdrLen, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
 		default: // UFO and the like are not negotiated
 			superPool.Put(bp)
 		}
@@ -119,15 +119,15 @@ func (d *fileDevice) readTSO(bufs [][]byte, sizes []int, offset int) (int, error
 	return n, nil
 }
 
-// parseTSO parses a TSO super-frame's headers: parseTCPAny's rules (the
+// parseTCPSuper parses a TSO super-frame's headers: parseTCPAny's rules (the
 // TCP flags are kept, on the right segments).
-func parseTSO(f []byte) (seg, bool) {
+func parseTCPSuper(f []byte) (seg, bool) {
 	s, ok := parseTCPAny(f)
 	return s, ok && s.hdr <= maxMergeHdr
 }
 
 // emit writes segments of the pending super-frame into bufs.
-func (t *tsoState) emit(bufs [][]byte, sizes []int, offset int) int {
+func (t *superFrame) emit(bufs [][]byte, sizes []int, offset int) int {
 	f := (*t.buf)[vnetHdrLen:t.n]
 	s := &t.seg
 	n := 0
