@@ -416,7 +416,17 @@ func (s *Server) stop() error {
 // a daemon restarted after a crash knows where its numbering had got to.
 // Sessions whose numbers did not move cost nothing on disk.
 func (s *Server) checkpoints(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	every(ctx, time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.checkpoint(false)
+		return true
+	})
+}
+
+// every calls fn each period until ctx is done or fn returns false.
+func every(ctx context.Context, period time.Duration, fn func() bool) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -424,9 +434,9 @@ func (s *Server) checkpoints(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		s.checkpoint(false)
-		s.mu.Unlock()
+		if !fn() {
+			return
+		}
 	}
 }
 
@@ -486,23 +496,17 @@ func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 	if len(points) == 0 {
 		return // never mounted: never given up
 	}
-	t := time.NewTicker(s.opt.OrphanCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	every(ctx, s.opt.OrphanCheck, func() bool {
+		if !orphaned(self) {
+			return true
 		}
-		if orphaned(self) {
-			s.log.Info("the network namespace was deleted and nothing else is in it: stopping", "mounted_at", points)
-			s.mu.Lock()
-			s.opt.Keep = true
-			s.mu.Unlock()
-			stop()
-			return
-		}
-	}
+		s.log.Info("the network namespace was deleted and nothing else is in it: stopping", "mounted_at", points)
+		s.mu.Lock()
+		s.opt.Keep = true
+		s.mu.Unlock()
+		stop()
+		return false
+	})
 }
 
 // Close stops the server without Serve (tests).
