@@ -30,14 +30,10 @@ func BenchmarkSegment(b *testing.B) {
 	const segs = 44
 	frames := tcpFrames(b, false, false, segs+1, benchMSS, 0)
 	frames = frames[:segs]
-	var parsed []seg
-	for _, f := range frames {
-		s, _ := parseTCP(f)
-		parsed = append(parsed, s)
-	}
+	_, parsed := runOf(b, frames, 0)
 	bp := superPool.Get().(*[]byte)
 	n := coalesce(*bp, frames, 0, parsed)
-	s, ok := parseTCPSuper((*bp)[vnetHdrLen:n])
+	s, ok := parse((*bp)[vnetHdrLen:n])
 	if !ok {
 		b.Fatal("super-frame not parsed")
 	}
@@ -63,19 +59,19 @@ func BenchmarkCoalesce(b *testing.B) {
 	const segs = 44
 	frames := tcpFrames(b, false, false, segs+1, benchMSS, 64)[:segs]
 	bp := superPool.Get().(*[]byte)
-	var arr [groMaxSegs]seg
+	var arr [gsoMaxSegs]seg
 	b.SetBytes(int64(len(frames[0]) - 64))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += segs {
-		parsed := arr[:0]
-		for j, f := range frames {
-			s, ok := parseTCP(f[64:])
-			if !ok || !validTCP(f[64:], &s) || (j > 0 && !canFollow(frames[j-1][64:], &parsed[j-1], benchMSS, f[64:], &s)) {
-				b.Fatal("segment refused")
-			}
-			parsed = append(parsed, s)
+		s, ok := parse(frames[0][64:])
+		if !ok || !s.mergeable(frames[0][64:]) {
+			b.Fatal("segment refused")
 		}
-		mergeTCP(*bp, frames, 64, parsed)
+		j, parsed := run(frames, 64, 0, s, arr[:0])
+		if j != segs {
+			b.Fatalf("run of %d", j)
+		}
+		merge(*bp, frames[0][64:], parsed)
 	}
 }

@@ -71,18 +71,18 @@ func TestUDPSegmentInvertsCoalesce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const off, size = 16, 64
 			frames := udpFrames(t, tc.v6, tc.vlan, tc.df, 9, size, off, true)
-			j, segs := udpRun(frames, off, 0, mustUDP(t, frames[0][off:]), nil)
+			j, segs := runOf(t, frames, off)
 			if j != len(frames) {
 				t.Fatalf("run of %d, want %d", j, len(frames))
 			}
 			bp := superPool.Get().(*[]byte)
 			defer superPool.Put(bp)
-			n := coalesceUDP(*bp, frames, off, segs)
+			n := coalesce(*bp, frames, off, segs)
 			h := (*bp)[:vnetHdrLen]
 			if h[0] != vnetFlagNeedsCsum || h[1] != vnetGSOUDPL4 || binary.NativeEndian.Uint16(h[4:]) != size {
 				t.Fatalf("virtio header %x", h)
 			}
-			s, ok := parseUDPSuper((*bp)[vnetHdrLen:n])
+			s, ok := parse((*bp)[vnetHdrLen:n])
 			if !ok {
 				t.Fatal("super-frame not parsed")
 			}
@@ -99,17 +99,9 @@ func TestUDPSegmentInvertsCoalesce(t *testing.T) {
 	}
 }
 
-func mustUDP(t testing.TB, f []byte) seg {
-	s, ok := parseUDP(f)
-	if !ok || !validUDP(f, &s) {
-		t.Fatalf("datagram not parsed or invalid: %x", f)
-	}
-	return s
-}
-
 func TestCoalesceUDPRefuses(t *testing.T) {
 	frames := udpFrames(t, false, false, false, 4, 100, 0, false)
-	s0 := mustUDP(t, frames[0])
+	s0 := mustSeg(t, frames[0])
 	for _, tc := range []struct {
 		name string
 		f    []byte
@@ -117,29 +109,32 @@ func TestCoalesceUDPRefuses(t *testing.T) {
 		{"ID gap without DF", udpFrameOf(t, false, false, false, 102, 40000, make([]byte, 100))},
 		{"other port", udpFrameOf(t, false, false, false, 101, 40001, make([]byte, 100))},
 	} {
-		s, _ := parseUDP(tc.f)
-		if canFollowUDP(frames[0], &s0, tc.f, &s) {
+		s := mustSeg(t, tc.f)
+		if follows(frames[0], &s0, tc.f, &s) {
 			t.Errorf("%s accepted", tc.name)
 		}
 	}
 	// Longer after shorter, a bad checksum, no checksum: the run stops.
-	run := [][]byte{frames[0], udpFrameOf(t, false, false, false, 101, 40000, make([]byte, 50)), udpFrameOf(t, false, false, false, 102, 40000, make([]byte, 100))}
-	if j, _ := udpRun(run, 0, 0, s0, nil); j != 2 {
+	shorter := [][]byte{frames[0], udpFrameOf(t, false, false, false, 101, 40000, make([]byte, 50)), udpFrameOf(t, false, false, false, 102, 40000, make([]byte, 100))}
+	if s1 := mustSeg(t, frames[1]); !follows(frames[0], &s0, frames[1], &s1) { // the positive control
+		t.Error("the next datagram does not follow")
+	}
+	if j, _ := run(shorter, 0, 0, s0, nil); j != 2 {
 		t.Errorf("run through a shorter datagram: %d", j)
 	}
 	bad := append([]byte(nil), frames[1]...)
 	bad[len(bad)-1] ^= 1
-	if j, _ := udpRun([][]byte{frames[0], bad}, 0, 0, s0, nil); j != 1 {
+	if j, _ := run([][]byte{frames[0], bad}, 0, 0, s0, nil); j != 1 {
 		t.Error("corrupted datagram merged")
 	}
 	zero := append([]byte(nil), frames[1]...)
 	zero[s0.l4+6], zero[s0.l4+7] = 0, 0
-	if s, _ := parseUDP(zero); validUDP(zero, &s) {
+	if s, _ := parse(zero); s.mergeable(zero) {
 		t.Error("datagram without checksum merged")
 	}
 	lie := append([]byte(nil), frames[1]...)
 	lie[s0.l4+5]++ // UDP length disagrees with IP's
-	if _, ok := parseUDP(lie); ok {
+	if s, _ := parse(lie); s.mergeable(lie) {
 		t.Error("inconsistent UDP length accepted")
 	}
 }
@@ -161,37 +156,23 @@ func FuzzSegmentCoalesce(f *testing.F) {
 		if udp {
 			frames = udpFrames(t, v6, vlan, df, k, sz, 0, sz > 1)
 			var j int
-			j, segs = udpRun(frames, 0, 0, mustUDP(t, frames[0]), nil)
+			j, segs = runOf(t, frames, 0)
 			frames = frames[:j]
-			total = coalesceUDP(*bp, frames, 0, segs)
+			total = coalesce(*bp, frames, 0, segs)
 		} else {
 			if sz < 2 {
 				sz = 2
 			}
 			frames = tcpFrames(t, v6, vlan, k, sz, 0)
-			for i, fr := range frames {
-				s, ok := parseTCPAny(fr)
-				if !ok {
-					t.Fatal("segment not parsed")
-				}
-				if i > 0 && !canFollow(frames[i-1], &segs[i-1], segs[i-1].end-segs[i-1].hdr, fr, &s) {
-					frames = frames[:i]
-					break
-				}
-				segs = append(segs, s)
-			}
+			var j int
+			j, segs = runOf(t, frames, 0)
+			frames = frames[:j]
 			total = coalesce(*bp, frames, 0, segs)
 		}
-		if total > vnetHdrLen+groMaxSize {
+		if total > vnetHdrLen+gsoMaxSize {
 			t.Fatalf("super-frame of %d", total)
 		}
-		var s seg
-		var ok bool
-		if udp {
-			s, ok = parseUDPSuper((*bp)[vnetHdrLen:total])
-		} else {
-			s, ok = parseTCPSuper((*bp)[vnetHdrLen:total])
-		}
+		s, ok := parse((*bp)[vnetHdrLen:total])
 		if !ok {
 			t.Fatal("super-frame not parsed")
 		}
@@ -244,11 +225,11 @@ func TestUSOKernel(t *testing.T) {
 	frames := udpFrames(t, false, false, true, 9, size, off, true)
 	for _, f := range frames {
 		copy(f[off:], mac) // to the TAP's own address
-		s, _ := parseUDP(f[off:])
+		s, _ := parse(f[off:])
 		binary.BigEndian.PutUint16(f[off+s.l4+6:], 0)
 		binary.BigEndian.PutUint16(f[off+s.l4+6:], ^fold(checksum(pseudo(f[off:], &s, s.end-s.l4), f[off+s.l4:off+s.end])))
 	}
-	if _, segs := udpRun(frames, off, 0, mustUDP(t, frames[0][off:]), nil); len(segs) != 9 {
+	if _, segs := run(frames, off, 0, mustSeg(t, frames[0][off:]), nil); len(segs) != 9 {
 		t.Fatalf("run of %d", len(segs))
 	}
 	if n, err := d.Write(frames, off); n != 9 || err != nil {
@@ -258,7 +239,7 @@ func TestUSOKernel(t *testing.T) {
 	buf := make([]byte, 2048)
 	for i, f := range frames {
 		n, _, err := sock.ReadFromUDP(buf)
-		s, _ := parseUDP(f[off:])
+		s, _ := parse(f[off:])
 		if err != nil || !bytes.Equal(buf[:n], f[off+s.hdr:off+s.end]) {
 			t.Fatalf("datagram %d: %v %x", i, err, buf[:n])
 		}
@@ -295,8 +276,8 @@ func TestUSOKernel(t *testing.T) {
 		}
 		for i := 0; i < n; i++ {
 			f := bufs[i][16 : 16+sizes[i]]
-			if s, ok := parseUDP(f); ok && binary.BigEndian.Uint16(f[s.l4+2:]) == 5301 {
-				if !validUDP(f, &s) {
+			if s, ok := parse(f); ok && s.t == &udp && binary.BigEndian.Uint16(f[s.l4+2:]) == 5301 {
+				if !csumOK(f, &s) {
 					t.Fatalf("datagram %d: bad checksum", len(got))
 				}
 				got = append(got, append([]byte(nil), f[s.hdr:s.end]...))

@@ -31,8 +31,8 @@ func tcpFrames(t testing.TB, v6, vlan bool, n, mss, offset int) [][]byte {
 	return out
 }
 
-// transport is a TCP or UDP layer of gopacket's.
-type transport interface {
+// l4Layer is a TCP or UDP layer of gopacket's.
+type l4Layer interface {
 	gopacket.SerializableLayer
 	SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
 }
@@ -40,7 +40,7 @@ type transport interface {
 // frameOf serializes Ethernet (with a VLAN tag if vlan), IPv4 (ID id, DF
 // if df) or IPv6, l4 and payload, every length and checksum computed by
 // gopacket.
-func frameOf(t testing.TB, v6, vlan, df bool, id uint16, proto layers.IPProtocol, l4 transport, payload []byte) []byte {
+func frameOf(t testing.TB, v6, vlan, df bool, id uint16, proto layers.IPProtocol, l4 l4Layer, payload []byte) []byte {
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
 	var ip gopacket.SerializableLayer
 	if v6 {
@@ -78,20 +78,15 @@ func TestCoalesce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const off, mss = 16, 1000
 			frames := tcpFrames(t, tc.v6, tc.vlan, 5, mss, off)
-			var segs []seg
+			j, segs := runOf(t, frames, off)
+			if j != len(frames) {
+				t.Fatalf("run of %d, want %d", j, len(frames))
+			}
 			var want []byte
 			for i, f := range frames {
-				s, ok := parseTCP(f[off:])
-				if !ok || !validTCP(f[off:], &s) {
-					t.Fatalf("frame %d not parsed or invalid", i)
-				}
-				if i > 0 && !canFollow(frames[i-1][off:], &segs[i-1], segs[i-1].end-segs[i-1].hdr, f[off:], &s) {
-					t.Fatalf("frame %d does not follow", i)
-				}
-				segs = append(segs, s)
-				want = append(want, f[off+s.hdr:off+s.end]...)
+				want = append(want, f[off+segs[i].hdr:off+segs[i].end]...)
 			}
-			out := make([]byte, vnetHdrLen+groMaxSize)
+			out := make([]byte, vnetHdrLen+gsoMaxSize)
 			n := coalesce(out, frames, off, segs)
 			h := out[:vnetHdrLen]
 			gso := byte(vnetGSOTCPv4)
@@ -123,7 +118,7 @@ func TestCoalesce(t *testing.T) {
 			sum := checksum(0, frame[s0.l4:])
 			binary.BigEndian.PutUint16(frame[s0.l4+16:], ^fold(sum))
 			s0.end = len(frame)
-			if !validTCP(frame, &s0) {
+			if !csumOK(frame, &s0) {
 				t.Fatal("completed checksum invalid")
 			}
 		})
@@ -133,77 +128,82 @@ func TestCoalesce(t *testing.T) {
 func TestCoalesceRefuses(t *testing.T) {
 	const off = 0
 	frames := tcpFrames(t, false, false, 3, 1000, off)
-	s0, _ := parseTCP(frames[0])
-	s2, _ := parseTCP(frames[2])
-	if canFollow(frames[0], &s0, 1000, frames[2], &s2) {
+	s0 := mustSeg(t, frames[0])
+	s1 := mustSeg(t, frames[1])
+	s2 := mustSeg(t, frames[2])
+	if !follows(frames[0], &s0, frames[1], &s1) { // the positive control
+		t.Fatal("the next segment does not follow")
+	}
+	if follows(frames[0], &s0, frames[2], &s2) {
 		t.Fatal("a gap in sequence numbers was accepted")
+	}
+	if j, _ := run(frames, off, 0, s0, nil); j != 3 {
+		t.Fatalf("run of %d, want 3", j)
 	}
 	bad := append([]byte(nil), frames[1]...)
 	bad[len(bad)-1] ^= 1
-	s1, _ := parseTCP(bad)
-	if validTCP(bad, &s1) {
+	if sb, _ := parse(bad); csumOK(bad, &sb) {
 		t.Fatal("a corrupted segment passed the checksum")
+	}
+	if j, _ := run([][]byte{frames[0], bad, frames[2]}, off, 0, s0, nil); j != 1 {
+		t.Fatalf("a corrupted segment merged: run of %d", j)
+	}
+	badFirst := append([]byte(nil), frames[0]...)
+	badFirst[len(badFirst)-1] ^= 1
+	if j, _ := run([][]byte{badFirst, frames[1]}, off, 0, s0, nil); j != 1 {
+		t.Fatalf("a corrupted first segment merged: run of %d", j)
 	}
 	syn := append([]byte(nil), frames[1]...)
 	syn[s1.l4+13] |= tcpSYN
-	if _, ok := parseTCP(syn); ok {
+	if s, _ := parse(syn); s.mergeable(syn) {
 		t.Fatal("SYN accepted for coalescing")
 	}
 	for _, junk := range [][]byte{nil, make([]byte, 13), make([]byte, 60), frames[0][:40]} {
-		parseTCP(junk)
+		parse(junk)
 	}
 }
 
-// FuzzParseTCP: no input makes the parsers, the mergers or the segmenter
+// FuzzParse: no input makes the parser, the merger or the segmenter
 // misbehave: offsets stay in the frame, and any frame taken as a TSO or
 // USO super-frame is cut into segments that fit the buffers Read is given.
-func FuzzParseTCP(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, fr := range tcpFrames(f, false, true, 2, 200, 0) {
 		f.Add(fr, uint16(100))
 	}
 	f.Add(udpFrameOf(f, true, true, false, 1, 2, make([]byte, 300)), uint16(64))
 	f.Fuzz(func(t *testing.T, b []byte, mss uint16) {
-		out := make([]byte, vnetHdrLen+groMaxSize)
-		if s, ok := parseTCP(b); ok {
-			if !(s.l3 < s.l4 && s.l4 < s.hdr && s.hdr < s.end && s.end <= len(b)) {
-				t.Fatalf("TCP offsets %+v for %d bytes", s, len(b))
-			}
-			validTCP(b, &s)
-			if s.hdr <= maxMergeHdr {
-				mergeTCP(out, [][]byte{b, b}, 0, []seg{s, s})
-			}
+		s, ok := parse(b)
+		if !ok {
+			return
 		}
-		if s, ok := parseUDP(b); ok {
-			if !(s.l3 < s.l4 && s.l4+8 == s.hdr && s.hdr < s.end && s.end <= len(b)) {
-				t.Fatalf("UDP offsets %+v for %d bytes", s, len(b))
-			}
-			validUDP(b, &s)
-			if s.hdr <= maxMergeHdr {
-				mergeUDP(out, [][]byte{b, b}, 0, []seg{s, s})
-			}
+		if !(s.l3 < s.l4 && s.l4 < s.hdr && s.hdr < s.end && s.end <= len(b) && s.hdr <= maxMergeHdr) ||
+			!s.t.stream && s.hdr != s.l4+8 {
+			t.Fatalf("offsets %+v for %d bytes", s, len(b))
+		}
+		csumOK(b, &s)
+		if s.mergeable(b) {
+			out := make([]byte, vnetHdrLen+maxMergeHdr)
+			merge(out, b, []seg{s, s})
+		}
+		if len(b) > gsoMaxSize {
+			return
 		}
 		size := int(mss%1500) + 1
-		for _, parse := range []func([]byte) (seg, bool){parseTCPSuper, parseUDPSuper} {
-			s, ok := parse(b)
-			if !ok || len(b) > groMaxSize {
-				continue
-			}
-			bp := superPool.Get().(*[]byte)
-			n := vnetHdrLen + copy((*bp)[vnetHdrLen:], b)
-			ts := superFrame{buf: bp, n: n, seg: s, mss: size, next: s.hdr + vnetHdrLen}
-			bufs, sizes := make([][]byte, 8), make([]int, 8)
-			for i := range bufs {
-				bufs[i] = make([]byte, 64+maxMergeHdr+1500)
-			}
-			for ts.next < ts.n {
-				k := ts.emit(bufs, sizes, 64)
-				for i := 0; i < k; i++ {
-					if sizes[i] > s.hdr+size {
-						t.Fatalf("segment of %d bytes, headers %d + mss %d", sizes[i], s.hdr, size)
-					}
+		bp := superPool.Get().(*[]byte)
+		defer superPool.Put(bp)
+		n := vnetHdrLen + copy((*bp)[vnetHdrLen:], b)
+		ts := superFrame{buf: bp, n: n, seg: s, mss: size, next: s.hdr + vnetHdrLen}
+		bufs, sizes := make([][]byte, 8), make([]int, 8)
+		for i := range bufs {
+			bufs[i] = make([]byte, 64+maxMergeHdr+1500)
+		}
+		for ts.next < ts.n {
+			k := ts.emit(bufs, sizes, 64)
+			for i := 0; i < k; i++ {
+				if sizes[i] > s.hdr+size {
+					t.Fatalf("segment of %d bytes, headers %d + mss %d", sizes[i], s.hdr, size)
 				}
 			}
-			superPool.Put(bp)
 		}
 	})
 }
@@ -219,14 +219,10 @@ func TestSegmentInvertsCoalesce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const mss = 1000
 			frames := tcpFrames(t, tc.v6, tc.vlan, 7, mss, 0)
-			var segs []seg
-			for _, f := range frames {
-				s, _ := parseTCP(f)
-				segs = append(segs, s)
-			}
+			_, segs := runOf(t, frames, 0)
 			bp := superPool.Get().(*[]byte)
 			n := coalesce(*bp, frames, 0, segs)
-			s, ok := parseTCPSuper((*bp)[vnetHdrLen:n])
+			s, ok := parse((*bp)[vnetHdrLen:n])
 			if !ok {
 				t.Fatal("super-frame not parsed")
 			}
@@ -257,7 +253,7 @@ func TestSegmentInvertsCoalesce(t *testing.T) {
 
 func TestCompleteCsum(t *testing.T) {
 	f := tcpFrames(t, false, false, 1, 300, 0)[0]
-	s, _ := parseTCP(f)
+	s, _ := parse(f)
 	want := binary.BigEndian.Uint16(f[s.l4+16:])
 	// What the stack leaves for NEEDS_CSUM: the pseudo-header sum.
 	binary.BigEndian.PutUint16(f[s.l4+16:], fold(pseudo(f, &s, s.end-s.l4)))
@@ -294,20 +290,27 @@ func FuzzChecksum(f *testing.F) {
 }
 
 // coalesce is what the kernel reads from writeVnet's gathered write of a
-// TCP run: merged headers, then the payloads. It returns the length in out.
+// run: merged headers, then the payloads. It returns the length in out.
 func coalesce(out []byte, frames [][]byte, offset int, segs []seg) int {
-	n := mergeTCP(out, frames, offset, segs)
+	n := merge(out, frames[0][offset:], segs)
 	for i := range segs {
 		n += copy(out[n:], frames[i][offset+segs[i].hdr:offset+segs[i].end])
 	}
 	return n
 }
 
-// coalesceUDP is coalesce for a UDP run.
-func coalesceUDP(out []byte, frames [][]byte, offset int, segs []seg) int {
-	n := mergeUDP(out, frames, offset, segs)
-	for i := range segs {
-		n += copy(out[n:], frames[i][offset+segs[i].hdr:offset+segs[i].end])
+// mustSeg parses a frame that must be mergeable, with a valid checksum.
+func mustSeg(t testing.TB, f []byte) seg {
+	t.Helper()
+	s, ok := parse(f)
+	if !ok || !s.mergeable(f) || !csumOK(f, &s) {
+		t.Fatalf("frame not parsed, not mergeable or invalid: %x", f)
 	}
-	return n
+	return s
+}
+
+// runOf is writeVnet's run from frames[0].
+func runOf(t testing.TB, frames [][]byte, offset int) (int, []seg) {
+	t.Helper()
+	return run(frames, offset, 0, mustSeg(t, frames[0][offset:]), nil)
 }
