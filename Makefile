@@ -41,6 +41,14 @@ bench: build
 	.ci/deps.sh bench
 	$(GO) run ./bench -t 5 -o build/bench -l2tpu bin/l2tpu
 
+# One l2tpu pseudowire under mixed load (bulk TCP, small UDP, ping) for
+# DURATION, sampling RSS, goroutines, threads, fds and counters every
+# minute; fails on unbounded growth or unexplained loss (build/bench/soak/).
+DURATION ?= 30m
+soak: build
+	.ci/deps.sh bench
+	$(GO) run ./bench -soak $(DURATION) -o build/bench -l2tpu bin/l2tpu
+
 # SESSIONS (10,000) idle sessions in one daemon: seconds per 1,000 added,
 # memory a session, idle CPU, removal time.
 SESSIONS ?= 10000

@@ -10,7 +10,7 @@ import (
 // TestChart draws the chart of a run (the checked-in sample) and checks
 // that every method and figure is on it.
 func TestChart(t *testing.T) {
-	rs := []Result{{Method: "vxlan", TCPGbps: 12.84, UDP64Kpps: 133.9, RTTus: 20}, {Method: "l2tpu-no-tapgro", TCPGbps: 1.26, UDP64Kpps: 77.8, RTTus: 277}}
+	rs := []Result{{Method: "vxlan", TCPGbps: 12.84, UDP64Kpps: 133.9, RTTp50us: 20}, {Method: "l2tpu-no-tapgro", TCPGbps: 1.26, UDP64Kpps: 77.8, RTTp50us: 277}}
 	if p := os.Getenv("L2TPU_CHART_FROM"); p != "" {
 		b, err := os.ReadFile(p)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -261,9 +262,35 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
+	go logRuntimeOnSignal(ctx, o.Logger)
 	o.Logger.Info("l2tpu daemon ready", "version", version, "pid", os.Getpid())
 	if err := s.Serve(ctx); err != nil {
 		return 1
 	}
 	return 0
+}
+
+// logRuntimeOnSignal logs the daemon's own figures on SIGUSR1 (make soak
+// samples them; operators may too): goroutines, heap, OS threads, fds.
+func logRuntimeOnSignal(ctx context.Context, log *slog.Logger) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGUSR1)
+	defer signal.Stop(c)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c:
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fds, _ := os.ReadDir("/proc/self/fd")
+			log.Info("runtime", "goroutines", runtime.NumGoroutine(), "heap_inuse", ms.HeapInuse, "sys", ms.Sys,
+				"threads", threadCount(), "fds", len(fds))
+		}
+	}
+}
+
+func threadCount() int {
+	ts, _ := os.ReadDir("/proc/self/task")
+	return len(ts)
 }

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/netns"
+)
+
+// variants are l2tpu's runs: every fast path on (the default), each
+// turned off by its daemon flag, and the default with the Go runtime on one
+// P.
+var variants = map[string]struct {
+	flags []string
+	note  string
+	env   []string // NAME=value for the daemon
+}{
+	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446", nil},
+	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)", nil},
+	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive", nil},
+	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP", nil},
+	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)", nil},
+	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)", nil},
+	"l2tpu-1proc":     {nil, "default, daemon with GOMAXPROCS=1 (no Go scheduler hand-offs between threads)", nil},
+}
+
+func init() {
+	v := variants["l2tpu-1proc"]
+	v.env = []string{"GOMAXPROCS=1"}
+	variants["l2tpu-1proc"] = v
+}
+
+// link is a method's inner link between the namespaces.
+type link struct {
+	target   string       // B's inner address
+	teardown func()       // removes the link
+	note     string       // how it is set up
+	pids     func() []int // the processes that carry it (none for the kernel's)
+}
+
+func noPIDs() []int { return nil }
+
+// unavailable says why a method cannot run on this host ("" if it can).
+func unavailable(method string) string {
+	switch method {
+	case "qemu":
+		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+			return "qemu-system-x86_64 is not installed"
+		}
+	case "kernel-l2tp":
+		return kernelL2TP()
+	}
+	return ""
+}
+
+// kernelL2TP loads the kernel's L2TPv3 Ethernet pseudowire modules and
+// says why it could not ("" when they are there).
+func kernelL2TP() string {
+	if _, err := os.Stat("/sys/module/l2tp_eth"); err == nil {
+		return ""
+	}
+	if _, err := exec.LookPath("modprobe"); err != nil {
+		return "the host kernel has no l2tp_eth module loaded, and there is no modprobe to load one"
+	}
+	if out, err := exec.Command("modprobe", "l2tp_eth").CombinedOutput(); err != nil {
+		return fmt.Sprintf("the host kernel has no L2TP modules (modprobe l2tp_eth: %s)", strings.TrimSpace(string(out)))
+	}
+	return ""
+}
+
+func inner(ns, dev, cidr string) {
+	sh(in(ns, "sysctl", "-qw", "net.ipv6.conf."+dev+".disable_ipv6=1")...)
+	must(in(ns, "ip", "addr", "add", cidr, "dev", dev)...)
+	must(in(ns, "ip", "link", "set", dev, "up")...)
+}
+
+// ends are the two sides: namespace, tunnel and session IDs, outer and inner
+// addresses.
+var ends = [2]struct {
+	ns, id, peerID, local, remote, inner string
+}{
+	{"", "100", "200", "192.0.2.1", "192.0.2.2", "203.0.113.1/24"},
+	{"", "200", "100", "192.0.2.2", "192.0.2.1", "203.0.113.2/24"},
+}
+
+func init() { ends[0].ns, ends[1].ns = nsA, nsB }
+
+// setup builds a method's link.
+func setup(method string) link {
+	const target = "203.0.113.2"
+	switch method {
+	case "direct":
+		return link{"192.0.2.2", func() {}, "veth, no tunnel", noPIDs}
+	case "vxlan":
+		for _, e := range ends {
+			must(in(e.ns, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "remote", e.remote, "dstport", "4789")...)
+			inner(e.ns, "vx0", e.inner)
+		}
+		return link{target, func() {
+			for _, e := range ends {
+				sh(in(e.ns, "ip", "link", "del", "vx0")...)
+			}
+		}, "kernel VXLAN, MTU 1450", noPIDs}
+	case "kernel-l2tp":
+		// The same pseudowire as l2tpu's, configured the same way.
+		for _, e := range ends {
+			must(in(e.ns, "ip", "l2tp", "add", "tunnel", "tunnel_id", e.id, "peer_tunnel_id", e.peerID, "encap", "udp",
+				"local", e.local, "remote", e.remote, "udp_sport", "1701", "udp_dport", "1701")...)
+			must(in(e.ns, "ip", "l2tp", "add", "session", "name", "pw0", "tunnel_id", e.id, "session_id", e.id, "peer_session_id", e.peerID)...)
+			inner(e.ns, "pw0", e.inner)
+		}
+		return link{target, func() {
+			for _, e := range ends {
+				sh(in(e.ns, "ip", "l2tp", "del", "tunnel", "tunnel_id", e.id)...)
+			}
+		}, "the kernel's l2tp_eth, UDP/IPv4, ip l2tp defaults", noPIDs}
+	case "qemu":
+		var cmds []*exec.Cmd
+		for i, e := range ends {
+			tx, rx := "0x1", "0x2"
+			if i == 1 {
+				tx, rx = rx, tx
+			}
+			cmd := start(in(e.ns, "qemu-system-x86_64", "-M", "none", "-nodefaults", "-nographic",
+				"-netdev", "l2tpv3,id=l2,src="+e.local+",dst="+e.remote+",udp=on,srcport=1701,dstport=1701,txsession="+tx+",rxsession="+rx+",counter=on,pincounter=on",
+				"-netdev", "tap,id=t,ifname=qt0,script=no,downscript=no",
+				"-netdev", "hubport,id=h1,hubid=0,netdev=l2", "-netdev", "hubport,id=h2,hubid=0,netdev=t")...)
+			cmds = append(cmds, cmd)
+			for i := 0; i < 100; i++ {
+				if _, err := sh(in(e.ns, "ip", "link", "show", "qt0")...); err == nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			must(in(e.ns, "ip", "link", "set", "qt0", "mtu", "1446")...)
+			inner(e.ns, "qt0", e.inner)
+		}
+		return link{target, func() {
+			for _, c := range cmds {
+				stop(c)
+			}
+		}, "QEMU l2tpv3 UDP, guestless, MTU 1446", func() []int { return []int{cmds[0].Process.Pid, cmds[1].Process.Pid} }}
+	}
+	v, ok := variants[method]
+	if !ok {
+		fatal(fmt.Errorf("unknown method %s (have %s)", method, strings.Join(allMethods, ",")))
+	}
+	for _, e := range ends {
+		// The daemon is started here with the variant's flags (a client
+		// would start one with none).
+		err := netns.Do("/run/netns/"+e.ns, func() error {
+			for _, kv := range v.env {
+				k, val, _ := strings.Cut(kv, "=")
+				os.Setenv(k, val)
+				defer os.Unsetenv(k)
+			}
+			return daemon.Start(*l2tpu, filepath.Join(*out, e.ns+"-daemon.log"), v.flags...)
+		})
+		if err != nil {
+			fatal(err)
+		}
+		must(in(e.ns, *l2tpu, "add", "tunnel", "session", "tunnel_id", e.id, "peer_tunnel_id", e.peerID,
+			"local", e.local, "remote", e.remote, "udp_sport", "1701", "udp_dport", "1701",
+			"session_id", e.id, "peer_session_id", e.peerID, "name", "pw0")...)
+		inner(e.ns, "pw0", e.inner)
+	}
+	return link{target, func() {
+		for _, e := range ends {
+			daemon.StopInNamespace("/run/netns/" + e.ns)
+		}
+	}, v.note, daemonPIDs}
+}
+
+// daemonPIDs are the l2tpu daemons of both namespaces, from their PID files.
+func daemonPIDs() []int {
+	var pids []int
+	for _, e := range ends {
+		p, err := daemon.PathsAt("/run/netns/" + e.ns)
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(p.PID)
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
