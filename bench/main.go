@@ -39,7 +39,7 @@ var (
 )
 
 // allMethods in the order they run and are shown.
-var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "l2tpu", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-1proc"}
+var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "l2tpu", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-1proc", "l2tpu-2proc", "l2tpu-no-turn"}
 
 func sh(args ...string) (string, error) {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()

@@ -13,27 +13,21 @@ import (
 	"github.com/l2tpu/l2tpu/internal/netns"
 )
 
-// variants are l2tpu's runs: every fast path on (the default), each
-// turned off by its daemon flag, and the default with the Go runtime on one
-// P.
+// variants are l2tpu's runs: the default, and each performance choice
+// changed by its daemon flag.
 var variants = map[string]struct {
 	flags []string
 	note  string
-	env   []string // NAME=value for the daemon
 }{
-	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446", nil},
-	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)", nil},
-	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive", nil},
-	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP", nil},
-	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)", nil},
-	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)", nil},
-	"l2tpu-1proc":     {nil, "default, daemon with GOMAXPROCS=1 (no Go scheduler hand-offs between threads)", nil},
-}
-
-func init() {
-	v := variants["l2tpu-1proc"]
-	v.env = []string{"GOMAXPROCS=1"}
-	variants["l2tpu-1proc"] = v
+	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
+	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
+	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
+	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
+	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
+	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
+	"l2tpu-1proc":     {[]string{"-procs", "1"}, "-procs 1: Go code on one thread at a time (GOMAXPROCS=1)"},
+	"l2tpu-2proc":     {[]string{"-procs", "2"}, "-procs 2: Go code on two threads at once (the earlier default on 2 CPUs)"},
+	"l2tpu-no-turn":   {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop"},
 }
 
 // link is a method's inner link between the namespaces.
@@ -155,11 +149,6 @@ func setup(method string) link {
 		// The daemon is started here with the variant's flags (a client
 		// would start one with none).
 		err := netns.Do("/run/netns/"+e.ns, func() error {
-			for _, kv := range v.env {
-				k, val, _ := strings.Cut(kv, "=")
-				os.Setenv(k, val)
-				defer os.Unsetenv(k)
-			}
 			return daemon.Start(*l2tpu, filepath.Join(*out, e.ns+"-daemon.log"), v.flags...)
 		})
 		if err != nil {

@@ -34,6 +34,8 @@ type Reader interface {
 	// WaitRead returns when a packet is waiting (holding no buffers), or
 	// an error once the socket is closed.
 	WaitRead() error
+	// Ready reports, without blocking, whether a packet is waiting.
+	Ready() bool
 	// ReadBatch reads up to len(bufs) waiting L2TP messages into
 	// bufs[i][offset:] without blocking. For IP encapsulation the message
 	// starts after the IP header. It may instead replace bufs[i] with a
@@ -81,11 +83,11 @@ type sock struct {
 	v6      bool
 	rmsgs   []Message
 	rbufs   [][]byte
-	skipIP  bool     // IPv4 raw sockets deliver the IP header
-	drained bool     // the last ReadBatch emptied the queue (one reader only)
-	groOn   bool     // UDP_GRO is set: reads go through readGRO
-	gro     *groBufs // a coalesced read still being handed out
-	groDone *groBufs // a coalesced read handed out, in use until the next read
+	skipIP  bool        // IPv4 raw sockets deliver the IP header
+	drained atomic.Bool // the last ReadBatch emptied the queue (read by WaitRead while another may read)
+	groOn   bool        // UDP_GRO is set: reads go through readGRO
+	gro     *groBufs    // a coalesced read still being handed out
+	groDone *groBufs    // a coalesced read handed out, in use until the next read
 }
 
 var writeMsgs = sync.Pool{New: func() any { m := make([]Message, MaxBatch); return &m }}
@@ -99,7 +101,8 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sock{c: c, rc: rc, v6: v6, drained: true, waiter: poll.NewWaiter(rc)}
+	s := &sock{c: c, rc: rc, v6: v6, waiter: poll.NewWaiter(rc)}
+	s.drained.Store(true)
 	pc := c.(net.PacketConn)
 	var bc batchConn
 	if v6 {
@@ -111,7 +114,11 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	return s, nil
 }
 
-func (s *sock) WaitRead() error { return s.waiter.Wait(s.drained) }
+func (s *sock) WaitRead() error { return s.waiter.Wait(s.drained.Load()) }
+
+// Ready looks at the socket only: a coalesced read being handed out is the
+// reader's to finish.
+func (s *sock) Ready() bool { return s.waiter.Ready() }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if s.groOn {
@@ -136,7 +143,7 @@ func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	got, err := s.bc.ReadBatch(s.rmsgs[:n], unix.MSG_DONTWAIT)
 	// Non-blocking recvmmsg returns fewer than asked only when the queue
 	// ran dry.
-	s.drained = err != nil || got < n
+	s.drained.Store(err != nil || got < n)
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) {
 			return 0, nil

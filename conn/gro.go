@@ -80,14 +80,14 @@ func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 		got, err := s.bc.ReadBatch(g.msgs[:], unix.MSG_DONTWAIT)
 		if err != nil || got == 0 {
 			groPool.Put(g)
-			s.drained = true
+			s.drained.Store(true)
 			if err != nil && !errors.Is(err, unix.EAGAIN) {
 				return 0, err
 			}
 			return 0, nil
 		}
 		g.got, g.msg, g.off = got, 0, 0
-		s.drained = got < groBatch
+		s.drained.Store(got < groBatch)
 		s.gro = g
 	}
 	n := 0
@@ -132,7 +132,7 @@ func (s *sock) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 			groPool.Put(g)
 		}
 	} else {
-		s.drained = false // more to hand out without waiting
+		s.drained.Store(false) // more to hand out without waiting
 	}
 	return n, nil
 }

@@ -60,7 +60,8 @@ func TestGROSplit(t *testing.T) {
 	// of the read's own), offset 100 by copying.
 	for _, offset := range []int{8, GROHeadroom, GROHeadroom + 36} {
 		f := &fakeGRO{dgrams: [][]byte{d1, d2}, segs: []int{100, 0}}
-		s := &sock{bc: f, groOn: true, drained: true}
+		s := &sock{bc: f, groOn: true}
+		s.drained.Store(true)
 		var got [][]byte
 		own := [][]byte{make([]byte, 200), make([]byte, 200)} // smaller than a read: carry-over
 		bufs := make([][]byte, 2)
@@ -80,7 +81,7 @@ func TestGROSplit(t *testing.T) {
 				}
 				got = append(got, append([]byte(nil), bufs[i][offset:offset+sizes[i]]...))
 			}
-			if n == 0 && s.drained {
+			if n == 0 && s.drained.Load() {
 				break
 			}
 		}
@@ -131,7 +132,8 @@ func FuzzGROSplit(f *testing.F) {
 			}
 		}
 		fk := &fakeGRO{dgrams: dgrams, segs: []int{int(seg1), int(seg2)}}
-		s := &sock{bc: fk, groOn: true, drained: true}
+		s := &sock{bc: fk, groOn: true}
+		s.drained.Store(true)
 		own := [][]byte{make([]byte, offset+int(room)), make([]byte, offset+int(room))}
 		bufs := make([][]byte, 2)
 		sizes := make([]int, 2)
@@ -148,7 +150,7 @@ func FuzzGROSplit(f *testing.F) {
 				}
 				got = append(got, append([]byte(nil), bufs[i][offset:offset+sizes[i]]...)) // lent until the next read
 			}
-			if n == 0 && s.drained {
+			if n == 0 && s.drained.Load() {
 				break
 			}
 		}

@@ -1,16 +1,21 @@
 package conn
 
 import (
+	"sync"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// recvBatch is batchConn with its own recvmmsg: x/net's ReadBatch parses
-// every message's source address into a new net.UDPAddr, an allocation per
-// packet that connected tunnel sockets do not need. Headers are allocated
-// once per socket; writes go to x/net.
+// recvBatch is batchConn with its own recvmmsg and sendmmsg: x/net's
+// ReadBatch parses every message's source address into a new net.UDPAddr,
+// an allocation per packet that connected tunnel sockets do not need, and
+// both go through the scheduler (Syscall) for calls that never block here,
+// which wakes the runtime's monitor thread on an idle machine (see tap's
+// readOne): these are raw system calls. Read headers are
+// allocated once per socket, write headers pooled (writers may run
+// concurrently).
 type recvBatch struct {
 	batchConn // WriteBatch
 	rc        syscall.RawConn
@@ -63,11 +68,84 @@ func (r *recvBatch) ReadBatch(ms []Message, flags int) (int, error) {
 
 func (r *recvBatch) recv(fd uintptr) {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(r.n), uintptr(r.flags), 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(r.n), uintptr(r.flags), 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
 		r.got, r.errno = int(n), e
 		return
+	}
+}
+
+// sendHdrs are one sendmmsg's headers.
+type sendHdrs struct {
+	hs     [MaxBatch]unix.Mmsghdr
+	iovs   [MaxBatch]unix.Iovec
+	n      int
+	got    int
+	errno  syscall.Errno
+	sendFn func(uintptr) bool
+}
+
+var sendPool = sync.Pool{New: func() any { h := &sendHdrs{}; h.sendFn = h.send; return h }}
+
+// WriteBatch sends ms (Buffers and OOB; connected, so no Addr) with one
+// sendmmsg, waiting while the socket buffer is full; it returns how many
+// were sent and the error of the first that was not.
+func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
+	h := sendPool.Get().(*sendHdrs)
+	defer sendPool.Put(h)
+	n, k := min(len(ms), MaxBatch), 0
+	for i := 0; i < n; i++ {
+		m, hd := &ms[i], &h.hs[i].Hdr
+		if len(m.Buffers) == 0 || k+len(m.Buffers) > len(h.iovs) || m.Addr != nil {
+			return r.batchConn.WriteBatch(ms, flags)
+		}
+		hd.Iov, hd.Iovlen = &h.iovs[k], 0
+		for _, b := range m.Buffers {
+			if len(b) > 0 {
+				h.iovs[k].Base = &b[0]
+				h.iovs[k].SetLen(len(b))
+				k++
+				hd.Iovlen++
+			}
+		}
+		hd.Name, hd.Namelen, hd.Flags = nil, 0, 0
+		if len(m.OOB) > 0 {
+			hd.Control = &m.OOB[0]
+			hd.SetControllen(len(m.OOB))
+		} else {
+			hd.Control, hd.Controllen = nil, 0
+		}
+	}
+	h.n = n
+	err := r.rc.Write(h.sendFn)
+	clear(h.iovs[:k]) // keep no references to the caller's buffers
+	for i := 0; i < h.got; i++ {
+		ms[i].N = int(h.hs[i].Len)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if h.got < n && h.errno != 0 {
+		return h.got, h.errno
+	}
+	return h.got, nil
+}
+
+func (h *sendHdrs) send(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&h.hs[0])), uintptr(h.n), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until writable
+		}
+		h.got, h.errno = int(n), e
+		if e != 0 {
+			h.got = 0
+		}
+		return true
 	}
 }

@@ -33,13 +33,8 @@ type Options struct {
 	// Group, if set, may change and show state as well as root.
 	Group string
 	// Logger receives the daemon's logs.
-	Logger     *slog.Logger
-	TAPBackend tap.Backend
-	NoGSO      bool // see dataplane.Options
-	NoGRO      bool
-	NoTAPGRO   bool
-	NoTSO      bool
-	TAPQueues  int // see dataplane.Options
+	Logger *slog.Logger
+	Tuning dataplane.Tuning
 	// RetryInterval is how often restores that failed are retried besides
 	// on address and link changes; 0 means 10 s.
 	RetryInterval time.Duration
@@ -151,8 +146,8 @@ func Listen(o Options) (*Server, error) {
 		}
 	}
 	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, TAPBackend: o.TAPBackend, NoGSO: o.NoGSO, NoGRO: o.NoGRO,
-		NoTAPGRO: o.NoTAPGRO, NoTSO: o.NoTSO, TAPQueues: o.TAPQueues, Owner: owner, Recorder: s})
+	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning,
+		Owner: owner, Recorder: s})
 	if err != nil {
 		ln.Close()
 		if s.j != nil {

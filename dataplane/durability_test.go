@@ -195,10 +195,10 @@ func TestJumboFrames(t *testing.T) {
 			o    Options
 		}{
 			{"default", Options{}},
-			{"no-gso", Options{NoGSO: true}},
-			{"no-gro", Options{NoGRO: true}},
-			{"no-tso", Options{NoTSO: true}},
-			{"no-tap-gro", Options{NoTAPGRO: true}},
+			{"no-gso", Options{Tuning: Tuning{NoGSO: true}}},
+			{"no-gro", Options{Tuning: Tuning{NoGRO: true}}},
+			{"no-tso", Options{Tuning: Tuning{NoTSO: true}}},
+			{"no-tap-gro", Options{Tuning: Tuning{NoTAPGRO: true}}},
 		} {
 			t.Run(u.name+"/"+fp.name, func(t *testing.T) {
 				e := newEnv(t)

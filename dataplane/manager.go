@@ -19,6 +19,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,11 +36,26 @@ type Options struct {
 	NetNS string
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
-	// TAPBackend chooses how TAP devices are created.
-	TAPBackend tap.Backend
 	// PersistTAP makes session interfaces outlive the process, so a
 	// restarted daemon re-attaches to them (see SessionConfig.Attach).
 	PersistTAP bool
+	// Tuning chooses the fast paths: what changes speed, not behaviour
+	// (but for NoGSO's wire bytes).
+	Tuning
+	// Owner, when set, owns every session interface (tap.Owner): no other
+	// user without CAP_NET_ADMIN can attach to it, even between a crash
+	// and a restart.
+	Owner *tap.Owner
+	// Recorder, when set, makes each change durable before it is
+	// reported done: see Recorder.
+	Recorder Recorder
+}
+
+// Tuning are the dataplane's performance choices, each a daemon flag; the
+// zero value is the default (every fast path on where measured better).
+type Tuning struct {
+	// TAPBackend chooses how TAP devices are created.
+	TAPBackend tap.Backend
 	// NoGSO turns UDP GSO off: the byte-exact path. GSO needs a UDP
 	// checksum on every message, so with it (the default) UDP tunnels
 	// send real checksums even where the kernel sends 0 (IPv4 with
@@ -60,13 +76,11 @@ type Options struct {
 	// NoTSO keeps the TAP from handing over TCP super-frames (TSO) and
 	// unchecksummed frames; without NoTAPGRO's header it is off anyway.
 	NoTSO bool
-	// Owner, when set, owns every session interface (tap.Owner): no other
-	// user without CAP_NET_ADMIN can attach to it, even between a crash
-	// and a restart.
-	Owner *tap.Owner
-	// Recorder, when set, makes each change durable before it is
-	// reported done: see Recorder.
-	Recorder Recorder
+	// NoTurnaround: after writing frames to a session's TAP, do not read
+	// at once what the stack sent in answer (the stack answers within the
+	// write: an echo reply, an ACK), leaving it to the transmit loop,
+	// which then has to be woken.
+	NoTurnaround bool
 }
 
 // Recorder makes configuration changes durable (a daemon's journal). The
@@ -106,11 +120,12 @@ type Change struct {
 
 // Manager owns the tunnels and sessions of one network namespace.
 type Manager struct {
-	opt     Options
-	log     *slog.Logger
-	epoch   time.Time
-	batches sync.Pool
-	helds   sync.Pool
+	turnHits atomic.Uint64 // frames sent by the turnaround (tests)
+	opt      Options
+	log      *slog.Logger
+	epoch    time.Time
+	batches  sync.Pool
+	helds    sync.Pool
 
 	mu         sync.Mutex // serialises control operations
 	closed     bool

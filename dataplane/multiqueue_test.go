@@ -13,12 +13,12 @@ import (
 // numbering in wire order: the receivers see nothing out of sequence.
 func TestMultiQueuePseudowire(t *testing.T) {
 	e := newEnv(t)
-	ma, err := New(Options{NetNS: e.a.Path(), TAPQueues: 3})
+	ma, err := New(Options{NetNS: e.a.Path(), Tuning: Tuning{TAPQueues: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ma.Close(true)
-	mb, err := New(Options{NetNS: e.b.Path(), TAPQueues: 3})
+	mb, err := New(Options{NetNS: e.b.Path(), Tuning: Tuning{TAPQueues: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}

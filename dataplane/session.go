@@ -41,6 +41,10 @@ type session struct {
 	txMu  sync.Mutex
 	loops atomic.Int32 // transmit loops running
 
+	// rdMu is held while queue 0 is read: by its transmit loop, or right
+	// after a write by the receive path (turnaround).
+	rdMu sync.Mutex
+
 	stats counters
 	done  chan struct{} // closed when the last transmit loop ends
 }
@@ -69,12 +73,18 @@ func (s *session) txLoop(q tap.Device) {
 		if err := q.WaitRead(); err != nil {
 			return
 		}
+		if q == s.dev {
+			s.rdMu.Lock()
+		}
 		b := s.m.getBatch()
 		n, err := q.Read(b.bufs, b.sizes, headroom)
 		if n > 0 {
 			s.transmit(b, n)
 		}
 		s.m.putBatch(b)
+		if q == s.dev {
+			s.rdMu.Unlock()
+		}
 		if err != nil && errors.Is(err, os.ErrClosed) {
 			return
 		}
@@ -218,7 +228,27 @@ func (s *session) deliver(bufs [][]byte, off int) {
 	}
 	if k > 0 {
 		s.dev.Write(bufs[:k], off)
+		if !s.m.opt.NoTurnaround && len(s.queues) == 1 {
+			s.turnaround()
+		}
 	}
+}
+
+// turnaround reads what the stack sent in answer to frames just written to
+// the TAP (an echo reply, an ACK: the stack answers in the write itself)
+// and transmits it at once, in the writer's thread: no wake-up of the
+// transmit loop on the critical path.
+func (s *session) turnaround() {
+	if !s.rdMu.TryLock() {
+		return // the transmit loop is reading
+	}
+	defer s.rdMu.Unlock()
+	b := s.m.getBatch()
+	if n, _ := s.dev.Read(b.bufs, b.sizes, headroom); n > 0 {
+		s.m.turnHits.Add(uint64(n))
+		s.transmit(b, n)
+	}
+	s.m.putBatch(b)
 }
 
 func (s *session) deliverOne(frame []byte) {

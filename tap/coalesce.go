@@ -183,7 +183,7 @@ var writers = sync.Pool{New: func() any { w := &oneWrite{}; w.fn = w.write; retu
 
 func (w *oneWrite) write(fd uintptr) bool {
 	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(w.k))
+		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(w.k))
 		switch e {
 		case unix.EINTR:
 			continue

@@ -49,7 +49,7 @@ func (d *fileDevice) readOffload(bufs [][]byte, sizes []int, offset int) (int, e
 			if err != unix.EAGAIN {
 				rerr = err
 			}
-			d.drained = true
+			d.idle.Store(true)
 			return n, rerr
 		}
 		if m > len(*bp) || m < vnetHdrLen { // cut (see Read) or no header
@@ -79,7 +79,7 @@ func (d *fileDevice) readOffload(bufs [][]byte, sizes []int, offset int) (int, e
 		}
 		d.super = superFrame{buf: bp, n: len(f) + vnetHdrLen, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
 	}
-	d.drained = false
+	d.idle.Store(false)
 	return n, nil
 }
 

@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -92,6 +94,8 @@ type Device interface {
 	Name() string
 	// WaitRead returns when a frame can be read, or an error after Close.
 	WaitRead() error
+	// Ready reports, without blocking, whether a frame can be read.
+	Ready() bool
 	// Read reads up to len(bufs) waiting frames into bufs[i][offset:],
 	// their lengths into sizes, without blocking; it may return 0.
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
@@ -149,9 +153,10 @@ func Open(c Config) (Device, error) {
 			return nil, fmt.Errorf("tap: owner of %s: %w", o.name, err)
 		}
 	}
-	d := &fileDevice{f: o.f, rc: rc, waiter: poll.NewWaiter(rc), name: o.name, persist: c.Persist, drained: true,
+	d := &fileDevice{f: o.f, rc: rc, waiter: poll.NewWaiter(rc), name: o.name, persist: c.Persist,
 		vnet: c.VnetHdr, offload: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}
 	d.rd.fn = d.readOne
+	d.idle.Store(true)
 	return d, nil
 }
 
@@ -285,7 +290,10 @@ func openUnix(c Config) (opened, error) {
 }
 
 type fileDevice struct {
-	drained bool // the last Read ended in EAGAIN (one reader only)
+	// idle: the last Read ended in EAGAIN with no super-frame pending,
+	// so the next one waits. Atomic: a reader may look while another
+	// (the turnaround, under the session's lock) reads.
+	idle    atomic.Bool
 	vnet    bool // IFF_VNET_HDR: a virtio_net_hdr precedes every frame
 	offload bool // offloads on: reads go through readOffload
 	super   superFrame
@@ -301,7 +309,9 @@ type fileDevice struct {
 
 func (d *fileDevice) Name() string { return d.name }
 
-func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.drained && !d.pending()) }
+func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.idle.Load()) }
+
+func (d *fileDevice) Ready() bool { return !d.idle.Load() || d.waiter.Ready() }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.offload {
@@ -315,7 +325,7 @@ func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for n < len(bufs) {
 		m, err := d.read(bufs[n][head:])
 		if err != nil {
-			d.drained = true
+			d.idle.Store(true)
 			if err == unix.EAGAIN {
 				err = nil
 			}
@@ -335,7 +345,7 @@ func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		sizes[n] = m
 		n++
 	}
-	d.drained = false
+	d.idle.Store(false)
 	return n, nil
 }
 
@@ -345,13 +355,16 @@ type oneRead struct {
 	buf []byte
 	n   int
 	err error
-	fn  func(uintptr) bool
+	fn  func(uintptr)
 }
 
-// read reads one frame without blocking (EAGAIN when there is none).
+// read reads one frame without blocking (EAGAIN when there is none). It
+// goes through Control, not Read: Read takes the fd's read lock, which a
+// WaitRead parked in the poller holds, and a read by the receive path's
+// turnaround must not wait for that.
 func (d *fileDevice) read(b []byte) (int, error) {
 	d.rd.buf = b
-	err := d.rc.Read(d.rd.fn)
+	err := d.rc.Control(d.rd.fn)
 	d.rd.buf = nil
 	if err != nil {
 		return 0, err
@@ -359,12 +372,20 @@ func (d *fileDevice) read(b []byte) (int, error) {
 	return d.rd.n, d.rd.err
 }
 
-func (d *fileDevice) readOne(fd uintptr) bool {
+// readOne and the other calls on the data path are raw system calls: they
+// never block (the fd is non-blocking), and going through the scheduler
+// (Syscall) wakes the runtime's monitor thread whenever it sleeps, a second
+// thread woken, on an idle machine, for every frame. Measured: context
+// switches per ping through two daemons 17 → 7, the RTT about halved.
+func (d *fileDevice) readOne(fd uintptr) {
 	for {
-		n, err := unix.Read(int(fd), d.rd.buf)
-		if err != unix.EINTR {
-			d.rd.n, d.rd.err = n, err
-			return true
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&d.rd.buf[0])), uintptr(len(d.rd.buf)))
+		if e != unix.EINTR {
+			d.rd.n, d.rd.err = int(n), nil
+			if e != 0 {
+				d.rd.n, d.rd.err = 0, e
+			}
+			return
 		}
 	}
 }
@@ -386,9 +407,6 @@ func (d *fileDevice) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 func (d *fileDevice) Close() error { return d.f.Close() }
-
-// pending reports a super-frame not yet fully handed out.
-func (d *fileDevice) pending() bool { return d.super.buf != nil }
 
 func (d *fileDevice) Remove() error {
 	if d.persist {

@@ -217,29 +217,44 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.StringVar(&o.Group, "group", "", "a group whose members may change state (besides root)")
 	fs.StringVar(&o.StatePath, "state", "", "state journal (default /run/l2tpu/net-cCOOKIE.state, by the namespace's cookie)")
 	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
-	fs.BoolVar(&o.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
-	fs.BoolVar(&o.NoGRO, "no-gro", false, "never receive with UDP GRO")
-	fs.BoolVar(&o.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
-	fs.IntVar(&o.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
+	fs.BoolVar(&o.Tuning.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
+	fs.BoolVar(&o.Tuning.NoGRO, "no-gro", false, "never receive with UDP GRO")
+	fs.BoolVar(&o.Tuning.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
+	fs.IntVar(&o.Tuning.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
 	fs.DurationVar(&o.OrphanCheck, "orphan-check", 10*time.Second, "how often to check that the network namespace still exists for someone else (stop when it does not)")
-	fs.BoolVar(&o.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
+	fs.BoolVar(&o.Tuning.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
+	procs := fs.Int("procs", 0, "threads running Go code at once (GOMAXPROCS); 0: half the CPUs (at least 1), leaving the rest to the kernel's half of the work")
+	fs.BoolVar(&o.Tuning.NoTurnaround, "no-turnaround", false, "leave what the stack answers to a frame written to a session's TAP to the transmit loop (woken), instead of sending it at once")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
 	switch *backend {
 	case "auto":
 	case "water":
-		o.TAPBackend = tap.Water
+		o.Tuning.TAPBackend = tap.Water
 	case "unix":
-		o.TAPBackend = tap.Unix
+		o.Tuning.TAPBackend = tap.Unix
 	default:
 		fmt.Fprintf(stderr, "l2tpu daemon: unknown -tap-backend %q (auto, water or unix)\n", *backend)
 		return cli.ExitUsage
 	}
-	if o.TAPQueues < 1 || o.TAPQueues > tap.MaxQueues {
-		fmt.Fprintf(stderr, "l2tpu daemon: -tap-queues %d: from 1 to %d\n", o.TAPQueues, tap.MaxQueues)
+	if o.Tuning.TAPQueues < 1 || o.Tuning.TAPQueues > tap.MaxQueues {
+		fmt.Fprintf(stderr, "l2tpu daemon: -tap-queues %d: from 1 to %d\n", o.Tuning.TAPQueues, tap.MaxQueues)
 		return cli.ExitUsage
 	}
+	if *procs < 0 {
+		fmt.Fprintf(stderr, "l2tpu daemon: -procs %d: 0 or more\n", *procs)
+		return cli.ExitUsage
+	}
+	if *procs == 0 {
+		// Measured on 2 CPUs (make bench, -procs 1 against 2): TCP 4.36
+		// against 3.46 Gb/s, CPU per GB 3.35 against 4.02 s, RTT p50 150
+		// against 196 µs. Every byte the daemon moves costs the kernel as
+		// much again (copies, the stacks on both sides of the TAP), on
+		// other CPUs.
+		*procs = max(1, runtime.NumCPU()/2)
+	}
+	runtime.GOMAXPROCS(*procs)
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug

@@ -5,6 +5,7 @@ package poll
 
 import (
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,20 @@ func (w *Waiter) check(fd uintptr) bool {
 	// rc.Read has just reset the poller's readiness flag (pollReset), so
 	// an edge that came before this call is forgotten: look at the fd
 	// itself before parking.
+	return readable(fd)
+}
+
+// readable polls fd once, without blocking.
+func readable(fd uintptr) bool {
 	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(pfd[:], 0)
-	return err == nil && n > 0
+	var ts unix.Timespec // zero: do not block
+	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	return e == 0 && n > 0
+}
+
+// Ready reports, without blocking, whether the fd is readable.
+func (w *Waiter) Ready() bool {
+	ready := false
+	w.rc.Control(func(fd uintptr) { ready = readable(fd) })
+	return ready
 }
