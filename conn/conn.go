@@ -34,8 +34,6 @@ type Reader interface {
 	// WaitRead returns when a packet is waiting (holding no buffers), or
 	// an error once the socket is closed.
 	WaitRead() error
-	// Ready reports, without blocking, whether a packet is waiting.
-	Ready() bool
 	// ReadBatch reads up to len(bufs) waiting L2TP messages into
 	// bufs[i][offset:] without blocking. For IP encapsulation the message
 	// starts after the IP header. It may instead replace bufs[i] with a
@@ -115,10 +113,6 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 }
 
 func (s *sock) WaitRead() error { return s.waiter.Wait(s.drained.Load()) }
-
-// Ready looks at the socket only: a coalesced read being handed out is the
-// reader's to finish.
-func (s *sock) Ready() bool { return s.waiter.Ready() }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if s.groOn {

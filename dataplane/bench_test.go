@@ -12,7 +12,6 @@ import (
 type fakeConn struct{ msgs, bytes int }
 
 func (f *fakeConn) WaitRead() error                             { return nil }
-func (f *fakeConn) Ready() bool                                 { return true }
 func (f *fakeConn) ReadBatch([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeConn) PathMTU() int                                { return 1500 }
 func (f *fakeConn) Close() error                                { return nil }
@@ -29,7 +28,6 @@ type fakeDev struct{ frames int }
 
 func (f *fakeDev) Name() string                           { return "fake0" }
 func (f *fakeDev) WaitRead() error                        { return nil }
-func (f *fakeDev) Ready() bool                            { return true }
 func (f *fakeDev) Read([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeDev) Write(bufs [][]byte, off int) (int, error) {
 	f.frames += len(bufs)

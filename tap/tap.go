@@ -94,8 +94,6 @@ type Device interface {
 	Name() string
 	// WaitRead returns when a frame can be read, or an error after Close.
 	WaitRead() error
-	// Ready reports, without blocking, whether a frame can be read.
-	Ready() bool
 	// Read reads up to len(bufs) waiting frames into bufs[i][offset:],
 	// their lengths into sizes, without blocking; it may return 0.
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
@@ -310,8 +308,6 @@ type fileDevice struct {
 func (d *fileDevice) Name() string { return d.name }
 
 func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.idle.Load()) }
-
-func (d *fileDevice) Ready() bool { return !d.idle.Load() || d.waiter.Ready() }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.offload {

@@ -54,10 +54,3 @@ func readable(fd uintptr) bool {
 	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 	return e == 0 && n > 0
 }
-
-// Ready reports, without blocking, whether the fd is readable.
-func (w *Waiter) Ready() bool {
-	ready := false
-	w.rc.Control(func(fd uintptr) { ready = readable(fd) })
-	return ready
-}
