@@ -14,6 +14,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -104,6 +105,42 @@ func start(args ...string) *exec.Cmd {
 }
 
 func stop(cmd *exec.Cmd) { proc.Stop(cmd, 5*time.Second) }
+
+// result is a background command's output and error.
+type result struct {
+	out string
+	err error
+}
+
+// background starts a command that is stopped on every way out (cleanup),
+// and returns how to wait for its end and output.
+func background(args ...string) func() result {
+	var out bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	cleanups = append(cleanups, func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	return func() result {
+		err := <-done
+		done <- err // the cleanup may wait too
+		if err != nil {
+			err = fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out.String())
+		}
+		return result{out.String(), err}
+	}
+}
 
 func main() {
 	flag.Parse()

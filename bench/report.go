@@ -79,7 +79,7 @@ func table(rs []Result, missing []Missing, head string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s. iperf3 %d s per run, one TCP stream; UDP 64-byte payloads at full rate (received kpps); "+
 		"RTT from %d pings 2 ms apart, and under load from pings every 10 ms during the TCP run; CPU seconds per GB of TCP received, "+
-		"whole machine and the method's own processes.\n\n", head, *secs, *pings)
+		"whole machine (anything else running on the host included) and the method's own processes.\n\n", head, *secs, *pings)
 	b.WriteString("| method | TCP Gb/s | ×VXLAN | ×QEMU | CPU s/GB | ×VXLAN | own CPU s/GB | UDP 64 B kpps | ×VXLAN | ×QEMU | RTT p50 µs | p99 | mean | ×QEMU | loaded p50 µs | p99 | note |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {

@@ -181,8 +181,9 @@ const (
 // shorter) as single sendmmsg entries with a UDP_SEGMENT control message:
 // the kernel carries each run through the stack as one packet and splits
 // it at the last moment. Buffers are gathered, not copied. It returns how
-// many of bufs were sent, or EIO when the route cannot do GSO (the caller
-// falls back).
+// many of bufs were sent and the last error. When the route cannot do GSO
+// (EIO on a run) it turns GSO off for the socket and sends the rest
+// message by message.
 func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 	mp := writeMsgs.Get().(*[]Message)
 	defer writeMsgs.Put(mp)
@@ -225,13 +226,20 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 			clear(ms[i].Buffers)
 			ms[i].OOB = ms[i].OOB[:0] // the pool is shared with writeBatch
 		}
-		if err != nil && errors.Is(err, unix.EIO) && k <= 0 {
-			return sent, unix.EIO
-		}
 		k = max(k, 0)
 		for i := 0; i < k; i++ {
 			sent += runs[i]
 			done += runs[i]
+		}
+		if k < nm && runs[k] > 1 && errors.Is(err, unix.EIO) {
+			// The egress device cannot checksum for GSO: stop using
+			// it, and send the rest message by message.
+			s.gso.Store(false)
+			m, werr := s.writeBatch(bufs[done:], offset)
+			if werr == nil {
+				werr = lastErr
+			}
+			return sent + m, werr
 		}
 		if k < nm {
 			if err == nil {
@@ -284,14 +292,7 @@ func appendSegmentCmsg(b []byte, size int) []byte {
 
 func (s *sock) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	if s.gso.Load() && len(bufs) > 1 {
-		n, err := s.writeGSO(bufs, offset)
-		if !errors.Is(err, unix.EIO) || n == len(bufs) {
-			return n, err
-		}
-		// The egress device cannot checksum for GSO: stop using it.
-		s.gso.Store(false)
-		m, err := s.writeBatch(bufs[n:], offset)
-		return n + m, err
+		return s.writeGSO(bufs, offset)
 	}
 	return s.writeBatch(bufs, offset)
 }

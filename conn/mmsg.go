@@ -82,16 +82,17 @@ type sendHdrs struct {
 	hs     [MaxBatch]unix.Mmsghdr
 	iovs   [MaxBatch]unix.Iovec
 	n      int
-	got    int
+	got    int // messages sent so far
 	errno  syscall.Errno
 	sendFn func(uintptr) bool
 }
 
 var sendPool = sync.Pool{New: func() any { h := &sendHdrs{}; h.sendFn = h.send; return h }}
 
-// WriteBatch sends ms (Buffers and OOB; connected, so no Addr) with one
-// sendmmsg, waiting while the socket buffer is full; it returns how many
-// were sent and the error of the first that was not.
+// WriteBatch sends ms (Buffers and OOB; connected, so no Addr; flags are
+// always MSG_DONTWAIT) by sendmmsg, waiting while the socket buffer is
+// full; it returns how many were sent and, when not all were, the error
+// of the first that was not.
 func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 	h := sendPool.Get().(*sendHdrs)
 	defer sendPool.Put(h)
@@ -99,7 +100,8 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 	for i := 0; i < n; i++ {
 		m, hd := &ms[i], &h.hs[i].Hdr
 		if len(m.Buffers) == 0 || k+len(m.Buffers) > len(h.iovs) || m.Addr != nil {
-			return r.batchConn.WriteBatch(ms, flags)
+			clear(h.iovs[:k])
+			return r.batchConn.WriteBatch(ms, flags) // not the shape l2tpu writes
 		}
 		hd.Iov, hd.Iovlen = &h.iovs[k], 0
 		for _, b := range m.Buffers {
@@ -118,34 +120,41 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 			hd.Control, hd.Controllen = nil, 0
 		}
 	}
-	h.n = n
+	h.n, h.got, h.errno = n, 0, 0
 	err := r.rc.Write(h.sendFn)
 	clear(h.iovs[:k]) // keep no references to the caller's buffers
 	for i := 0; i < h.got; i++ {
 		ms[i].N = int(h.hs[i].Len)
 	}
-	if err != nil {
-		return 0, err
-	}
-	if h.got < n && h.errno != 0 {
-		return h.got, h.errno
+	if h.got < n {
+		if err == nil {
+			err = h.errno
+		}
+		return h.got, err
 	}
 	return h.got, nil
 }
 
+// send is sendmmsg from the first message not sent yet. The kernel stops
+// at the first message that fails and reports the ones before it: the
+// call is made again from there, so that the failing message's own error
+// (or EAGAIN: wait until writable) comes back, not a short count.
 func (h *sendHdrs) send(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&h.hs[0])), uintptr(h.n), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case unix.EINTR:
+	for h.got < h.n {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&h.hs[h.got])), uintptr(h.n-h.got), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
 			continue
-		case unix.EAGAIN:
-			return false // wait until writable
+		case e == unix.EAGAIN:
+			return false // wait until writable, then go on from h.got
+		case e != 0:
+			h.errno = e
+			return true
+		case n == 0:
+			h.errno = unix.EIO // nothing sent and no reason given
+			return true
 		}
-		h.got, h.errno = int(n), e
-		if e != 0 {
-			h.got = 0
-		}
-		return true
+		h.got += int(n)
 	}
+	return true
 }

@@ -244,11 +244,20 @@ func (s *session) turnaround() {
 	}
 	defer s.rdMu.Unlock()
 	b := s.m.getBatch()
-	if n, _ := s.dev.Read(b.bufs, b.sizes, headroom); n > 0 {
-		s.m.turnHits.Add(uint64(n))
-		s.transmit(b, n)
+	defer s.m.putBatch(b)
+	for {
+		n, _ := s.dev.Read(b.bufs, b.sizes, headroom)
+		if n > 0 {
+			s.m.turnHits.Add(uint64(n))
+			s.transmit(b, n)
+		}
+		// A full batch may have left part of a super-frame in the
+		// device: no readiness event will come for it (the fd itself may
+		// be empty), so it is sent here, up to the queue's end.
+		if n < len(b.bufs) {
+			return
+		}
 	}
-	s.m.putBatch(b)
 }
 
 func (s *session) deliverOne(frame []byte) {

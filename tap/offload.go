@@ -170,11 +170,14 @@ func parse(f []byte) (s seg, ok bool) {
 	return s, s.hdr < s.end && s.hdr <= maxMergeHdr // no payload: nothing to gain
 }
 
-// mergeable reports whether the parsed frame f may join a super-frame:
-// TCP without SYN, FIN, RST, URG, ECE or CWR; UDP whose length agrees with
+// mergeable reports whether the parsed frame f may join a super-frame: a
+// valid IPv4 header checksum; TCP without SYN, FIN, RST, URG, ECE or CWR; UDP whose length agrees with
 // IP's and which has a checksum (one sent without stays as it was). Its
 // checksum is checked separately (csumOK), and only when it is merged.
 func (s *seg) mergeable(f []byte) bool {
+	if !s.v6 && fold(checksum(0, f[s.l3:s.l3+20])) != 0xffff {
+		return false // a damaged IPv4 header would be made whole by the merge
+	}
 	if s.t.stream {
 		return s.flags&(tcpSYN|tcpFIN|tcpRST|tcpURG|tcpECE|tcpCWR) == 0
 	}

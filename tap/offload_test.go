@@ -153,6 +153,11 @@ func TestCoalesceRefuses(t *testing.T) {
 	if j, _ := run([][]byte{badFirst, frames[1]}, off, 0, s0, nil); j != 1 {
 		t.Fatalf("a corrupted first segment merged: run of %d", j)
 	}
+	badIP := append([]byte(nil), frames[1]...)
+	badIP[s1.l3+8]-- // TTL, the header checksum not updated
+	if s, _ := parse(badIP); s.mergeable(badIP) {
+		t.Fatal("a damaged IPv4 header accepted for coalescing")
+	}
 	syn := append([]byte(nil), frames[1]...)
 	syn[s1.l4+13] |= tcpSYN
 	if s, _ := parse(syn); s.mergeable(syn) {

@@ -73,8 +73,10 @@ func (d *fileDevice) readOffload(bufs [][]byte, sizes []int, offset int) (int, e
 			continue
 		}
 		s, ok := parse(f)
-		if t := byGSO(gso); !ok || s.t != t || gsoSize <= 0 {
-			superPool.Put(bp) // not what the offload promises (or UFO, never negotiated): drop
+		if t := byGSO(gso); !ok || s.t != t || gsoSize <= 0 || s.hdr+gsoSize > len(bufs[n])-offset {
+			// Not what the offload promises (or UFO, never negotiated),
+			// or segments longer than the caller's buffers: drop.
+			superPool.Put(bp)
 			continue
 		}
 		d.super = superFrame{buf: bp, n: len(f) + vnetHdrLen, seg: s, mss: gsoSize, next: s.hdr + vnetHdrLen}
