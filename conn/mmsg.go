@@ -45,13 +45,7 @@ func (r *recvBatch) ReadBatch(ms []Message, flags int) (int, error) {
 		r.iovs[i].Base = &m.Buffers[0][0]
 		r.iovs[i].SetLen(len(m.Buffers[0]))
 		h.Iov, h.Iovlen = &r.iovs[i], 1
-		h.Name, h.Namelen, h.Flags = nil, 0, 0
-		if len(m.OOB) > 0 {
-			h.Control = &m.OOB[0]
-			h.SetControllen(len(m.OOB))
-		} else {
-			h.Control, h.Controllen = nil, 0
-		}
+		setControl(h, m.OOB)
 	}
 	r.n, r.flags = n, flags
 	if err := r.rc.Control(r.recvFn); err != nil {
@@ -112,13 +106,7 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 				hd.Iovlen++
 			}
 		}
-		hd.Name, hd.Namelen, hd.Flags = nil, 0, 0
-		if len(m.OOB) > 0 {
-			hd.Control = &m.OOB[0]
-			hd.SetControllen(len(m.OOB))
-		} else {
-			hd.Control, hd.Controllen = nil, 0
-		}
+		setControl(hd, m.OOB)
 	}
 	h.n, h.got, h.errno = n, 0, 0
 	err := r.rc.Write(h.sendFn)
@@ -157,4 +145,16 @@ func (h *sendHdrs) send(fd uintptr) bool {
 		h.got += int(n)
 	}
 	return true
+}
+
+// setControl points a connected socket's message header at its control
+// buffer (none if oob is empty), with no address.
+func setControl(h *unix.Msghdr, oob []byte) {
+	h.Name, h.Namelen, h.Flags = nil, 0, 0
+	if len(oob) > 0 {
+		h.Control = &oob[0]
+		h.SetControllen(len(oob))
+	} else {
+		h.Control, h.Controllen = nil, 0
+	}
 }

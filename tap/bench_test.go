@@ -31,12 +31,7 @@ func BenchmarkSegment(b *testing.B) {
 	frames := tcpFrames(b, false, false, segs+1, benchMSS, 0)
 	frames = frames[:segs]
 	_, parsed := runOf(b, frames, 0)
-	bp := superPool.Get().(*[]byte)
-	n := coalesce(*bp, frames, 0, parsed)
-	s, ok := parse((*bp)[vnetHdrLen:n])
-	if !ok {
-		b.Fatal("super-frame not parsed")
-	}
+	bp, n, s := superOf(b, frames, 0, parsed)
 	bufs, sizes := make([][]byte, 64), make([]int, 64)
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)

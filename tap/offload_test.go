@@ -225,12 +225,7 @@ func TestSegmentInvertsCoalesce(t *testing.T) {
 			const mss = 1000
 			frames := tcpFrames(t, tc.v6, tc.vlan, 7, mss, 0)
 			_, segs := runOf(t, frames, 0)
-			bp := superPool.Get().(*[]byte)
-			n := coalesce(*bp, frames, 0, segs)
-			s, ok := parse((*bp)[vnetHdrLen:n])
-			if !ok {
-				t.Fatal("super-frame not parsed")
-			}
+			bp, n, s := superOf(t, frames, 0, segs)
 			ts := superFrame{buf: bp, n: n, seg: s, mss: mss, next: s.hdr + vnetHdrLen}
 			bufs := make([][]byte, 3) // fewer than segments: emitted over several calls
 			for i := range bufs {
@@ -302,6 +297,19 @@ func coalesce(out []byte, frames [][]byte, offset int, segs []seg) int {
 		n += copy(out[n:], frames[i][offset+segs[i].hdr:offset+segs[i].end])
 	}
 	return n
+}
+
+// superOf is the super-frame (virtio header first, n bytes, in a buffer
+// from superPool) that coalescing the run segs of frames gives, parsed.
+func superOf(t testing.TB, frames [][]byte, offset int, segs []seg) (*[]byte, int, seg) {
+	t.Helper()
+	bp := superPool.Get().(*[]byte)
+	n := coalesce(*bp, frames, offset, segs)
+	s, ok := parse((*bp)[vnetHdrLen:n])
+	if !ok {
+		t.Fatal("super-frame not parsed")
+	}
+	return bp, n, s
 }
 
 // mustSeg parses a frame that must be mergeable, with a valid checksum.

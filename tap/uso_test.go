@@ -75,16 +75,11 @@ func TestUDPSegmentInvertsCoalesce(t *testing.T) {
 			if j != len(frames) {
 				t.Fatalf("run of %d, want %d", j, len(frames))
 			}
-			bp := superPool.Get().(*[]byte)
+			bp, n, s := superOf(t, frames, off, segs)
 			defer superPool.Put(bp)
-			n := coalesce(*bp, frames, off, segs)
 			h := (*bp)[:vnetHdrLen]
 			if h[0] != vnetFlagNeedsCsum || h[1] != vnetGSOUDPL4 || binary.NativeEndian.Uint16(h[4:]) != size {
 				t.Fatalf("virtio header %x", h)
-			}
-			s, ok := parse((*bp)[vnetHdrLen:n])
-			if !ok {
-				t.Fatal("super-frame not parsed")
 			}
 			got := segmentAll(t, bp, n, s, size)
 			if len(got) != len(frames) {
@@ -149,32 +144,17 @@ func FuzzSegmentCoalesce(f *testing.F) {
 	f.Fuzz(func(t *testing.T, udp, v6, vlan, df bool, n uint8, size uint16) {
 		k, sz := int(n%20)+2, int(size%1500)+1
 		var frames [][]byte
-		var segs []seg
-		bp := superPool.Get().(*[]byte)
-		defer superPool.Put(bp)
-		var total int
 		if udp {
 			frames = udpFrames(t, v6, vlan, df, k, sz, 0, sz > 1)
-			var j int
-			j, segs = runOf(t, frames, 0)
-			frames = frames[:j]
-			total = coalesce(*bp, frames, 0, segs)
 		} else {
-			if sz < 2 {
-				sz = 2
-			}
-			frames = tcpFrames(t, v6, vlan, k, sz, 0)
-			var j int
-			j, segs = runOf(t, frames, 0)
-			frames = frames[:j]
-			total = coalesce(*bp, frames, 0, segs)
+			frames = tcpFrames(t, v6, vlan, k, max(sz, 2), 0)
 		}
+		j, segs := runOf(t, frames, 0)
+		frames = frames[:j]
+		bp, total, s := superOf(t, frames, 0, segs)
+		defer superPool.Put(bp)
 		if total > vnetHdrLen+gsoMaxSize {
 			t.Fatalf("super-frame of %d", total)
-		}
-		s, ok := parse((*bp)[vnetHdrLen:total])
-		if !ok {
-			t.Fatal("super-frame not parsed")
 		}
 		got := segmentAll(t, bp, total, s, int(binary.NativeEndian.Uint16((*bp)[4:])))
 		if len(got) != len(frames) {
