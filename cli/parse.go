@@ -69,8 +69,12 @@ func matches(arg, word string) bool {
 	return arg != "" && strings.HasPrefix(word, arg)
 }
 
-// Parse parses the arguments after `ip l2tp` (or `l2tpu`).
-func Parse(args []string) (*Command, error) {
+// Parse parses the arguments after `l2tpu`.
+func Parse(args []string) (*Command, error) { return ParseAs(Prog, args) }
+
+// ParseAs parses the arguments after prog (Prog or IPProg), which the
+// messages name.
+func ParseAs(prog string, args []string) (*Command, error) {
 	if len(args) == 0 || matches(args[0], "help") {
 		return nil, ErrUsage
 	}
@@ -83,9 +87,9 @@ func Parse(args []string) (*Command, error) {
 	case matches(args[0], "show"), matches(args[0], "lst"), matches(args[0], "list"):
 		c.Verb = Show
 	default:
-		return nil, &ExitError{ExitUsage, fmt.Sprintf("Command \"%s\" is unknown, try \"ip l2tp help\".\n", args[0])}
+		return nil, &ExitError{ExitUsage, fmt.Sprintf("Command \"%s\" is unknown, try \"%s help\".\n", args[0], prog)}
 	}
-	if err := c.parseArgs(args[1:]); err != nil {
+	if err := c.parseArgs(prog, args[1:]); err != nil {
 		return nil, err
 	}
 	return c, c.check()
@@ -93,7 +97,7 @@ func Parse(args []string) (*Command, error) {
 
 // parseArgs is ipl2tp.c's parse_args: one loop for every verb, later
 // options overriding earlier ones.
-func (c *Command) parseArgs(args []string) error {
+func (c *Command) parseArgs(prog string, args []string) error {
 	if len(args) == 0 {
 		return ErrUsage
 	}
@@ -138,7 +142,7 @@ func (c *Command) parseArgs(args []string) error {
 			if matches(a, "help") {
 				return ErrUsage
 			}
-			return &ExitError{ExitUsage, fmt.Sprintf("Unknown command: %s\n", a) + usageText}
+			return &ExitError{ExitUsage, fmt.Sprintf("Unknown command: %s\n", a) + Usage(prog)}
 		}
 		switch a {
 		case "encap":

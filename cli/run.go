@@ -11,8 +11,8 @@ import (
 	"github.com/l2tpu/l2tpu/dataplane"
 )
 
-// Backend is where commands take effect: the namespace's daemon, or a
-// dataplane.Manager directly. Errors should carry the kernel's errno.
+// Backend is where commands take effect: the namespace's daemon
+// (daemon.Client). Errors should carry the kernel's errno.
 type Backend interface {
 	AddTunnel(dataplane.TunnelConfig) error
 	AddSession(dataplane.SessionConfig) error
@@ -27,6 +27,8 @@ type Runner struct {
 	Format  Format
 	Out     io.Writer
 	Err     io.Writer
+	// Prog names the command in messages: Prog ("" means it) or IPProg.
+	Prog    string
 	aborted bool // see Abort
 }
 
@@ -135,8 +137,15 @@ func (r *Runner) Exec(c *Command) int {
 
 // Main runs the arguments after `ip l2tp` and returns the exit status,
 // printing usage and parse errors as ip does.
+func (r *Runner) prog() string {
+	if r.Prog == "" {
+		return Prog
+	}
+	return r.Prog
+}
+
 func (r *Runner) Main(args []string) int {
-	c, err := Parse(args)
+	c, err := ParseAs(r.prog(), args)
 	if err != nil {
 		return r.parseError(err)
 	}
@@ -150,7 +159,7 @@ func (r *Runner) parseError(err error) int {
 		return ExitUsage
 	}
 	if e == ErrUsage {
-		io.WriteString(r.Err, usageText)
+		io.WriteString(r.Err, Usage(r.prog()))
 	} else {
 		io.WriteString(r.Err, e.Msg)
 	}
@@ -179,7 +188,7 @@ func (r *Runner) Batch(in io.Reader, name string, force bool) int {
 		if args[0] == "l2tp" {
 			args = args[1:]
 		}
-		c, err := Parse(args)
+		c, err := ParseAs(r.prog(), args)
 		if err != nil {
 			return r.parseError(err)
 		}

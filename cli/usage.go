@@ -1,5 +1,7 @@
 package cli
 
+import "strings"
+
 // usageText is ipl2tp.c's usage with the command named l2tpu and l2tpu's
 // extensions added (reorder_timeout, the daemon, -s counters).
 const usageText = `Usage: l2tpu add tunnel
@@ -34,5 +36,32 @@ OPTIONS := { -j[son] | -p[retty] | -s[tatistics] | -o[neline] |
              -force | -b[atch] FILE | -V[ersion] | -v | -h[elp] }
 `
 
-// Usage is the text printed (to stderr) for help and usage errors.
-func Usage() string { return usageText }
+// Prog is the command's name in messages: "l2tpu", or "ip l2tp" when the
+// binary serves as ip (the shim), whose texts are then ip's own.
+const Prog = "l2tpu"
+
+// IPProg is Prog for the ip shim.
+const IPProg = "ip l2tp"
+
+// Usage is the text printed (to stderr) for help and usage errors by prog:
+// l2tpu's, or for the ip shim ipl2tp.c's (no daemon line, no options: ip
+// prints its own), keeping l2tpu's extensions.
+func Usage(prog string) string {
+	if prog == Prog {
+		return usageText
+	}
+	var b strings.Builder
+	opts := false
+	for _, line := range strings.SplitAfter(usageText, "\n") {
+		if strings.Contains(line, "l2tpu daemon") {
+			continue
+		}
+		if strings.HasPrefix(line, "OPTIONS") {
+			opts = true
+		}
+		if !opts {
+			b.WriteString(strings.ReplaceAll(line, Prog+" ", prog+" "))
+		}
+	}
+	return b.String()
+}

@@ -17,7 +17,7 @@ func TestHelpAndManMatchTheParser(t *testing.T) {
 		t.Fatal(err)
 	}
 	manText := strings.ReplaceAll(string(man), `\-`, "-")
-	words := regexp.MustCompile(`\b[a-z][a-z0-9]*_[a-z0-9_]+\b|\b(?:encap|name|local|remote|cookie|seq)\b`).FindAllString(cli.Usage(), -1)
+	words := regexp.MustCompile(`\b[a-z][a-z0-9]*_[a-z0-9_]+\b|\b(?:encap|name|local|remote|cookie|seq)\b`).FindAllString(cli.Usage(cli.Prog), -1)
 	if len(words) < 15 {
 		t.Fatalf("found only %v", words)
 	}

@@ -15,13 +15,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/daemon"
-	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/tap"
 )
 
@@ -38,6 +39,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		force     bool
 		verbose   bool
 		batchFile string
+		netnsName string
+		all       = args
+		nsAt      []int // where -n options are in all: run again without them
 	)
 	// ip's option loop: "-x" or "--x", any prefix of the long name.
 	for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' {
@@ -57,14 +61,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			force = true
 		case matches(opt, "-batch"):
 			if len(args) < 2 {
-				io.WriteString(stderr, cli.Usage())
+				io.WriteString(stderr, cli.Usage(cli.Prog))
 				return cli.ExitUsage
 			}
 			args = args[1:]
 			batchFile = args[0]
 		case matches(opt, "-help"):
-			io.WriteString(stderr, cli.Usage())
+			io.WriteString(stderr, cli.Usage(cli.Prog))
 			return cli.ExitUsage
+		case matches(opt, "-netns"):
+			if len(args) < 2 {
+				io.WriteString(stderr, cli.Usage(cli.Prog))
+				return cli.ExitUsage
+			}
+			nsAt = append(nsAt, len(all)-len(args))
+			args = args[1:]
+			netnsName = args[0]
 		case matches(opt, "-json"):
 			f.JSON = true
 		case matches(opt, "-pretty"):
@@ -77,13 +89,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		args = args[1:]
 	}
+	if netnsName != "" {
+		var rest []string
+		for i := 0; i < len(all); i++ {
+			if slices.Contains(nsAt, i) {
+				i++ // and its value
+				continue
+			}
+			rest = append(rest, all[i])
+		}
+		return enterNetns(netnsName, rest, stderr)
+	}
 	if len(args) > 0 && args[0] == "daemon" {
 		return runDaemon(args[1:], verbose, stderr)
 	}
 	if len(args) > 0 && args[0] == "l2tp" { // `l2tpu l2tp add ...` reads like `ip l2tp add ...`
 		args = args[1:]
 	}
-	r := &cli.Runner{Backend: &client{}, Format: f, Out: stdout, Err: stderr}
+	r := &cli.Runner{Backend: daemon.NewClient(), Format: f, Out: stdout, Err: stderr}
 	if batchFile != "" {
 		in := stdin
 		if batchFile != "-" {
@@ -100,103 +123,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return r.Main(args)
 }
 
+// enterNetns runs the command again inside the network namespace name (ip
+// -n): the client, and a daemon it starts, must be in that namespace.
+func enterNetns(name string, args []string, stderr io.Writer) int {
+	argv := append([]string{os.Args[0]}, args...)
+	err := netns.Exec(netns.PathOf(name), argv, os.Environ())
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EPERM) {
+		fmt.Fprintf(stderr, "setting the network namespace \"%s\" failed: %s\n", name, cli.Strerror(errnoOf(err)))
+	} else {
+		fmt.Fprintf(stderr, "Cannot open network namespace \"%s\": %s\n", name, cli.Strerror(errnoOf(err)))
+	}
+	return cli.ExitUsage
+}
+
 func errnoOf(err error) syscall.Errno {
 	var e syscall.Errno
 	if errors.As(err, &e) {
 		return e
 	}
 	return syscall.EIO
-}
-
-// client is the cli.Backend that talks to this namespace's daemon,
-// starting it on the first change.
-type client struct{}
-
-func (client) call(req daemon.Request, start bool) (daemon.Response, error) {
-	resp, err := daemon.Call(req)
-	if errors.Is(err, daemon.ErrNotRunning) && !start && os.Geteuid() == 0 {
-		// A state file without a daemon: it died. Bring it back (it
-		// restores the state) rather than answer as if nothing existed.
-		if p, perr := daemon.DefaultPaths(); perr == nil {
-			if _, serr := os.Stat(p.State); serr == nil {
-				start = true
-			}
-		}
-	}
-	if errors.Is(err, daemon.ErrNotRunning) && start {
-		if os.Geteuid() != 0 {
-			return resp, fmt.Errorf("l2tpu: only root may start the daemon: %w", syscall.EPERM)
-		}
-		if err := startDaemon(); err != nil {
-			if errors.Is(err, daemon.ErrImpostor) {
-				return resp, cli.Abort(err)
-			}
-			fmt.Fprintf(os.Stderr, "l2tpu: cannot start the daemon: %v\n", err)
-			return resp, syscall.EIO
-		}
-		resp, err = daemon.Call(req)
-	}
-	if errors.Is(err, daemon.ErrImpostor) {
-		return resp, cli.Abort(err)
-	}
-	if err != nil {
-		return resp, err
-	}
-	if resp.Errno != 0 {
-		return resp, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
-	}
-	return resp, nil
-}
-
-func startDaemon() error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	p, err := daemon.DefaultPaths()
-	if err != nil {
-		return err
-	}
-	// -keep: a SIGTERM that reaches it with its caller's session or
-	// service (it starts in the caller's cgroup) must not delete what it
-	// holds; the next command restores it. l2tpu daemon stop deletes.
-	return daemon.Start(exe, p.Log, "-keep")
-}
-
-func (c client) AddTunnel(t dataplane.TunnelConfig) error {
-	_, err := c.call(daemon.Request{Op: daemon.OpAddTunnel, Tunnel: &t}, true)
-	return err
-}
-
-func (c client) AddSession(s dataplane.SessionConfig) error {
-	_, err := c.call(daemon.Request{Op: daemon.OpAddSession, Session: &s}, true)
-	return err
-}
-
-// Without a daemon there is nothing to delete: the kernel's answer is ENODEV.
-func (c client) DeleteTunnel(id uint32) error {
-	_, err := c.call(daemon.Request{Op: daemon.OpDelTunnel, TunnelID: id}, false)
-	if errors.Is(err, daemon.ErrNotRunning) {
-		return syscall.ENODEV
-	}
-	return err
-}
-
-func (c client) DeleteSession(tid, sid uint32) error {
-	_, err := c.call(daemon.Request{Op: daemon.OpDelSession, TunnelID: tid, SessionID: sid}, false)
-	if errors.Is(err, daemon.ErrNotRunning) {
-		return syscall.ENODEV
-	}
-	return err
-}
-
-// Without a daemon there is nothing to show.
-func (c client) List() ([]dataplane.TunnelInfo, []dataplane.SessionInfo, error) {
-	resp, err := c.call(daemon.Request{Op: daemon.OpList}, false)
-	if errors.Is(err, daemon.ErrNotRunning) {
-		return nil, nil, nil
-	}
-	return resp.Tunnels, resp.Sessions, err
 }
 
 func runDaemon(args []string, verbose bool, stderr io.Writer) int {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,4 +47,35 @@ func Do(path string, fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return ferr
+}
+
+// Exec replaces the process with argv[0] run inside the namespace at path,
+// as `ip -n NETNS` runs its command there: the calling thread enters the
+// namespace, and execve makes it the whole process. It returns only on
+// error.
+func Exec(path string, argv, env []string) error {
+	target, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return err
+	}
+	err = unix.Exec("/proc/self/exe", argv, env)
+	// Still here: the thread is in the other namespace; keep it locked so
+	// that the runtime retires it rather than reuse it.
+	runtime.LockOSThread()
+	return err
+}
+
+// PathOf is where ip finds the namespace named by -n: a name under
+// /run/netns, or a path when it contains a slash.
+func PathOf(name string) string {
+	if strings.Contains(name, "/") {
+		return name
+	}
+	return Path(name)
 }
