@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench bench-idle microbench demo interop install uninstall clean
+.PHONY: all build test check fuzz bench bench-idle microbench demo interop install install-ip-shim uninstall clean
 
 all: build
 
@@ -77,7 +77,14 @@ install: build
 	install -D -m 0644 dist/l2tpu.service $(DESTDIR)/etc/systemd/system/l2tpu.service
 	[ -e $(DESTDIR)/etc/l2tpu/l2tpu.conf ] || install -D -m 0600 dist/l2tpu.conf $(DESTDIR)/etc/l2tpu/l2tpu.conf
 
+# The ip shim: `ip` in PREFIX/sbin (before /usr/sbin and /usr/bin on PATH)
+# runs l2tpu, which serves `ip l2tp ...` and hands all else to the system's
+# ip. See README.md, "Unmodified ip l2tp tooling".
+install-ip-shim: install
+	ln -sfn l2tpu $(DESTDIR)$(PREFIX)/sbin/ip
+
 uninstall:
+	[ "$$(readlink $(DESTDIR)$(PREFIX)/sbin/ip)" != l2tpu ] || rm -f $(DESTDIR)$(PREFIX)/sbin/ip
 	rm -f $(DESTDIR)$(PREFIX)/sbin/l2tpu $(DESTDIR)$(PREFIX)/share/man/man8/l2tpu.8 $(DESTDIR)/etc/systemd/system/l2tpu.service
 
 clean:

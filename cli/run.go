@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"syscall"
 
 	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/internal/netns"
 )
 
 // Backend is where commands take effect: the namespace's daemon
@@ -28,7 +30,11 @@ type Runner struct {
 	Out     io.Writer
 	Err     io.Writer
 	// Prog names the command in messages: Prog ("" means it) or IPProg.
-	Prog    string
+	Prog string
+	// Other, when set, runs a batch line that is not an l2tp command (the
+	// ip shim hands them to ip) and returns its exit status; the lines
+	// then need their object word, as ip's do.
+	Other   func(args []string) int
 	aborted bool // see Abort
 }
 
@@ -137,6 +143,33 @@ func (r *Runner) Exec(c *Command) int {
 
 // Main runs the arguments after `ip l2tp` and returns the exit status,
 // printing usage and parse errors as ip does.
+// ErrnoOf is the errno in err's chain, EIO if none.
+func ErrnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.EIO
+}
+
+// IsL2TPObject says whether ip takes word for its l2tp object: a prefix
+// of "l2tp" that is not one of "link" ("l").
+func IsL2TPObject(word string) bool { return len(word) >= 2 && matches(word, "l2tp") }
+
+// EnterNetns runs argv again inside the network namespace name, as ip -n
+// does (see netns.Exec); it returns only on failure, with ip's message and
+// status.
+func EnterNetns(name string, argv []string, stderr io.Writer) int {
+	err := netns.Exec(netns.PathOf(name), argv, os.Environ())
+	e := ErrnoOf(err)
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EPERM) {
+		fmt.Fprintf(stderr, "setting the network namespace \"%s\" failed: %s\n", name, Strerror(e))
+	} else {
+		fmt.Fprintf(stderr, "Cannot open network namespace \"%s\": %s\n", name, Strerror(e))
+	}
+	return ExitUsage
+}
+
 func (r *Runner) prog() string {
 	if r.Prog == "" {
 		return Prog
@@ -185,14 +218,24 @@ func (r *Runner) Batch(in io.Reader, name string, force bool) int {
 		if len(args) == 0 {
 			continue
 		}
-		if args[0] == "l2tp" {
-			args = args[1:]
+		var code int
+		switch {
+		case r.Other != nil && !IsL2TPObject(args[0]):
+			// ip exits at a parse error in any line.
+			if code = r.Other(args); code == ExitUsage {
+				return code
+			}
+		default:
+			if args[0] == "l2tp" || r.Other != nil {
+				args = args[1:]
+			}
+			c, err := ParseAs(r.prog(), args)
+			if err != nil {
+				return r.parseError(err)
+			}
+			code = r.Exec(c)
 		}
-		c, err := ParseAs(r.prog(), args)
-		if err != nil {
-			return r.parseError(err)
-		}
-		if r.Exec(c) != ExitOK {
+		if code != ExitOK {
 			if r.aborted {
 				return ExitFailed
 			}

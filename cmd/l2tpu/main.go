@@ -22,14 +22,19 @@ import (
 
 	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/daemon"
-	"github.com/l2tpu/l2tpu/internal/netns"
+	"github.com/l2tpu/l2tpu/ipshim"
 	"github.com/l2tpu/l2tpu/tap"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+func main() {
+	if ipshim.IsShim(os.Args[0]) {
+		os.Exit(ipshim.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
 
 func matches(arg, word string) bool { return arg != "" && strings.HasPrefix(word, arg) }
 
@@ -98,7 +103,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 			rest = append(rest, all[i])
 		}
-		return enterNetns(netnsName, rest, stderr)
+		return cli.EnterNetns(netnsName, append([]string{os.Args[0]}, rest...), stderr)
 	}
 	if len(args) > 0 && args[0] == "daemon" {
 		return runDaemon(args[1:], verbose, stderr)
@@ -112,7 +117,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if batchFile != "-" {
 			fh, err := os.Open(batchFile)
 			if err != nil {
-				fmt.Fprintf(stderr, "Cannot open file \"%s\" for reading: %s\n", batchFile, cli.Strerror(errnoOf(err)))
+				fmt.Fprintf(stderr, "Cannot open file \"%s\" for reading: %s\n", batchFile, cli.Strerror(cli.ErrnoOf(err)))
 				return 1
 			}
 			defer fh.Close()
@@ -121,27 +126,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return r.Batch(in, batchFile, force)
 	}
 	return r.Main(args)
-}
-
-// enterNetns runs the command again inside the network namespace name (ip
-// -n): the client, and a daemon it starts, must be in that namespace.
-func enterNetns(name string, args []string, stderr io.Writer) int {
-	argv := append([]string{os.Args[0]}, args...)
-	err := netns.Exec(netns.PathOf(name), argv, os.Environ())
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EPERM) {
-		fmt.Fprintf(stderr, "setting the network namespace \"%s\" failed: %s\n", name, cli.Strerror(errnoOf(err)))
-	} else {
-		fmt.Fprintf(stderr, "Cannot open network namespace \"%s\": %s\n", name, cli.Strerror(errnoOf(err)))
-	}
-	return cli.ExitUsage
-}
-
-func errnoOf(err error) syscall.Errno {
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return syscall.EIO
 }
 
 func runDaemon(args []string, verbose bool, stderr io.Writer) int {
