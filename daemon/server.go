@@ -480,6 +480,9 @@ func (s *Server) retries(ctx context.Context) {
 			time.Sleep(100 * time.Millisecond) // let a burst of events settle
 		}
 		s.retryPending()
+		if err := s.m.RefreshCarrier(); err != nil {
+			s.log.Warn("carrier not updated", "err", err)
+		}
 	}
 }
 

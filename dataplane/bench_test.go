@@ -37,6 +37,7 @@ func (f *fakeDev) Close() error  { return nil }
 func (f *fakeDev) Remove() error { return nil }
 
 func (f *fakeDev) SetPersist(bool) error { return nil }
+func (f *fakeDev) SetCarrier(bool) error { return nil }
 
 // benchSession wires one session of cfg to fakes, without any I/O.
 func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {

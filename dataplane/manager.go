@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -513,6 +514,11 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		m.ipSessions.set(c.SessionID, s)
 	}
 	s.startTx()
+	if t.noAddr {
+		if err := s.dev.SetCarrier(false); err != nil {
+			m.log.Warn("cannot turn the carrier off", "interface", s.name(), "err", err)
+		}
+	}
 	undo := func(err error) (string, error) {
 		m.unregister(s)
 		s.stop(true)
@@ -702,6 +708,54 @@ type SessionInfo struct {
 	RecvSeq      bool
 	NextNS       uint32 // sequence number to send next
 	Stats        Stats
+}
+
+// RefreshCarrier makes each session interface's carrier say whether its
+// tunnel can carry traffic: off while the tunnel's local address is on no
+// interface of the namespace (removed after the tunnel was made), on
+// otherwise, so that bridges and routing daemons see a dead pseudowire.
+// A daemon calls it on address changes. (A session whose restore is
+// pending has no process behind its TAP, so its carrier is off already.)
+func (m *Manager) RefreshCarrier() error {
+	var have map[netip.Addr]bool
+	err := m.inNS(func() error {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return err
+		}
+		have = make(map[netip.Addr]bool, len(addrs))
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				have[p.Addr().Unmap()] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("carrier: list addresses: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, t := range m.tunnels {
+		l := t.cfg.Local.Unmap()
+		noAddr := l.IsValid() && !l.IsUnspecified() && !have[l]
+		if noAddr == t.noAddr {
+			continue
+		}
+		t.noAddr = noAddr
+		if noAddr {
+			m.log.Warn("tunnel cannot carry traffic: its local address is gone; carrier off", "tunnel_id", t.cfg.TunnelID, "local", l)
+		} else {
+			m.log.Info("tunnel's local address is back; carrier on", "tunnel_id", t.cfg.TunnelID, "local", l)
+		}
+		for _, s := range t.sessions.all() {
+			if err := s.dev.SetCarrier(!noAddr); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Tunnels lists the tunnels in ascending tunnel ID order.

@@ -16,6 +16,10 @@ type tunnel struct {
 	sessions atomicMap[uint32, *session] // lock-free lookup
 	stats    counters
 	done     chan struct{} // closed when the receive loop ends (UDP)
+	// noAddr: the local address is on no interface of the namespace, so
+	// the tunnel can neither send nor receive; its sessions' carrier is
+	// off. Under the Manager's lock.
+	noAddr bool
 }
 
 func (t *tunnel) lookup(id uint32) *session {

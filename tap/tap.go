@@ -104,6 +104,9 @@ type Device interface {
 	Close() error
 	// Remove deletes the interface even when persistent.
 	Remove() error
+	// SetCarrier sets the interface's carrier (TUNSETCARRIER, Linux 5.0),
+	// which bridges and routing daemons read as whether the link works.
+	SetCarrier(on bool) error
 	// SetPersist makes the interface outlive the process (or not): a
 	// device created without persistence vanishes if the process dies
 	// before it is made persistent.
@@ -412,6 +415,21 @@ func (d *fileDevice) Remove() error {
 		}
 	}
 	return d.f.Close()
+}
+
+// tunSetCarrier is TUNSETCARRIER, _IOW('T', 226, int).
+const tunSetCarrier = 0x400454e2
+
+func (d *fileDevice) SetCarrier(on bool) error {
+	v := 0
+	if on {
+		v = 1
+	}
+	err := control(d.rc, func(fd int) error { return unix.IoctlSetPointerInt(fd, tunSetCarrier, v) })
+	if err != nil {
+		return fmt.Errorf("tap: carrier of %s: %w", d.name, err)
+	}
+	return nil
 }
 
 func (d *fileDevice) SetPersist(on bool) error {
