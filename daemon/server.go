@@ -194,6 +194,8 @@ func trimNL(b []byte) []byte {
 	return b
 }
 
+var _ dataplane.Recorder = (*Server)(nil)
+
 // Record is the dataplane.Recorder: each change goes to the journal before
 // it is acknowledged.
 func (s *Server) Record(c dataplane.Change) error {

@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/tap"
 )
 
 // fakeConn is a tunnel socket that only counts what it is given.
@@ -22,6 +24,11 @@ func (f *fakeConn) WriteBatch(bufs [][]byte, off int) (int, error) {
 	f.msgs += len(bufs)
 	return len(bufs), nil
 }
+
+var (
+	_ conn.Conn  = (*fakeConn)(nil)
+	_ tap.Device = (*fakeDev)(nil)
+)
 
 // fakeDev is a TAP that only counts what it is given.
 type fakeDev struct{ frames int }

@@ -16,6 +16,8 @@ import (
 )
 
 // fakeRecorder records changes, or fails with err.
+var _ Recorder = (*fakeRecorder)(nil)
+
 type fakeRecorder struct {
 	mu      sync.Mutex
 	err     error

@@ -290,6 +290,8 @@ func openUnix(c Config) (opened, error) {
 	return opened{os.NewFile(uintptr(fd), "tap"), unix.ByteSliceToString(req.name[:]), mq, uso}, nil
 }
 
+var _ Device = (*fileDevice)(nil)
+
 type fileDevice struct {
 	// idle: the last Read ended in EAGAIN with no super-frame pending,
 	// so the next one waits. Atomic: a reader may look while another
