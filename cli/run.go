@@ -59,6 +59,19 @@ func (a abortError) Unwrap() error { return a.err }
 // go on, such as one that finds its daemon impersonated.
 func Abort(err error) error { return abortError{err} }
 
+// hintError carries a line to print before ip's error text.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (h hintError) Error() string { return h.err.Error() }
+func (h hintError) Unwrap() error { return h.err }
+
+// WithHint makes the Runner print "l2tpu: hint" before ip's text for err:
+// for failures the kernel does not have, which its text cannot explain.
+func WithHint(err error, hint string) error { return hintError{err, hint} }
+
 // failed prints what rtnl_talk prints for a kernel error, and returns ip's
 // exit status for it.
 func (r *Runner) failed(err error) int {
@@ -67,6 +80,10 @@ func (r *Runner) failed(err error) int {
 		fmt.Fprintf(r.Err, "l2tpu: %v\n", a.err)
 		r.aborted = true
 		return ExitFailed
+	}
+	var h hintError
+	if errors.As(err, &h) {
+		fmt.Fprintf(r.Err, "%s: %s\n", Prog, h.hint)
 	}
 	var e syscall.Errno
 	if !errors.As(err, &e) {

@@ -51,7 +51,11 @@ func (*Client) call(req Request, start bool) (Response, error) {
 		return resp, err
 	}
 	if resp.Errno != 0 {
-		return resp, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
+		err := fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
+		if resp.Hint != "" {
+			err = cli.WithHint(err, resp.Hint)
+		}
+		return resp, err
 	}
 	return resp, nil
 }

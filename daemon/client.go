@@ -35,22 +35,29 @@ const callTimeout = 5 * time.Minute
 // the daemon runs as root (SO_PEERCRED of the listening socket): anyone
 // can bind an abstract name, and a request may carry cookies.
 func Call(req Request) (Response, error) {
+	r, _, err := call(req)
+	return r, err
+}
+
+// call is Call, also returning the daemon's PID (SO_PEERCRED).
+func call(req Request) (_ Response, pid int, _ error) {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: SocketName, Net: "unix"})
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return Response{}, ErrNotRunning
+			return Response{}, 0, ErrNotRunning
 		}
-		return Response{}, err
+		return Response{}, 0, err
 	}
 	defer c.Close()
 	cred, err := peerCred(c)
 	if err != nil {
-		return Response{}, fmt.Errorf("%w: cannot identify it (%v); nothing was sent", ErrImpostor, err)
+		return Response{}, 0, fmt.Errorf("%w: cannot identify it (%v); nothing was sent", ErrImpostor, err)
 	}
 	if cred.Uid != 0 {
-		return Response{}, fmt.Errorf("%w: pid %d (%s) of uid %d holds it; nothing was sent. Stop that process and retry",
+		return Response{}, 0, fmt.Errorf("%w: pid %d (%s) of uid %d holds it; nothing was sent. Stop that process and retry",
 			ErrImpostor, cred.Pid, procComm(cred.Pid), cred.Uid)
 	}
+	pid = int(cred.Pid)
 	c.SetDeadline(time.Now().Add(callTimeout))
 	werr := json.NewEncoder(c).Encode(req)
 	// A daemon that refuses the caller answers without reading the
@@ -58,11 +65,11 @@ func Call(req Request) (Response, error) {
 	var r Response
 	if err := json.NewDecoder(io.LimitReader(c, MaxResponse)).Decode(&r); err != nil {
 		if werr != nil {
-			return Response{}, fmt.Errorf("daemon: %w", werr)
+			return Response{}, pid, fmt.Errorf("daemon: %w", werr)
 		}
-		return Response{}, fmt.Errorf("daemon: no answer: %w", err)
+		return Response{}, pid, fmt.Errorf("daemon: no answer: %w", err)
 	}
-	return r, nil
+	return r, pid, nil
 }
 
 // Start runs `exe daemon` detached (its own session, no terminal, cwd /,
@@ -89,6 +96,9 @@ func Start(exe, logPath string, args ...string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if x, ok := os.LookupEnv("XDG_RUNTIME_DIR"); ok {
+		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+x) // where its runtime files are (RuntimeDir)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return err

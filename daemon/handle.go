@@ -125,7 +125,11 @@ func errResponse(e syscall.Errno, msg string) Response {
 }
 
 func failure(err error) Response {
-	return Response{Errno: int(dataplane.Errno(err)), Error: err.Error()}
+	r := Response{Errno: int(dataplane.Errno(err)), Error: err.Error()}
+	if errors.Is(err, dataplane.ErrNeedRaw) {
+		r.Hint = dataplane.ErrNeedRaw.Error()
+	}
+	return r
 }
 
 func (s *Server) do(req Request, cred *unix.Ucred) Response {

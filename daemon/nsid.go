@@ -88,7 +88,11 @@ func DefaultPaths() (Paths, error) {
 	if err != nil {
 		return Paths{}, err
 	}
-	return pathsFor(RunDir, id), nil
+	dir, err := RuntimeDir()
+	if err != nil {
+		return Paths{}, err
+	}
+	return pathsFor(dir, id), nil
 }
 
 // PathsAt are the runtime files of the daemon of the namespace at nsPath.
@@ -97,7 +101,11 @@ func PathsAt(nsPath string) (Paths, error) {
 	if err != nil {
 		return Paths{}, err
 	}
-	return pathsFor(RunDir, id), nil
+	dir, err := RuntimeDir()
+	if err != nil {
+		return Paths{}, err
+	}
+	return pathsFor(dir, id), nil
 }
 
 // removeRuntime removes a stopped daemon's runtime files.

@@ -39,8 +39,11 @@ type Request struct {
 // Response answers a Request. Errno is the kernel's errno for the failure
 // (0 on success); Error a sentence for logs and humans.
 type Response struct {
-	Errno     int                     `json:"errno,omitempty"`
-	Error     string                  `json:"error,omitempty"`
+	Errno int    `json:"errno,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Hint is a line the client prints before ip's error text where l2tpu
+	// fails for a reason the kernel does not have (CAP_NET_RAW).
+	Hint      string                  `json:"hint,omitempty"`
 	Interface string                  `json:"interface,omitempty"`
 	Tunnels   []dataplane.TunnelInfo  `json:"tunnels,omitempty"`
 	Sessions  []dataplane.SessionInfo `json:"sessions,omitempty"`

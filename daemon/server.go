@@ -111,7 +111,11 @@ func Listen(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.paths = pathsFor(RunDir, id)
+	dir, err := RuntimeDir()
+	if err != nil {
+		return nil, err
+	}
+	s.paths = pathsFor(dir, id)
 	if stable {
 		s.cookie, _ = NamespaceCookie()
 	}

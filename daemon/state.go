@@ -31,21 +31,29 @@ func Stop(nsPath string) (Paths, error) {
 	if err != nil {
 		return p, err
 	}
-	b, err := os.ReadFile(p.PID)
-	if err != nil {
-		return p, nil // none runs
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || !isDaemonIn(pid, nsPath) {
-		os.Remove(p.PID) // stale
-		return p, nil
+	pid := 0
+	if b, err := os.ReadFile(p.PID); err == nil {
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || !isDaemonIn(pid, nsPath) {
+			os.Remove(p.PID) // stale
+			pid = 0
+		}
 	}
 	// Ask it (a daemon started on demand keeps its state on SIGTERM);
-	// signal it where it does not answer.
+	// signal it where it does not answer. One whose runtime files are
+	// elsewhere (another container's /run) answers too: its PID is the
+	// socket's peer.
 	var resp Response
-	cerr := netns.Do(nsPath, func() (err error) { resp, err = Call(Request{Op: OpStop}); return err })
+	var peer int
+	cerr := netns.Do(nsPath, func() (err error) { resp, peer, err = call(Request{Op: OpStop}); return err })
 	if cerr == nil && resp.Errno != 0 {
 		return p, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
+	}
+	if pid == 0 && cerr == nil && isDaemonIn(peer, nsPath) {
+		pid = peer
+	}
+	if pid == 0 {
+		return p, nil // none runs
 	}
 	if cerr != nil {
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {

@@ -31,6 +31,9 @@ var (
 	ErrNameExists    = &Error{"an interface with this name already exists: choose another name", syscall.EEXIST}
 	ErrInvalid       = &Error{"invalid parameters", syscall.EINVAL}
 	ErrClosed        = &Error{"dataplane is closed", syscall.ESHUTDOWN}
+	// ErrNeedRaw: the kernel needs only CAP_NET_ADMIN for an IP-encap
+	// tunnel; a userspace dataplane needs a raw socket.
+	ErrNeedRaw = &Error{"IP encapsulation needs CAP_NET_RAW (a raw IP socket for protocol 115): give the daemon CAP_NET_RAW, or use encap udp", syscall.EPERM}
 	// Restoring a session (RestoreSession):
 	ErrInterfaceGone = &Error{"the session's interface was deleted (or its name is another's now): the session goes with it, as the kernel's would", syscall.ENODEV}
 	ErrInterfaceBusy = &Error{"the session's interface is held by another process: stop it, or delete the session", syscall.EBUSY}

@@ -291,11 +291,11 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 			return err
 		}
 		if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {
-			return err
+			return needRaw(err)
 		}
 		if err := m.holdIPListener(c.IPv6()); err != nil {
 			t.conn.Close()
-			return err
+			return needRaw(err)
 		}
 		return nil
 	})
@@ -316,6 +316,14 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	}
 	m.log.Info("tunnel added", "tunnel_id", c.TunnelID, "encap", c.Encap.String(), "local", c.Local, "remote", c.Remote)
 	return nil
+}
+
+// needRaw says what a raw socket refused for want of privilege needs.
+func needRaw(err error) error {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("%w (%v)", ErrNeedRaw, err)
+	}
+	return err
 }
 
 func (m *Manager) holdIPListener(v6 bool) error {

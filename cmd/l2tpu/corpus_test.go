@@ -38,7 +38,9 @@ func (b *builtTool) get(t *testing.T) string {
 		os.Chmod(dir, 0o755)
 		b.path = filepath.Join(dir, b.name)
 		args := append(append([]string{"build"}, b.args...), "-o", b.path, b.pkg)
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build: it may run in an empty root
+		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
