@@ -33,7 +33,8 @@ Where: NAME   := STRING
        L2SPEC := { none | default }
        MS     := { 0..4294967295 } milliseconds
 OPTIONS := { -j[son] | -p[retty] | -s[tatistics] | -o[neline] |
-             -force | -b[atch] FILE | -V[ersion] | -v | -h[elp] }
+             -force | -b[atch] FILE | -n[etns] NETNS | -V[ersion] |
+             -v | -h[elp] }
 `
 
 // Prog is the command's name in messages: "l2tpu", or "ip l2tp" when the
