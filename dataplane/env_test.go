@@ -60,6 +60,7 @@ type combo struct {
 	cookie  int // 0, 4, 8
 	l2spec  encap.L2Spec
 	seqBoth bool
+	reorder time.Duration // the sessions' reorder timeout (with seqBoth)
 }
 
 func (c combo) String() string {
@@ -100,6 +101,7 @@ func sessionPair(t testing.TB, c combo) (SessionConfig, SessionConfig) {
 		Cookie: cookieOf(t, c.cookie, 0xaa), PeerCookie: cookieOf(t, c.cookie, 0xbb), SendSeq: c.seqBoth, RecvSeq: c.seqBoth}
 	sb := SessionConfig{TunnelID: 200, SessionID: 2002, PeerSessionID: 1001, L2Spec: c.l2spec,
 		Cookie: cookieOf(t, c.cookie, 0xbb), PeerCookie: cookieOf(t, c.cookie, 0xaa), SendSeq: c.seqBoth, RecvSeq: c.seqBoth}
+	sa.ReorderTimeout, sb.ReorderTimeout = c.reorder, c.reorder
 	return sa, sb
 }
 

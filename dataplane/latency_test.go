@@ -32,7 +32,7 @@ func TestTurnaround(t *testing.T) {
 				t.Cleanup(func() { m.Close(true) })
 				ms[i] = m
 			}
-			c := combo{encap.EncapUDP, false, 0, encap.L2SpecDefault, tc.seq}
+			c := combo{encap: encap.EncapUDP, l2spec: encap.L2SpecDefault, seqBoth: tc.seq}
 			ifa, ifb := addPair(t, ms[0], ms[1], c)
 			up(t, e.a, ifa, "203.0.113.1/24")
 			up(t, e.b, ifb, "203.0.113.2/24")

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/l2tpu/l2tpu/encap"
 )
@@ -10,7 +11,9 @@ import (
 // TestMultiQueuePseudowire: session TAPs with three queues, each read by
 // its own loop; eight TCP flows at once (spread over the queues by the
 // kernel) arrive intact. With sequence numbers the queues share one
-// numbering in wire order: the receivers see nothing out of sequence.
+// numbering in wire order: the receivers see nothing out of sequence. The
+// reorder timeout makes that checkable: without one the kernel's rules
+// count nothing in rx_oos_packets (TestReorderTimeout shows it counting).
 func TestMultiQueuePseudowire(t *testing.T) {
 	e := newEnv(t)
 	ma, err := New(Options{NetNS: e.a.Path(), Tuning: Tuning{TAPQueues: 3}})
@@ -24,7 +27,10 @@ func TestMultiQueuePseudowire(t *testing.T) {
 	}
 	defer mb.Close(true)
 	for _, seq := range []bool{false, true} {
-		c := combo{encap.EncapUDP, false, 4, encap.L2SpecDefault, seq}
+		c := combo{encap: encap.EncapUDP, cookie: 4, l2spec: encap.L2SpecDefault, seqBoth: seq}
+		if seq {
+			c.reorder = 200 * time.Millisecond
+		}
 		t.Run(c.String(), func(t *testing.T) {
 			ifa, ifb := addPair(t, ma, mb, c)
 			for _, m := range []*Manager{ma, mb} {

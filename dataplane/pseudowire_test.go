@@ -22,7 +22,7 @@ func TestPseudowireMatrix(t *testing.T) {
 			for _, ck := range []int{0, 4, 8} {
 				for _, l2 := range []encap.L2Spec{encap.L2SpecNone, encap.L2SpecDefault} {
 					for _, seq := range []bool{false, true} {
-						c := combo{enc, v6, ck, l2, seq}
+						c := combo{encap: enc, v6: v6, cookie: ck, l2spec: l2, seqBoth: seq}
 						t.Run(c.String(), func(t *testing.T) { runCombo(t, e, ma, mb, c) })
 					}
 				}

@@ -245,3 +245,53 @@ func TestControlSocketAbuse(t *testing.T) {
 		t.Fatalf("state changed:\n%s\n%s", before, after)
 	}
 }
+
+// TestGroupAccess: with -group, the group's members may use l2tpu, by
+// their primary group or a supplementary one; other users may not, and
+// without -group no one but root may (each case run as the user nobody).
+func TestGroupAccess(t *testing.T) {
+	privtest.Require(t)
+	bin := binary(t)
+	as := func(ns *privtest.NS, ids []string, args ...string) result {
+		argv := append([]string{"ip", "netns", "exec", ns.Name, "setpriv", "--reuid", "nobody"}, ids...)
+		return runCmd(t, nil, append(append(argv, "--", bin), args...)...)
+	}
+	primary := []string{"--regid", "users", "--clear-groups"}
+	supplementary := []string{"--regid", "nogroup", "--groups", "users"}
+	other := []string{"--regid", "nogroup", "--clear-groups"}
+	refused := "RTNETLINK answers: Operation not permitted\nDump terminated\n"
+
+	// Without -group (a daemon started on demand): members are refused too.
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	for _, ids := range [][]string{primary, supplementary} {
+		if r := as(ns, ids, "show", "tunnel"); r.code != 1 || r.err != refused {
+			t.Fatalf("%v without -group: %+v", ids, r)
+		}
+	}
+
+	// With -group users.
+	ng := cliNS(t)
+	d := exec.Command("ip", "netns", "exec", ng.Name, bin, "daemon", "-group", "users")
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if _, errs, code := l2tpu(t, ng, "show", "tunnel"); code != 0 {
+			return fmt.Errorf("daemon not answering: %s", errs)
+		}
+		return nil
+	})
+	for _, ids := range [][]string{primary, supplementary} {
+		if r := as(ng, ids, "add", "tunnel", "tid", "5", "ptid", "6", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1"); r.code != 0 && !strings.Contains(r.err, "File exists") {
+			t.Fatalf("%v add with -group: %+v", ids, r)
+		}
+		if r := as(ng, ids, "show", "tunnel"); r.code != 0 || !strings.Contains(r.out, "Tunnel 5") {
+			t.Fatalf("%v show with -group: %+v", ids, r)
+		}
+	}
+	if r := as(ng, other, "show", "tunnel"); r.code != 1 || r.err != refused {
+		t.Fatalf("a non-member with -group: %+v", r)
+	}
+}
