@@ -13,11 +13,7 @@ import (
 )
 
 func testSession(t *testing.T) dataplane.SessionConfig {
-	ck, err := encap.ParseCookie("0102030405060708")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dataplane.SessionConfig{TunnelID: 1, SessionID: 3, PeerSessionID: 4, Cookie: ck, L2Spec: encap.L2SpecDefault, SendSeq: true}
+	return dataplane.SessionConfig{TunnelID: 1, SessionID: 3, PeerSessionID: 4, Cookie: encap.MustParseCookie("0102030405060708"), L2Spec: encap.L2SpecDefault, SendSeq: true}
 }
 
 func testTunnel() dataplane.TunnelConfig {

@@ -63,7 +63,7 @@ func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tu
 }
 
 func benchCfg(seq bool) SessionConfig {
-	c, _ := encap.ParseCookie("0102030405060708")
+	c := encap.MustParseCookie("0102030405060708")
 	return SessionConfig{TunnelID: 1, SessionID: 7, PeerSessionID: 7, Cookie: c, PeerCookie: c,
 		L2Spec: encap.L2SpecDefault, SendSeq: seq, RecvSeq: seq}
 }

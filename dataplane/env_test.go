@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -115,13 +114,7 @@ func up(t *testing.T, ns *privtest.NS, ifname, cidr string) {
 
 // ping reports whether at least want of count echo requests were answered.
 func ping(ns *privtest.NS, addr string, count, want int) error {
-	out, _ := ns.Try("ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2", addr)
-	var sent, recv int
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "packets transmitted") {
-			fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &recv)
-		}
-	}
+	recv, out := ns.Ping(addr, count)
 	if recv < want {
 		return fmt.Errorf("ping %s: %d of %d answered (want %d)\n%s", addr, recv, count, want, out)
 	}

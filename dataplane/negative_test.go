@@ -12,24 +12,15 @@ import (
 
 	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/fixture"
 	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
-const etherTest = 0x88b5
-
 // testFrame is an Ethernet frame of n bytes numbered i.
-func testFrame(i, n int) []byte {
-	f := make([]byte, n)
-	copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 9})
-	if n >= 14 {
-		binary.BigEndian.PutUint16(f[12:], etherTest)
-	}
-	if n >= 18 {
-		binary.BigEndian.PutUint32(f[14:], uint32(i))
-	}
-	return f
-}
+func testFrame(i, n int) []byte { return fixture.Frame(i, n) }
+
+const etherTest = fixture.EtherType
 
 // rig is one l2tpu session in namespace B facing a hand-made peer socket in
 // namespace A that sends whatever the test crafts.

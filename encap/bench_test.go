@@ -6,8 +6,8 @@ import (
 )
 
 func benchSession() Session {
-	c, _ := ParseCookie("0102030405060708")
-	p, _ := ParseCookie("a1a2a3a4b1b2b3b4")
+	c := MustParseCookie("0102030405060708")
+	p := MustParseCookie("a1a2a3a4b1b2b3b4")
 	return Session{Encap: EncapUDP, SessionID: 1001, PeerSessionID: 2002, Cookie: c, PeerCookie: p, L2Spec: L2SpecDefault}
 }
 

@@ -41,15 +41,6 @@ var extras = map[string]string{
 
 var vecName = regexp.MustCompile(`^(kseq-)?(udp|ip)-v([46])-c([048])-l2(none|def)-seq(none|both)\.pcap$`)
 
-func mustCookie(t *testing.T, s string) encap.Cookie {
-	t.Helper()
-	c, err := encap.ParseCookie(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func loadVectors(t *testing.T) []vector {
 	t.Helper()
 	paths, err := filepath.Glob("testdata/vectors/*.pcap")
@@ -79,17 +70,17 @@ func loadVectors(t *testing.T) []vector {
 			// kpeer README: seq both, cookie 0102030405060708 sent, a1a2a3a4b1b2b3b4
 			// expected, session 2002 sent, 1001 expected.
 			k.SessionID, k.PeerSessionID = 1001, 2002
-			k.Cookie = mustCookie(t, "0102030405060708")
-			k.PeerCookie = mustCookie(t, "a1a2a3a4b1b2b3b4")
+			k.Cookie = encap.MustParseCookie("0102030405060708")
+			k.PeerCookie = encap.MustParseCookie("a1a2a3a4b1b2b3b4")
 		} else {
 			// Matrix: kernel expects 0x1a2b3c4d, sends 0x5e6f7081; cookies
 			// c0c1c2c3[c4c5c6c7] sent, d0d1d2d3[d4d5d6d7] expected.
 			k.SessionID, k.PeerSessionID = 0x1a2b3c4d, 0x5e6f7081
 			switch m[4] {
 			case "4":
-				k.Cookie, k.PeerCookie = mustCookie(t, "c0c1c2c3"), mustCookie(t, "d0d1d2d3")
+				k.Cookie, k.PeerCookie = encap.MustParseCookie("c0c1c2c3"), encap.MustParseCookie("d0d1d2d3")
 			case "8":
-				k.Cookie, k.PeerCookie = mustCookie(t, "c0c1c2c3c4c5c6c7"), mustCookie(t, "d0d1d2d3d4d5d6d7")
+				k.Cookie, k.PeerCookie = encap.MustParseCookie("c0c1c2c3c4c5c6c7"), encap.MustParseCookie("d0d1d2d3d4d5d6d7")
 			}
 		}
 		v.peer = encap.Session{Encap: k.Encap, L2Spec: k.L2Spec,

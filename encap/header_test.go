@@ -7,15 +7,6 @@ import (
 	"testing"
 )
 
-func cookie(t *testing.T, s string) Cookie {
-	t.Helper()
-	c, err := ParseCookie(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func TestParseCookie(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -102,7 +93,7 @@ func TestMTUTable(t *testing.T) {
 	} {
 		s := Session{Encap: tc.e, L2Spec: tc.l2, SessionID: 1, PeerSessionID: 1}
 		if tc.cookie != "" {
-			s.Cookie = cookie(t, tc.cookie)
+			s.Cookie = MustParseCookie(tc.cookie)
 		}
 		if got := s.DefaultMTU(1500, tc.v6); got != tc.want {
 			t.Errorf("%v v6=%v cookie=%q %v: MTU %d, want %d", tc.e, tc.v6, tc.cookie, tc.l2, got, tc.want)
@@ -124,7 +115,7 @@ func TestMTUTable(t *testing.T) {
 		t.Error("MaxRxFrame")
 	}
 	// The peer cookie does not enter the overhead: it is the sent header.
-	s.PeerCookie = cookie(t, "0102030405060708")
+	s.PeerCookie = MustParseCookie("0102030405060708")
 	if s.DefaultMTU(1500, false) != 1446 || s.RxHeaderLen() != 20 || s.TxHeaderLen() != 12 {
 		t.Error("peer cookie changed the transmit overhead")
 	}
@@ -205,7 +196,7 @@ func TestPeek(t *testing.T) {
 }
 
 func TestDecode(t *testing.T) {
-	c4, c8 := cookie(t, "a1a2a3a4"), cookie(t, "a1a2a3a4b1b2b3b4")
+	c4, c8 := MustParseCookie("a1a2a3a4"), MustParseCookie("a1a2a3a4b1b2b3b4")
 	frame := bytes.Repeat([]byte{0xee}, 14)
 	udp := func(s Session) Session { s.Encap = EncapUDP; return s }
 	ip := func(s Session) Session { s.Encap = EncapIP; return s }

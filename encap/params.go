@@ -84,6 +84,16 @@ func NewCookie(b []byte) (Cookie, error) {
 	return c, nil
 }
 
+// MustParseCookie is ParseCookie for constants (tests, examples): it
+// panics on a malformed cookie.
+func MustParseCookie(s string) Cookie {
+	c, err := ParseCookie(s)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
 // ParseCookie parses 8 or 16 hex digits (either case), as ip l2tp does.
 func ParseCookie(s string) (Cookie, error) {
 	if len(s) != 8 && len(s) != 16 {

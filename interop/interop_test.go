@@ -346,7 +346,7 @@ func readPcap(path string) ([]message, error) {
 }
 
 func (r *caseRun) wireSession(s side) encap.Session {
-	ck, _ := encap.ParseCookie(s.cookie)
+	ck, _ := encap.ParseCookie(s.cookie) // "" is no cookie
 	pk, _ := encap.ParseCookie(s.peerCookie)
 	if s.cookie == "" {
 		ck = encap.Cookie{}

@@ -197,24 +197,14 @@ func (tp *topo) injectHost(iface string, frame []byte) error {
 }
 
 // pings runs ping in ns U or the guest and returns the replies.
-var pingRecv = regexp.MustCompile(`(\d+) (?:packets )?received`)
-
-func parsePing(out string) int {
-	if m := pingRecv.FindStringSubmatch(out); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return n
-	}
-	return 0
-}
-
 func (tp *topo) pingFromHost(addr string, n int) int {
-	out, _ := tp.u.Try("ping", "-n", "-q", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "1", addr)
-	return parsePing(out)
+	recv, _ := tp.u.Ping(addr, n)
+	return recv
 }
 
 func (tp *topo) pingFromGuest(addr string, n int) int {
 	out, _ := tp.vm.Run(fmt.Sprintf("ping -q -c %d -W 1 %s", n, addr))
-	return parsePing(out)
+	return privtest.ParsePing(out)
 }
 
 // tcpToGuest sends n bytes from ns U to the guest; tcpFromGuest the reverse.

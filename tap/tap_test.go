@@ -5,54 +5,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/l2tpu/l2tpu/internal/fixture"
 	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
-const etherTest = 0x88b5 // IEEE local experimental EtherType
+const etherTest = fixture.EtherType
 
-func frame(i int) []byte {
-	f := make([]byte, 60+i)
-	copy(f, []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2})
-	binary.BigEndian.PutUint16(f[12:], etherTest)
-	binary.BigEndian.PutUint32(f[14:], uint32(i))
-	return f
-}
-
-// packetSocket is an AF_PACKET socket on ifname, made inside the namespace:
-// what it sends the kernel transmits on the TAP (and we read); what we write
-// into the TAP it receives.
-func packetSocket(t *testing.T, ns *privtest.NS, ifname string) (int, int) {
-	t.Helper()
-	var fd, idx int
-	err := netns.Do(ns.Path(), func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		idx = ifi.Index
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(etherTest)))
-		if err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(etherTest), Ifindex: idx})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	tv := unix.Timeval{Sec: 5}
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	return fd, idx
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+func frame(i int) []byte { return fixture.Frame(i, 60+i) }
 
 func inNS(t *testing.T, ns *privtest.NS, f func() error) {
 	t.Helper()
@@ -103,13 +68,11 @@ func TestDevice(t *testing.T) {
 				return nil
 			})
 			ns.Run(t, "sysctl", "-qw", "net.ipv6.conf."+d2.Name()+".disable_ipv6=1")
-			pfd, idx := packetSocket(t, ns, d2.Name())
+			capt := privtest.NewCaptureOf(t, ns, d2.Name(), etherTest)
 
 			// Kernel transmits 5 frames on the TAP: one WaitRead, one batch.
 			for i := 0; i < 5; i++ {
-				if err := unix.Sendto(pfd, frame(i), 0, &unix.SockaddrLinklayer{Ifindex: idx, Protocol: htons(etherTest)}); err != nil {
-					t.Fatal(err)
-				}
+				capt.Send(t, frame(i))
 			}
 			bufs := make([][]byte, 8)
 			for i := range bufs {
@@ -147,13 +110,8 @@ func TestDevice(t *testing.T) {
 				t.Fatalf("write %d %v", n, err)
 			}
 			for i := 10; i < 13; i++ {
-				buf := make([]byte, 2048)
-				n, _, err := unix.Recvfrom(pfd, buf, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(buf[:n], frame(i)) {
-					t.Fatalf("kernel got %x", buf[:n])
+				if f, _ := capt.Next(5 * time.Second); !bytes.Equal(f, frame(i)) {
+					t.Fatalf("kernel got %x", f)
 				}
 			}
 
@@ -248,22 +206,6 @@ func TestMonitor(t *testing.T) {
 	want(func(e LinkEvent) bool { return e.Deleted }, "deleted")
 }
 
-// udpFrame is an IPv4/UDP frame of flow i (its source port), for the
-// kernel's queue selection, which hashes flows.
-func udpFrame(i int) []byte {
-	f := make([]byte, 14+20+8+18)
-	copy(f, []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00})
-	ip := f[14:]
-	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	copy(ip[12:], []byte{192, 0, 2, 1, 192, 0, 2, 2})
-	binary.BigEndian.PutUint16(ip[10:], ^fold(checksum(0, ip[:20])))
-	binary.BigEndian.PutUint16(ip[20:], uint16(10000+i))
-	binary.BigEndian.PutUint16(ip[22:], 9)
-	binary.BigEndian.PutUint16(ip[24:], uint16(len(ip)-20))
-	return f
-}
-
 func TestMultiQueue(t *testing.T) {
 	privtest.Require(t)
 	for _, b := range []Backend{Unix, Water} {
@@ -281,12 +223,10 @@ func TestMultiQueue(t *testing.T) {
 			}
 			inNS(t, ns, func() error { return SetUp("mq0", true) })
 			ns.Run(t, "sysctl", "-qw", "net.ipv6.conf.mq0.disable_ipv6=1")
-			pfd, idx := packetSocket(t, ns, "mq0")
+			capt := privtest.NewCaptureOf(t, ns, "mq0", etherTest)
 			const flows = 64
 			for i := 0; i < flows; i++ {
-				if err := unix.Sendto(pfd, udpFrame(i), 0, &unix.SockaddrLinklayer{Ifindex: idx, Protocol: htons(unix.ETH_P_IP)}); err != nil {
-					t.Fatal(err)
-				}
+				capt.Send(t, udpFrameOf(t, false, false, false, 0, uint16(10000+i), make([]byte, 18)))
 			}
 			// Every frame arrives once, on some queue; flows are spread.
 			bufs, sizes := make([][]byte, 8), make([]int, 8)
@@ -327,9 +267,8 @@ func TestMultiQueue(t *testing.T) {
 			if n, err := qs[2].Write([][]byte{append(make([]byte, 16), frame(7)...)}, 16); n != 1 || err != nil {
 				t.Fatalf("write on queue 2: %d %v", n, err)
 			}
-			buf := make([]byte, 2048)
-			if m, _, err := unix.Recvfrom(pfd, buf, 0); err != nil || binary.BigEndian.Uint32(buf[14:m]) != 7 {
-				t.Fatalf("frame from queue 2: %v", err)
+			if f, _ := capt.Next(5 * time.Second); f == nil || fixture.Number(f) != 7 {
+				t.Fatalf("frame from queue 2: %x", f)
 			}
 			for _, q := range qs {
 				q.Close()

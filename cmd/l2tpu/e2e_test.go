@@ -52,13 +52,7 @@ func daemonPID(t *testing.T, ns *privtest.NS) int {
 }
 
 func pings(ns *privtest.NS, addr string, n int) int {
-	out, _ := ns.Try("ping", "-n", "-q", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "2", addr)
-	var sent, recv int
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "packets transmitted") {
-			fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &recv)
-		}
-	}
+	recv, _ := ns.Ping(addr, n)
 	return recv
 }
 

@@ -14,18 +14,10 @@ import (
 	"github.com/l2tpu/l2tpu/encap"
 )
 
-func ck(t testing.TB, s string) encap.Cookie {
-	c, err := encap.ParseCookie(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // kseqKernel is the kernel's session in the kseq-* vectors (kpeer README).
 func kseqKernel(t testing.TB, e encap.Encap) encap.Session {
 	return encap.Session{Encap: e, SessionID: 1001, PeerSessionID: 2002, L2Spec: encap.L2SpecDefault,
-		Cookie: ck(t, "0102030405060708"), PeerCookie: ck(t, "a1a2a3a4b1b2b3b4")}
+		Cookie: encap.MustParseCookie("0102030405060708"), PeerCookie: encap.MustParseCookie("a1a2a3a4b1b2b3b4")}
 }
 
 func readPcap(t *testing.T, name string) [][]byte {

@@ -19,17 +19,23 @@ type Capture struct {
 // NewCapture starts capturing on ifname in ns; it stops when the test ends.
 func NewCapture(t testing.TB, ns *NS, ifname string) *Capture {
 	t.Helper()
+	return NewCaptureOf(t, ns, ifname, unix.ETH_P_ALL)
+}
+
+// NewCaptureOf is NewCapture for frames of one EtherType only.
+func NewCaptureOf(t testing.TB, ns *NS, ifname string, proto uint16) *Capture {
+	t.Helper()
 	var fd, idx int
 	err := netns.Do(ns.Path(), func() (err error) {
 		idx, err = ifindex(ifname)
 		if err != nil {
 			return err
 		}
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(proto)))
 		if err != nil {
 			return err
 		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: idx})
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: idx})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +48,13 @@ func NewCapture(t testing.TB, ns *NS, ifname string) *Capture {
 // stack sent it): on a TAP, the process holding the TAP reads it.
 func (c *Capture) Send(t testing.TB, frame []byte) {
 	t.Helper()
-	if err := unix.Sendto(c.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: c.idx, Protocol: htons(unix.ETH_P_ALL)}); err != nil {
+	// The frame's own EtherType, as a stack's frame has: the kernel's flow
+	// dissector (a multi-queue TAP's queue choice) goes by it.
+	proto := uint16(unix.ETH_P_ALL)
+	if len(frame) >= 14 {
+		proto = uint16(frame[12])<<8 | uint16(frame[13])
+	}
+	if err := unix.Sendto(c.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: c.idx, Protocol: htons(proto)}); err != nil {
 		t.Fatal(err)
 	}
 }

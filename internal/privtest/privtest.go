@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -120,4 +122,25 @@ func ifindex(name string) (int, error) {
 		return 0, err
 	}
 	return ifi.Index, nil
+}
+
+// pingRecv finds how many answers ping counted (iputils: "3 received";
+// busybox: "3 packets received").
+var pingRecv = regexp.MustCompile(`(\d+) (?:packets )?received`)
+
+// ParsePing returns how many echo replies ping's summary counts.
+func ParsePing(out string) int {
+	if m := pingRecv.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
+}
+
+// Ping sends count echo requests 0.2 s apart from the namespace (extra
+// options first) and returns how many were answered, and ping's output.
+func (n *NS) Ping(addr string, count int, extra ...string) (int, string) {
+	args := append([]string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "2"}, extra...)
+	out, _ := n.Try(append(args, addr)...)
+	return ParsePing(out), out
 }
