@@ -96,170 +96,208 @@ func ParseAs(prog string, args []string) (*Command, error) {
 }
 
 // parseArgs is ipl2tp.c's parse_args: one loop for every verb, later
-// options overriding earlier ones.
+// options overriding earlier ones, each word looked up in keywords.
 func (c *Command) parseArgs(prog string, args []string) error {
 	if len(args) == 0 {
 		return ErrUsage
 	}
-	t, s := &c.T, &c.S
-	s.L2Spec = encap.L2SpecDefault
-	var localSet, remoteSet bool
+	p := parser{c: c}
+	c.S.L2Spec = encap.L2SpecDefault
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		next := func() (string, error) {
-			i++
-			if i >= len(args) {
-				return "", errIncomplete
-			}
-			return args[i], nil
-		}
-		var v string
-		var err error
-		switch a {
-		case "tunnel":
-			c.Tunnel = true
-			continue
-		case "session":
-			c.Session = true
-			continue
-		}
-		known := true
-		switch a {
-		case "encap", "name", "remote", "local", "tunnel_id", "tid", "peer_tunnel_id", "ptid",
-			"session_id", "sid", "peer_session_id", "psid", "udp_sport", "udp_dport", "udp_csum",
-			"udp6_csum_rx", "udp6_csum_tx", "offset", "peer_offset", "cookie", "peer_cookie",
-			"l2spec_type", "seq", "reorder_timeout":
-			if a == "offset" || a == "peer_offset" {
-				c.Notices = append(c.Notices, fmt.Sprintf("Ignoring option \"%s\"\n", a))
-			}
-			if v, err = next(); err != nil {
-				return err
-			}
-		default:
-			known = false
-		}
-		if !known {
-			if matches(a, "help") {
-				return ErrUsage
-			}
+		k := lookup(a)
+		switch {
+		case k == nil && matches(a, "help"):
+			return ErrUsage
+		case k == nil:
 			return &ExitError{ExitUsage, fmt.Sprintf("Unknown command: %s\n", a) + Usage(prog)}
+		case k.flag != nil:
+			k.flag(c)
+			continue
 		}
-		switch a {
-		case "encap":
-			switch v {
-			case "ip":
-				t.Encap = encap.EncapIP
-			case "udp":
-				t.Encap = encap.EncapUDP
-			default:
-				return &ExitError{ExitUsage, fmt.Sprintf("Unknown tunnel encapsulation \"%s\"\n", v)}
-			}
-		case "name":
-			if !validIfName(v) {
-				return invarg("\"name\" not a valid ifname", v)
-			}
-			s.Name = v
-		case "remote", "local":
-			addr, ok, err := parseAddr(v)
-			if err != nil {
-				return err
-			}
-			if a == "remote" {
-				t.Remote, remoteSet = addr, ok
-			} else {
-				t.Local, localSet = addr, ok
-			}
-		case "tunnel_id", "tid", "peer_tunnel_id", "ptid", "session_id", "sid", "peer_session_id", "psid":
-			n, ok := strtoul(v, 0xffffffff)
-			if !ok {
-				return invarg("invalid ID\n", v)
-			}
-			switch a {
-			case "tunnel_id", "tid":
-				t.TunnelID, s.TunnelID = uint32(n), uint32(n)
-			case "peer_tunnel_id", "ptid":
-				t.PeerTunnelID = uint32(n)
-			case "session_id", "sid":
-				s.SessionID = uint32(n)
-			default:
-				s.PeerSessionID = uint32(n)
-			}
-		case "udp_sport", "udp_dport":
-			n, ok := strtoul(v, 0xffff)
-			if !ok {
-				return invarg("invalid port\n", v)
-			}
-			if a == "udp_sport" {
-				t.UDPSourcePort = uint16(n)
-			} else {
-				t.UDPDestPort = uint16(n)
-			}
-		case "udp_csum", "udp6_csum_rx", "udp6_csum_tx":
-			var on bool
-			switch v {
-			case "on":
-				on = true
-			case "off":
-			default:
-				return invarg("invalid option for "+a+"\n", v)
-			}
-			switch a {
-			case "udp_csum":
-				t.UDPCsum = on
-			case "udp6_csum_rx":
-				t.UDP6ZeroCsumRx = !on
-			default:
-				t.UDP6ZeroCsumTx = !on
-			}
-		case "cookie", "peer_cookie":
-			if len(v) != 8 && len(v) != 16 {
-				return invarg("cookie must be either 8 or 16 hex digits\n", v)
-			}
-			ck, err := encap.ParseCookie(v)
-			if err != nil {
-				return invarg("cookie must be a hex string\n", v)
-			}
-			if a == "cookie" {
-				s.Cookie = ck
-			} else {
-				s.PeerCookie = ck
-			}
-		case "l2spec_type":
-			switch strings.ToLower(v) {
-			case "default":
-				s.L2Spec = encap.L2SpecDefault
-			case "none":
-				s.L2Spec = encap.L2SpecNone
-			default:
-				return &ExitError{ExitUsage, fmt.Sprintf("Unknown layer2specific header type \"%s\"\n", v)}
-			}
-		case "seq":
-			switch strings.ToLower(v) {
-			case "both":
-				s.SendSeq, s.RecvSeq = true, true
-			case "recv":
-				s.RecvSeq = true
-			case "send":
-				s.SendSeq = true
-			case "none":
-				s.SendSeq, s.RecvSeq = false, false
-			default:
-				return &ExitError{ExitUsage, fmt.Sprintf("Unknown seq value \"%s\"\n", v)}
-			}
-		case "reorder_timeout": // l2tpu extension, milliseconds as netlink's
-			n, ok := strtoul(v, 0xffffffff)
-			if !ok {
-				return invarg("invalid reorder timeout (milliseconds)\n", v)
-			}
-			s.ReorderTimeout = time.Duration(n) * time.Millisecond
+		if i++; i >= len(args) {
+			return errIncomplete
+		}
+		p.word = a
+		if err := k.value(&p, args[i]); err != nil {
+			return err
 		}
 	}
-	if !localSet {
-		t.Local = netip.Addr{}
+	if !p.localSet {
+		c.T.Local = netip.Addr{}
 	}
-	if !remoteSet {
-		t.Remote = netip.Addr{}
+	if !p.remoteSet {
+		c.T.Remote = netip.Addr{}
 	}
+	return nil
+}
+
+// parser is parseArgs's state: the word whose value is being parsed, and
+// whether the addresses were given (ip's "any" parses but counts as not).
+type parser struct {
+	c                   *Command
+	word                string
+	localSet, remoteSet bool
+}
+
+// keyword is one word of the grammar: its names (the first as ip's usage
+// spells it, then its aliases), and either what the word alone does or
+// what its value sets.
+type keyword struct {
+	names []string
+	flag  func(c *Command)
+	value func(p *parser, v string) error
+}
+
+func lookup(word string) *keyword {
+	for i := range keywords {
+		for _, n := range keywords[i].names {
+			if n == word {
+				return &keywords[i]
+			}
+		}
+	}
+	return nil
+}
+
+// keywords is the grammar of ipl2tp.c's parse_args, each word once, with
+// l2tpu's reorder_timeout.
+var keywords = []keyword{
+	{names: []string{"tunnel"}, flag: func(c *Command) { c.Tunnel = true }},
+	{names: []string{"session"}, flag: func(c *Command) { c.Session = true }},
+	{names: []string{"encap"}, value: func(p *parser, v string) error {
+		switch v {
+		case "ip":
+			p.c.T.Encap = encap.EncapIP
+		case "udp":
+			p.c.T.Encap = encap.EncapUDP
+		default:
+			return &ExitError{ExitUsage, fmt.Sprintf("Unknown tunnel encapsulation \"%s\"\n", v)}
+		}
+		return nil
+	}},
+	{names: []string{"name"}, value: func(p *parser, v string) error {
+		if !validIfName(v) {
+			return invarg("\"name\" not a valid ifname", v)
+		}
+		p.c.S.Name = v
+		return nil
+	}},
+	{names: []string{"remote"}, value: func(p *parser, v string) (err error) {
+		p.c.T.Remote, p.remoteSet, err = parseAddr(v)
+		return err
+	}},
+	{names: []string{"local"}, value: func(p *parser, v string) (err error) {
+		p.c.T.Local, p.localSet, err = parseAddr(v)
+		return err
+	}},
+	{names: []string{"tunnel_id", "tid"}, value: id(func(c *Command, n uint32) { c.T.TunnelID, c.S.TunnelID = n, n })},
+	{names: []string{"peer_tunnel_id", "ptid"}, value: id(func(c *Command, n uint32) { c.T.PeerTunnelID = n })},
+	{names: []string{"session_id", "sid"}, value: id(func(c *Command, n uint32) { c.S.SessionID = n })},
+	{names: []string{"peer_session_id", "psid"}, value: id(func(c *Command, n uint32) { c.S.PeerSessionID = n })},
+	{names: []string{"udp_sport"}, value: port(func(c *Command, n uint16) { c.T.UDPSourcePort = n })},
+	{names: []string{"udp_dport"}, value: port(func(c *Command, n uint16) { c.T.UDPDestPort = n })},
+	{names: []string{"udp_csum"}, value: onOff(func(c *Command, on bool) { c.T.UDPCsum = on })},
+	{names: []string{"udp6_csum_rx"}, value: onOff(func(c *Command, on bool) { c.T.UDP6ZeroCsumRx = !on })},
+	{names: []string{"udp6_csum_tx"}, value: onOff(func(c *Command, on bool) { c.T.UDP6ZeroCsumTx = !on })},
+	{names: []string{"offset"}, value: ignored},
+	{names: []string{"peer_offset"}, value: ignored},
+	{names: []string{"cookie"}, value: cookie(func(c *Command, k encap.Cookie) { c.S.Cookie = k })},
+	{names: []string{"peer_cookie"}, value: cookie(func(c *Command, k encap.Cookie) { c.S.PeerCookie = k })},
+	{names: []string{"l2spec_type"}, value: func(p *parser, v string) error {
+		switch strings.ToLower(v) {
+		case "default":
+			p.c.S.L2Spec = encap.L2SpecDefault
+		case "none":
+			p.c.S.L2Spec = encap.L2SpecNone
+		default:
+			return &ExitError{ExitUsage, fmt.Sprintf("Unknown layer2specific header type \"%s\"\n", v)}
+		}
+		return nil
+	}},
+	{names: []string{"seq"}, value: func(p *parser, v string) error {
+		s := &p.c.S
+		switch strings.ToLower(v) {
+		case "both":
+			s.SendSeq, s.RecvSeq = true, true
+		case "recv":
+			s.RecvSeq = true
+		case "send":
+			s.SendSeq = true
+		case "none":
+			s.SendSeq, s.RecvSeq = false, false
+		default:
+			return &ExitError{ExitUsage, fmt.Sprintf("Unknown seq value \"%s\"\n", v)}
+		}
+		return nil
+	}},
+	// l2tpu's extension, in milliseconds as netlink's L2TP_ATTR_RECV_TIMEOUT.
+	{names: []string{"reorder_timeout"}, value: func(p *parser, v string) error {
+		n, ok := strtoul(v, 0xffffffff)
+		if !ok {
+			return invarg("invalid reorder timeout (milliseconds)\n", v)
+		}
+		p.c.S.ReorderTimeout = time.Duration(n) * time.Millisecond
+		return nil
+	}},
+}
+
+// The value parsers that several keywords share.
+
+func id(set func(*Command, uint32)) func(*parser, string) error {
+	return func(p *parser, v string) error {
+		n, ok := strtoul(v, 0xffffffff)
+		if !ok {
+			return invarg("invalid ID\n", v)
+		}
+		set(p.c, uint32(n))
+		return nil
+	}
+}
+
+func port(set func(*Command, uint16)) func(*parser, string) error {
+	return func(p *parser, v string) error {
+		n, ok := strtoul(v, 0xffff)
+		if !ok {
+			return invarg("invalid port\n", v)
+		}
+		set(p.c, uint16(n))
+		return nil
+	}
+}
+
+func onOff(set func(*Command, bool)) func(*parser, string) error {
+	return func(p *parser, v string) error {
+		switch v {
+		case "on":
+			set(p.c, true)
+		case "off":
+			set(p.c, false)
+		default:
+			return invarg("invalid option for "+p.word+"\n", v)
+		}
+		return nil
+	}
+}
+
+func cookie(set func(*Command, encap.Cookie)) func(*parser, string) error {
+	return func(p *parser, v string) error {
+		if len(v) != 8 && len(v) != 16 {
+			return invarg("cookie must be either 8 or 16 hex digits\n", v)
+		}
+		k, err := encap.ParseCookie(v)
+		if err != nil {
+			return invarg("cookie must be a hex string\n", v)
+		}
+		set(p.c, k)
+		return nil
+	}
+}
+
+// ignored is ip's handling of the offset options: a notice, the value
+// skipped.
+func ignored(p *parser, _ string) error {
+	p.c.Notices = append(p.c.Notices, fmt.Sprintf("Ignoring option \"%s\"\n", p.word))
 	return nil
 }
 
