@@ -110,9 +110,9 @@ func find(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map
 	return nil, false
 }
 
-// TestCollector: names, types, labels, help and values of every metric,
-// against a fake Source and fake interfaces.
-func TestCollector(t *testing.T) {
+// TestMetricsCollector: names, types, labels, help and values of every
+// metric, against a fake Source and fake interfaces.
+func TestMetricsCollector(t *testing.T) {
 	c := NewCollector(testSource(), "v-test")
 	c.links = testLinks
 	fams := gather(t, c)
@@ -205,18 +205,18 @@ func (b badCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(b.d, prometheus.CounterValue, 1)
 }
 
-// TestLintCanFail is the positive control for TestCollector's lint: a
-// counter without _total is reported.
-func TestLintCanFail(t *testing.T) {
+// TestMetricsLintCanFail is the positive control for TestMetricsCollector's
+// lint: a counter without _total is reported.
+func TestMetricsLintCanFail(t *testing.T) {
 	bad := badCollector{prometheus.NewDesc("l2tpu_bad_packets", "Packets.", nil, nil)}
 	if problems, err := testutil.CollectAndLint(bad); err != nil || len(problems) == 0 {
 		t.Fatalf("a counter without _total passed the lint: %v", err)
 	}
 }
 
-// TestCollectorNoLinks: when the interfaces cannot be read the scrape
-// still has every counter, only the state gauges are left out.
-func TestCollectorNoLinks(t *testing.T) {
+// TestMetricsCollectorNoLinks: when the interfaces cannot be read the
+// scrape still has every counter; only the state gauges are left out.
+func TestMetricsCollectorNoLinks(t *testing.T) {
 	c := NewCollector(testSource(), "v")
 	c.links = func() ([]net.Interface, error) { return nil, errors.New("netlink: no") }
 	if n := testutil.CollectAndCount(c, "l2tpu_session_rx_packets_total"); n != 4 {
@@ -234,9 +234,9 @@ func TestCollectorNoLinks(t *testing.T) {
 	}
 }
 
-// TestCollectorEmpty: nothing configured is just the build info, and no
-// interface dump.
-func TestCollectorEmpty(t *testing.T) {
+// TestMetricsCollectorEmpty: nothing configured is just the build info,
+// and no interface dump.
+func TestMetricsCollectorEmpty(t *testing.T) {
 	c := NewCollector(&fakeSource{}, "v")
 	c.links = func() ([]net.Interface, error) { t.Error("interfaces read without sessions"); return nil, nil }
 	if n := testutil.CollectAndCount(c); n != 1 {
@@ -244,9 +244,9 @@ func TestCollectorEmpty(t *testing.T) {
 	}
 }
 
-// TestHandler: the handler serves the collector and the Go and process
-// collectors in the text format, and refuses nothing it should serve.
-func TestHandler(t *testing.T) {
+// TestMetricsHandler: over HTTP, the handler serves the collector and the
+// Go and process collectors in the text format.
+func TestMetricsHandler(t *testing.T) {
 	reg, err := NewRegistry(testSource(), "v-test")
 	if err != nil {
 		t.Fatal(err)
