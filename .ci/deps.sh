@@ -7,6 +7,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# promtool lints the daemon's /metrics (daemon/metrics_test.go).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # `deps.sh interop`: what make interop needs as well.
 if [ "${1:-}" = bench ]; then
 	command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/metrics"
 	"github.com/l2tpu/l2tpu/tap"
 )
 
@@ -42,6 +44,13 @@ type Options struct {
 	// namespace still exists for someone else (see orphaned); when it does
 	// not, the daemon stops as on SIGTERM without Keep. 0 means 10 s.
 	OrphanCheck time.Duration
+	// MetricsAddr, if set, is a TCP host:port at which /metrics serves
+	// Prometheus metrics (see package metrics); port 0 picks a free one
+	// (see Server.MetricsAddr). The counters are otherwise for
+	// CAP_NET_ADMIN only: bind it to loopback.
+	MetricsAddr string
+	// Version is the daemon's version, for l2tpu_build_info.
+	Version string
 }
 
 // ErrRunning: another daemon already serves this network namespace.
@@ -66,6 +75,8 @@ type Server struct {
 	cookie uint64
 	m      *dataplane.Manager
 	ln     *net.UnixListener
+	mln    net.Listener // metrics; nil when off
+	msrv   *http.Server
 	gid    int // -1 when no group is configured
 	limit  *logLimiter
 
@@ -127,6 +138,15 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
+	// Bound here, before anything is restored, so that a taken address
+	// fails the start at once; after the control socket, so that a second
+	// daemon reports ErrRunning rather than the first one's port.
+	if o.MetricsAddr != "" {
+		if s.mln, err = net.Listen("tcp", o.MetricsAddr); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("metrics: cannot listen on %s: %w; give -metrics a free host:port (e.g. 127.0.0.1:9115) or stop what holds it", o.MetricsAddr, err)
+		}
+	}
 	statePath := o.StatePath
 	if statePath == "" && stable {
 		statePath = s.paths.State
@@ -138,14 +158,14 @@ func Listen(o Options) (*Server, error) {
 		var note string
 		t, note, err = loadJournal(statePath, s.cookie)
 		if err != nil {
-			ln.Close()
+			s.closeListeners()
 			return nil, err
 		}
 		if note != "" {
 			s.log.Warn("state file", "file", statePath, "note", note)
 		}
 		if s.j, err = openJournal(statePath, s.cookie, t); err != nil {
-			ln.Close()
+			s.closeListeners()
 			return nil, fmt.Errorf("state file %s: %w", statePath, err)
 		}
 	}
@@ -153,16 +173,93 @@ func Listen(o Options) (*Server, error) {
 	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning,
 		Owner: owner, Recorder: s})
 	if err != nil {
-		ln.Close()
+		s.closeListeners()
 		if s.j != nil {
 			s.j.close()
 		}
 		return nil, err
 	}
+	if s.mln != nil {
+		if err := s.setupMetrics(); err != nil {
+			s.closeListeners()
+			s.m.Close(false)
+			if s.j != nil {
+				s.j.close()
+			}
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	s.restoreAll(t)
 	s.mu.Unlock()
 	return s, nil
+}
+
+// The daemon's Manager is what the metrics read.
+var _ metrics.Source = (*dataplane.Manager)(nil)
+
+// setupMetrics makes the HTTP server for s.mln; Serve runs it.
+func (s *Server) setupMetrics() error {
+	reg, err := metrics.NewRegistry(s.m, s.opt.Version)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg, s.log))
+	s.msrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout:      time.Minute, // ample for 10,000 sessions
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	addr := s.mln.Addr().(*net.TCPAddr)
+	if !addr.IP.IsLoopback() {
+		// Allowed, but not quietly: anyone who reaches the port sees
+		// what `ip l2tp show` shows only to CAP_NET_ADMIN.
+		s.log.Warn("metrics are served beyond loopback: anyone who reaches this address sees every tunnel's and session's counters; bind to 127.0.0.1 unless a firewall keeps it private",
+			"addr", addr.String())
+	}
+	s.log.Info("serving metrics", "url", "http://"+addr.String()+"/metrics")
+	return nil
+}
+
+// MetricsAddr is the address the metrics are served on (useful with port
+// 0), or nil when they are off.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.mln == nil {
+		return nil
+	}
+	return s.mln.Addr()
+}
+
+func (s *Server) closeListeners() {
+	s.ln.Close()
+	if s.mln != nil {
+		s.mln.Close()
+	}
+}
+
+// serveMetrics answers scrapes until stopMetrics.
+func (s *Server) serveMetrics() {
+	if err := s.msrv.Serve(s.mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("metrics server stopped", "err", err)
+	}
+}
+
+// stopMetrics lets scrapes under way finish (for a few seconds at most),
+// then closes the metrics server.
+func (s *Server) stopMetrics() {
+	if s.msrv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.msrv.Shutdown(ctx); err != nil {
+		s.log.Warn("metrics server: scrapes cut short at stop", "err", err)
+		s.msrv.Close()
+	}
 }
 
 // holderError says who holds the control socket.
@@ -364,6 +461,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stopBG()
 	go s.checkpoints(bg)
 	go s.retries(bg)
+	if s.msrv != nil {
+		go s.serveMetrics()
+	}
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
@@ -377,6 +477,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.admit(c)
 	}
 	notify("STOPPING=1")
+	s.stopMetrics()
 	stopBG()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -515,7 +616,7 @@ func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 
 // Close stops the server without Serve (tests).
 func (s *Server) Close() error {
-	s.ln.Close()
+	s.closeListeners()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stop()

@@ -154,6 +154,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.BoolVar(&o.Tuning.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
 	procs := fs.Int("procs", 0, "threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else half the CPUs (at least 1), leaving the rest to the kernel's half of the work")
 	fs.BoolVar(&o.Tuning.NoTurnaround, "no-turnaround", false, "leave what the stack answers to a frame written to a session's TAP to the transmit loop (woken), instead of sending it at once")
+	fs.StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (host:port; bind to loopback, e.g. 127.0.0.1:9115) at /metrics; off when empty")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
@@ -191,6 +192,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	o.Version = version
 	s, err := daemon.Listen(o)
 	if err != nil {
 		o.Logger.Error("cannot start", "err", err)

@@ -43,6 +43,21 @@ func Require(t testing.TB) {
 	t.Skip(why)
 }
 
+// RequireCommand skips (or, with L2TPU_REQUIRE_PRIV=1, fails) unless the
+// command name is installed; pkg is the Debian package that has it
+// (.ci/deps.sh installs it).
+func RequireCommand(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err == nil {
+		return
+	}
+	why := fmt.Sprintf("needs %s (Debian package %s; .ci/deps.sh installs it)", name, pkg)
+	if os.Getenv("L2TPU_REQUIRE_PRIV") == "1" {
+		t.Fatalf("L2TPU_REQUIRE_PRIV=1 but this test %s", why)
+	}
+	t.Skip(why)
+}
+
 var seq atomic.Uint32
 
 // Prefix returns a short prefix unique to this process and call, for

@@ -1,0 +1,199 @@
+// Package metrics exposes a dataplane's tunnels and sessions to Prometheus:
+// a Collector that reads their counters, and the state of their
+// interfaces, at scrape time, and an HTTP handler over a registry of its
+// own (never the global default one).
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/l2tpu/l2tpu/dataplane"
+)
+
+// Source is what the Collector reads: a *dataplane.Manager.
+type Source interface {
+	Tunnels() []dataplane.TunnelInfo
+	Sessions() []dataplane.SessionInfo
+}
+
+// stat is one of the kernel's ten counters.
+type stat struct {
+	name         string // Prometheus name after l2tpu_tunnel_ / l2tpu_session_
+	tunnel, sess string // help texts
+	get          func(*dataplane.Stats) uint64
+}
+
+// stats lists the ten counters of dataplane.Stats. Where the tunnel's
+// counter is never incremented (the kernel counts those drops on the
+// session only) its help says so, so that a flat 0 is not read as "no
+// drops".
+func stats() []stat {
+	const sessionOnly = " Counted on the session only (as the kernel does): always 0 on the tunnel."
+	return []stat{
+		{"tx_packets_total", "Data packets the tunnel's sessions sent.", "Data packets the session sent.",
+			func(s *dataplane.Stats) uint64 { return s.TxPackets }},
+		{"tx_bytes_total", "Bytes the tunnel's sessions sent: L2TP header (for UDP, from the flags word on) and Ethernet frame.",
+			"Bytes the session sent: L2TP header (for UDP, from the flags word on) and Ethernet frame.",
+			func(s *dataplane.Stats) uint64 { return s.TxBytes }},
+		{"tx_errors_total", "Data packets of the tunnel's sessions that the socket refused to send.",
+			"Data packets of the session that the socket refused to send.",
+			func(s *dataplane.Stats) uint64 { return s.TxErrors }},
+		{"rx_packets_total", "Data packets the tunnel's sessions received and delivered to their interfaces.",
+			"Data packets the session received and delivered to its interface.",
+			func(s *dataplane.Stats) uint64 { return s.RxPackets }},
+		{"rx_bytes_total", "Bytes of the data packets the tunnel's sessions delivered: L2TP header and Ethernet frame.",
+			"Bytes of the data packets the session delivered: L2TP header and Ethernet frame.",
+			func(s *dataplane.Stats) uint64 { return s.RxBytes }},
+		{"rx_seq_discards_total", "Received packets dropped by the sequence rules." + sessionOnly,
+			"Received packets dropped by the sequence rules: unsequenced while sequencing is required, or out of sequence.",
+			func(s *dataplane.Stats) uint64 { return s.RxSeqDiscards }},
+		{"rx_oos_packets_total", "Received packets that arrived out of sequence." + sessionOnly,
+			"Received packets that arrived out of sequence (overtook a packet held for reordering).",
+			func(s *dataplane.Stats) uint64 { return s.RxOOSPackets }},
+		{"rx_errors_total", "Received packets dropped with an error." + sessionOnly,
+			"Received packets dropped with an error: wrong cookie, sequence drops, reorder buffer purges.",
+			func(s *dataplane.Stats) uint64 { return s.RxErrors }},
+		{"rx_cookie_discards_total", "Received packets dropped for a cookie other than peer_cookie." + sessionOnly,
+			"Received packets dropped for a cookie other than the session's peer_cookie.",
+			func(s *dataplane.Stats) uint64 { return s.RxCookieDiscards }},
+		{"rx_invalid_total", "Received packets for a known session with an L2TP version other than 3, or too short for the session's cookie and sublayer.",
+			"Always 0 on the session: invalid packets are counted on their tunnel (l2tpu_tunnel_rx_invalid_total), as the kernel does.",
+			func(s *dataplane.Stats) uint64 { return s.RxInvalid }},
+	}
+}
+
+// Collector is a prometheus.Collector over a Source: every scrape takes a
+// fresh snapshot, so nothing is kept between scrapes and removed tunnels
+// and sessions simply disappear.
+type Collector struct {
+	src     Source
+	version string
+	// links reads the interfaces (net.Interfaces; tests replace it). One
+	// dump per scrape: net.InterfaceByName dumps every link on each call,
+	// which with thousands of sessions would make a scrape quadratic.
+	links func() ([]net.Interface, error)
+
+	stats            []stat
+	tunnel, session  []*prometheus.Desc // by stats' order
+	up, carrier, mtu *prometheus.Desc
+	build            *prometheus.Desc
+}
+
+// NewCollector returns a Collector of src's tunnels and sessions; version
+// is the daemon's, for l2tpu_build_info.
+func NewCollector(src Source, version string) *Collector {
+	c := &Collector{src: src, version: version, links: net.Interfaces, stats: stats()}
+	tl := []string{"tunnel_id"}
+	sl := []string{"tunnel_id", "session_id", "interface"}
+	for _, s := range c.stats {
+		c.tunnel = append(c.tunnel, prometheus.NewDesc("l2tpu_tunnel_"+s.name, s.tunnel, tl, nil))
+		c.session = append(c.session, prometheus.NewDesc("l2tpu_session_"+s.name, s.sess, sl, nil))
+	}
+	c.up = prometheus.NewDesc("l2tpu_session_up",
+		"1 if the session's interface is administratively up (IFF_UP), else 0. Absent when the interface cannot be found.", sl, nil)
+	c.carrier = prometheus.NewDesc("l2tpu_session_carrier",
+		"1 if the session's interface has carrier (IFF_RUNNING: up, and its TAP is held by the daemon), else 0. Absent when the interface cannot be found.", sl, nil)
+	c.mtu = prometheus.NewDesc("l2tpu_session_mtu_bytes",
+		"The current MTU of the session's interface. Absent when the interface cannot be found.", sl, nil)
+	c.build = prometheus.NewDesc("l2tpu_build_info",
+		"Always 1; the labels say which l2tpu runs and the Go release it was built with.", []string{"version", "goversion"}, nil)
+	return c
+}
+
+// Describe sends every descriptor the Collector can produce.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for i := range c.stats {
+		ch <- c.tunnel[i]
+		ch <- c.session[i]
+	}
+	ch <- c.up
+	ch <- c.carrier
+	ch <- c.mtu
+	ch <- c.build
+}
+
+// Collect snapshots the Source and the interfaces.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.build, prometheus.GaugeValue, 1, c.version, runtime.Version())
+	for _, t := range c.src.Tunnels() {
+		id := strconv.FormatUint(uint64(t.Config.TunnelID), 10)
+		for i, s := range c.stats {
+			ch <- prometheus.MustNewConstMetric(c.tunnel[i], prometheus.CounterValue, float64(s.get(&t.Stats)), id)
+		}
+	}
+	sessions := c.src.Sessions()
+	if len(sessions) == 0 {
+		return
+	}
+	// A failed dump leaves out the state gauges, not the counters: a
+	// scrape never fails for it.
+	byName := map[string]net.Interface{}
+	if ifs, err := c.links(); err == nil {
+		for _, ifi := range ifs {
+			byName[ifi.Name] = ifi
+		}
+	}
+	for _, x := range sessions {
+		lv := []string{strconv.FormatUint(uint64(x.Config.TunnelID), 10),
+			strconv.FormatUint(uint64(x.Config.SessionID), 10), x.Interface}
+		for i, s := range c.stats {
+			ch <- prometheus.MustNewConstMetric(c.session[i], prometheus.CounterValue, float64(s.get(&x.Stats)), lv...)
+		}
+		ifi, ok := byName[x.Interface]
+		if !ok {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, flag(ifi.Flags&net.FlagUp != 0), lv...)
+		ch <- prometheus.MustNewConstMetric(c.carrier, prometheus.GaugeValue, flag(ifi.Flags&net.FlagRunning != 0), lv...)
+		ch <- prometheus.MustNewConstMetric(c.mtu, prometheus.GaugeValue, float64(ifi.MTU), lv...)
+	}
+}
+
+func flag(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// NewRegistry returns a registry of its own holding src's Collector and
+// the Go runtime and process collectors.
+func NewRegistry(src Source, version string) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{
+		NewCollector(src, version),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
+
+// Handler serves reg in the Prometheus exposition formats. Collection
+// errors are logged and what could be collected is still served.
+func Handler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      errorLog{log},
+		ErrorHandling: promhttp.ContinueOnError,
+		// A scrape walks every session: a few at once are plenty, more
+		// would only compete with the data path for CPU.
+		MaxRequestsInFlight: 4,
+	})
+}
+
+// errorLog is promhttp.Logger on slog.
+type errorLog struct{ log *slog.Logger }
+
+func (e errorLog) Println(v ...any) { e.log.Warn("metrics", "err", fmt.Sprint(v...)) }
