@@ -232,38 +232,31 @@ var keywords = []keyword{
 		return nil
 	}},
 	// l2tpu's extension, in milliseconds as netlink's L2TP_ATTR_RECV_TIMEOUT.
-	{names: []string{"reorder_timeout"}, value: func(p *parser, v string) error {
-		n, ok := strtoul(v, 0xffffffff)
-		if !ok {
-			return invarg("invalid reorder timeout (milliseconds)\n", v)
-		}
-		p.c.S.ReorderTimeout = time.Duration(n) * time.Millisecond
-		return nil
-	}},
+	{names: []string{"reorder_timeout"}, value: number(0xffffffff, "invalid reorder timeout (milliseconds)\n",
+		func(c *Command, n uint64) { c.S.ReorderTimeout = time.Duration(n) * time.Millisecond })},
 }
 
 // The value parsers that several keywords share.
 
-func id(set func(*Command, uint32)) func(*parser, string) error {
+// number parses a get_u32/get_u16 value of at most max; bad is the
+// message for anything else.
+func number(max uint64, bad string, set func(*Command, uint64)) func(*parser, string) error {
 	return func(p *parser, v string) error {
-		n, ok := strtoul(v, 0xffffffff)
+		n, ok := strtoul(v, max)
 		if !ok {
-			return invarg("invalid ID\n", v)
+			return invarg(bad, v)
 		}
-		set(p.c, uint32(n))
+		set(p.c, n)
 		return nil
 	}
 }
 
+func id(set func(*Command, uint32)) func(*parser, string) error {
+	return number(0xffffffff, "invalid ID\n", func(c *Command, n uint64) { set(c, uint32(n)) })
+}
+
 func port(set func(*Command, uint16)) func(*parser, string) error {
-	return func(p *parser, v string) error {
-		n, ok := strtoul(v, 0xffff)
-		if !ok {
-			return invarg("invalid port\n", v)
-		}
-		set(p.c, uint16(n))
-		return nil
-	}
+	return number(0xffff, "invalid port\n", func(c *Command, n uint64) { set(c, uint16(n)) })
 }
 
 func onOff(set func(*Command, bool)) func(*parser, string) error {

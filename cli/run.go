@@ -216,6 +216,21 @@ func (r *Runner) parseError(err error) int {
 	return e.Code
 }
 
+// BatchFile is Batch on the file name ("-": stdin), as ip -batch opens it.
+func (r *Runner) BatchFile(stdin io.Reader, name string, force bool) int {
+	in := stdin
+	if name != "-" {
+		fh, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(r.Err, "Cannot open file \"%s\" for reading: %s\n", name, Strerror(ErrnoOf(err)))
+			return 1
+		}
+		defer fh.Close()
+		in = fh
+	}
+	return r.Batch(in, name, force)
+}
+
 // Batch runs commands from in (ip -batch): one per line, '#' comments,
 // a trailing '\' joins lines, words split as ip's makeargs does, an
 // optional leading "l2tp" word. A parse error ends the run at once, as in

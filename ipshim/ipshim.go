@@ -102,17 +102,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// it hands to ip.
 	opts := append(append([]string{}, args[:batchAt]...), args[batchAt+2:i]...)
 	r.Other = func(line []string) int { return runIP(append(opts, line...), stdout, stderr) }
-	in := stdin
-	if batchFile != "-" {
-		fh, err := os.Open(batchFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "Cannot open file \"%s\" for reading: %s\n", batchFile, cli.Strerror(cli.ErrnoOf(err)))
-			return 1
-		}
-		defer fh.Close()
-		in = fh
-	}
-	return r.Batch(in, batchFile, force)
+	return r.BatchFile(stdin, batchFile, force)
 }
 
 func takesValue(opt string) bool {

@@ -113,17 +113,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	r := &cli.Runner{Backend: daemon.NewClient(), Format: f, Out: stdout, Err: stderr}
 	if batchFile != "" {
-		in := stdin
-		if batchFile != "-" {
-			fh, err := os.Open(batchFile)
-			if err != nil {
-				fmt.Fprintf(stderr, "Cannot open file \"%s\" for reading: %s\n", batchFile, cli.Strerror(cli.ErrnoOf(err)))
-				return 1
-			}
-			defer fh.Close()
-			in = fh
-		}
-		return r.Batch(in, batchFile, force)
+		return r.BatchFile(stdin, batchFile, force)
 	}
 	return r.Main(args)
 }
