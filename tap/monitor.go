@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -23,8 +24,9 @@ type LinkEvent struct {
 // data path needs each TAP's current MTU and up state, as l2tp_eth reads
 // dev->mtu and IFF_UP per packet, without an ioctl per packet.
 type Monitor struct {
-	f  *os.File
-	rc syscall.RawConn
+	f      *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool // Close was called: Run's read error is the end
 }
 
 // NewMonitor subscribes to link changes (RTMGRP_LINK).
@@ -47,9 +49,9 @@ func NewMonitor() (*Monitor, error) {
 	return &Monitor{f: f, rc: rc}, nil
 }
 
-// Run calls fn for every link event until Close. On a receive-buffer
-// overrun (ENOBUFS) it calls resync so the caller can re-read what it
-// tracks.
+// Run calls fn for every link event until Close, and then returns nil. On
+// a receive-buffer overrun (ENOBUFS) it calls resync so the caller can
+// re-read what it tracks.
 func (m *Monitor) Run(fn func(LinkEvent), resync func()) error {
 	buf := make([]byte, 32<<10)
 	for {
@@ -60,6 +62,9 @@ func (m *Monitor) Run(fn func(LinkEvent), resync func()) error {
 			return rerr != unix.EAGAIN
 		})
 		if err != nil {
+			if m.closed.Load() {
+				return nil // the poller's "use of closed file" is not os.ErrClosed
+			}
 			return err
 		}
 		if rerr == unix.ENOBUFS {
@@ -111,4 +116,7 @@ func parseLink(msg syscall.NetlinkMessage) (LinkEvent, bool) {
 }
 
 // Close stops Run.
-func (m *Monitor) Close() error { return m.f.Close() }
+func (m *Monitor) Close() error {
+	m.closed.Store(true)
+	return m.f.Close()
+}
