@@ -33,16 +33,20 @@ var valued = []string{"-loops", "-family", "-batch", "-rcvbuf", "-netns"}
 // IsShim says whether argv0 runs the binary as ip.
 func IsShim(argv0 string) bool { return filepath.Base(argv0) == "ip" }
 
-// Main is ip's main for the shim: args are os.Args[1:].
-func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var (
-		f         cli.Format
-		force     bool
-		batchFile string
-		netnsName string
-		nsAt      = -1
-		batchAt   = -1
-	)
+// global is what the shim takes from ip's global options.
+type global struct {
+	format   cli.Format
+	force    bool
+	batch    string   // -batch FILE
+	netns    string   // -n NETNS
+	others   []string // the options but -batch and -n, with their values
+	object   int      // where the object word is (len(args) if none)
+	handOver bool     // the system's ip is to run the whole command
+}
+
+// scan reads ip's global options (ip.c's main loop) as far as the object.
+func scan(args []string) global {
+	var g global
 	i := 0
 	for ; i < len(args); i++ {
 		opt := args[i]
@@ -50,58 +54,78 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			break
 		}
 		if opt == "--" {
-			return handOver(args, stderr)
+			g.handOver = true
+			return g
 		}
 		if len(opt) > 2 && opt[1] == '-' {
 			opt = opt[1:]
 		}
 		if takesValue(opt) {
 			if i+1 >= len(args) {
-				return handOver(args, stderr) // ip prints its usage
+				g.handOver = true // ip prints its usage
+				return g
 			}
 			switch {
 			case matches(opt, "-batch"):
-				batchFile, batchAt = args[i+1], i
+				g.batch = args[i+1]
 			case matches(opt, "-netns"):
-				netnsName, nsAt = args[i+1], i
+				g.netns = args[i+1]
+			default:
+				g.others = append(g.others, args[i], args[i+1])
 			}
 			i++
 			continue
 		}
 		switch {
 		case matches(opt, "-stats"), matches(opt, "-statistics"):
-			f.Stats = true
+			g.format.Stats = true
 		case matches(opt, "-oneline"):
-			f.Oneline = true
+			g.format.Oneline = true
 		case matches(opt, "-force"):
-			force = true
+			g.force = true
 		case matches(opt, "-json"):
-			f.JSON = true
+			g.format.JSON = true
 		case matches(opt, "-pretty"):
-			f.Pretty = true
+			g.format.Pretty = true
 		case matches(opt, "-Version"), len(opt) > 2 && matches(opt, "-help"):
-			return handOver(args, stderr)
+			g.handOver = true
+			return g
 		}
 		// Any other option is ip's display choice, which l2tp output does
 		// not use; ip itself judges it for other objects.
+		g.others = append(g.others, args[i])
 	}
-	rest := args[i:]
-	if batchFile == "" && (len(rest) == 0 || !cli.IsL2TPObject(rest[0])) {
+	g.object = i
+	if g.batch == "" && (i == len(args) || !cli.IsL2TPObject(args[i])) {
+		g.handOver = true
+	}
+	return g
+}
+
+// Main is ip's main for the shim: args are os.Args[1:].
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := scan(args)
+	if g.handOver {
 		return handOver(args, stderr)
 	}
-	if netnsName != "" {
+	if g.netns != "" {
 		// Serve inside the namespace: this binary again, without -n.
-		argv := append([]string{os.Args[0]}, args[:nsAt]...)
-		return cli.EnterNetns(netnsName, append(argv, args[nsAt+2:]...), stderr)
+		argv := append(append([]string{os.Args[0]}, g.others...), args[g.object:]...)
+		if g.batch != "" {
+			argv = append(append([]string{os.Args[0], "-batch", g.batch}, g.others...), args[g.object:]...)
+		}
+		return cli.EnterNetns(g.netns, argv, stderr)
 	}
+	f, force, batchFile, rest := g.format, g.force, g.batch, args[g.object:]
 	r := &cli.Runner{Backend: daemon.NewClient(), Format: f, Out: stdout, Err: stderr, Prog: cli.IPProg}
 	if batchFile == "" {
 		return r.Main(rest[1:])
 	}
-	// ip's option words, but for -batch and its file, go with every line
-	// it hands to ip.
-	opts := append(append([]string{}, args[:batchAt]...), args[batchAt+2:i]...)
-	r.Other = func(line []string) int { return runIP(append(opts, line...), stdout, stderr) }
+	// ip's options, but for -batch and -n, go with every line it hands
+	// to ip.
+	r.Other = func(line []string) int {
+		return runIP(append(append([]string{}, g.others...), line...), stdout, stderr)
+	}
 	return r.BatchFile(stdin, batchFile, force)
 }
 
