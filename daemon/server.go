@@ -13,9 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/dataplane"
@@ -75,9 +77,9 @@ type Server struct {
 	cookie uint64
 	m      *dataplane.Manager
 	ln     *net.UnixListener
-	mln    net.Listener // metrics; nil when off
-	msrv   *http.Server
-	gid    int // -1 when no group is configured
+	mln    atomic.Pointer[net.Listener] // metrics; nil when off or not bound yet
+	msrv   *http.Server                 // metrics; nil when off
+	gid    int                          // -1 when no group is configured
 	limit  *logLimiter
 
 	mu        sync.Mutex // serialises changes and restores
@@ -138,14 +140,11 @@ func Listen(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
-	// Bound here, before anything is restored, so that a taken address
-	// fails the start at once; after the control socket, so that a second
-	// daemon reports ErrRunning rather than the first one's port.
+	// A taken metrics address does not stop the daemon: any local user
+	// can bind a port, and must not keep tunnels from being restored.
+	// Serve keeps trying it.
 	if o.MetricsAddr != "" {
-		if s.mln, err = net.Listen("tcp", o.MetricsAddr); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("metrics: cannot listen on %s: %w; give -metrics a free host:port (e.g. 127.0.0.1:9115) or stop what holds it", o.MetricsAddr, err)
-		}
+		s.bindMetrics()
 	}
 	statePath := o.StatePath
 	if statePath == "" && stable {
@@ -179,7 +178,7 @@ func Listen(o Options) (*Server, error) {
 		}
 		return nil, err
 	}
-	if s.mln != nil {
+	if o.MetricsAddr != "" {
 		if err := s.setupMetrics(); err != nil {
 			s.closeListeners()
 			s.m.Close(false)
@@ -209,12 +208,33 @@ func (s *Server) setupMetrics() error {
 	s.msrv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout:      time.Minute, // ample for 10,000 sessions
-		IdleTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,      // ample for 10,000 sessions
+		IdleTimeout:       10 * time.Second, // connections are few (metricsConns)
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	addr := s.mln.Addr().(*net.TCPAddr)
+	return nil
+}
+
+// metricsConns bounds the connections the metrics server holds: any local
+// user can connect, and must not use up the daemon's descriptors.
+const metricsConns = 16
+
+// bindMetrics tries to listen on the metrics address; it reports whether
+// it does now.
+func (s *Server) bindMetrics() bool {
+	if s.mln.Load() != nil {
+		return true
+	}
+	ln, err := net.Listen("tcp", s.opt.MetricsAddr)
+	if err != nil {
+		s.limit.warn("metrics: cannot listen; retried every few seconds. Give -metrics a free host:port (e.g. 127.0.0.1:9115) or stop what holds it",
+			"addr", s.opt.MetricsAddr, "err", err)
+		return false
+	}
+	ln = netutil.LimitListener(ln, metricsConns)
+	s.mln.Store(&ln)
+	addr := ln.Addr().(*net.TCPAddr)
 	if !addr.IP.IsLoopback() {
 		// Allowed, but not quietly: anyone who reaches the port sees
 		// what `ip l2tp show` shows only to CAP_NET_ADMIN.
@@ -222,28 +242,38 @@ func (s *Server) setupMetrics() error {
 			"addr", addr.String())
 	}
 	s.log.Info("serving metrics", "url", "http://"+addr.String()+"/metrics")
-	return nil
+	return true
 }
 
 // MetricsAddr is the address the metrics are served on (useful with port
 // 0), or nil when they are off.
 func (s *Server) MetricsAddr() net.Addr {
-	if s.mln == nil {
-		return nil
+	if ln := s.mln.Load(); ln != nil {
+		return (*ln).Addr()
 	}
-	return s.mln.Addr()
+	return nil
 }
 
 func (s *Server) closeListeners() {
 	s.ln.Close()
-	if s.mln != nil {
-		s.mln.Close()
+	if ln := s.mln.Load(); ln != nil {
+		(*ln).Close()
 	}
 }
 
-// serveMetrics answers scrapes until stopMetrics.
-func (s *Server) serveMetrics() {
-	if err := s.msrv.Serve(s.mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+// serveMetrics answers scrapes until stopMetrics, binding the address
+// first if Listen could not.
+func (s *Server) serveMetrics(ctx context.Context) {
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for !s.bindMetrics() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	if err := s.msrv.Serve(*s.mln.Load()); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("metrics server stopped", "err", err)
 	}
 }
@@ -462,7 +492,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	go s.checkpoints(bg)
 	go s.retries(bg)
 	if s.msrv != nil {
-		go s.serveMetrics()
+		go s.serveMetrics(bg)
 	}
 	for {
 		c, err := s.ln.AcceptUnix()
