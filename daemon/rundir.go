@@ -17,19 +17,41 @@ import (
 var ErrRunDir = errors.New("no usable runtime directory")
 
 // RuntimeDir is where daemons keep their runtime files (journal, PID, log):
-// RunDir where the caller may write there (root of the machine); else, as
-// in a rootless container or `unshare -Urn`, $XDG_RUNTIME_DIR/l2tpu; else
-// a private directory in the system's temporary directory named by the
-// caller's user outside any user namespace. The daemon gets
-// XDG_RUNTIME_DIR from the client that starts it, so both choose alike.
+// RunDir where the caller may write there. Root of the machine (the
+// initial user namespace) uses nothing else: a directory another user
+// controls could hand its daemon a stale journal. Others, as in a rootless
+// container or `unshare -Urn`, fall back to $XDG_RUNTIME_DIR/l2tpu, else
+// to /tmp/l2tpu-UID (UID as the parent user namespace sees the caller).
+// The daemon gets XDG_RUNTIME_DIR from the client that starts it, so both
+// choose alike.
 func RuntimeDir() (string, error) {
-	if err := os.MkdirAll(RunDir, 0o700); err == nil && unix.Access(RunDir, unix.W_OK|unix.X_OK) == nil {
+	err := os.MkdirAll(RunDir, 0o700)
+	if err == nil {
+		err = unix.Access(RunDir, unix.W_OK|unix.X_OK)
+	}
+	if err == nil {
 		return RunDir, nil
+	}
+	if os.Geteuid() == 0 && initialUserNS() {
+		return "", fmt.Errorf("%w: %s: %w (root keeps its state nowhere else: make it writable)", ErrRunDir, RunDir, err)
 	}
 	if x := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
 		return privateDir(filepath.Join(x, "l2tpu"))
 	}
-	return privateDir(filepath.Join(os.TempDir(), "l2tpu-"+strconv.Itoa(outsideUID())))
+	// Not $TMPDIR: the daemon, started with a minimal environment, must
+	// choose the same.
+	return privateDir(filepath.Join("/tmp", "l2tpu-"+strconv.Itoa(outsideUID())))
+}
+
+// initialUserNS reports whether the caller is in the initial user
+// namespace (its uid_map maps every uid to itself).
+func initialUserNS() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return true // no user namespaces: the initial one
+	}
+	f := strings.Fields(string(b))
+	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
 }
 
 // privateDir makes dir (mode 0700) or checks that it is the caller's own
@@ -37,11 +59,11 @@ func RuntimeDir() (string, error) {
 // /tmp another user could have made it first, to read or plant state.
 func privateDir(dir string) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("%w: %s: %v (set XDG_RUNTIME_DIR to a private directory)", ErrRunDir, dir, err)
+		return "", fmt.Errorf("%w: %s: %w (set XDG_RUNTIME_DIR to a private directory)", ErrRunDir, dir, err)
 	}
 	fi, err := os.Lstat(dir)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrRunDir, err)
+		return "", fmt.Errorf("%w: %w", ErrRunDir, err)
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o077 != 0 {
@@ -50,9 +72,10 @@ func privateDir(dir string) (string, error) {
 	return dir, nil
 }
 
-// outsideUID is the caller's effective uid as the initial user namespace
+// outsideUID is the caller's effective uid as the parent user namespace
 // sees it (uid_map), so that users who are all root in their own user
-// namespaces do not share a directory.
+// namespaces do not share a directory. (Nested namespaces map to their
+// parent's view; a directory of another user's is refused, not shared.)
 func outsideUID() int {
 	uid := os.Geteuid()
 	f, err := os.Open("/proc/self/uid_map")

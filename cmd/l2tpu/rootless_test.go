@@ -104,3 +104,25 @@ func TestNeedRaw(t *testing.T) {
 		t.Fatalf("with CAP_NET_RAW: %s", errs)
 	}
 }
+
+// TestRootNoFallback: root of the machine keeps its state in /run/l2tpu or
+// nowhere: with /run/l2tpu read-only it fails and says so, and writes
+// nothing into the $XDG_RUNTIME_DIR it was given (another user's, say).
+func TestRootNoFallback(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	xdg := openDir(t)
+	script := `mount -t tmpfs -o ro l2tpu-ro /run/l2tpu
+exec ip netns exec ` + ns.Name + ` "$BIN" add tunnel tunnel_id 1 peer_tunnel_id 2 local 192.0.2.1 remote 192.0.2.2 udp_sport 1701 udp_dport 1701`
+	r := runCmd(t, []string{"BIN=" + binary(t), "XDG_RUNTIME_DIR=" + xdg}, "unshare", "-m", "--propagation", "private", "sh", "-ec", script)
+	if r.code == 0 || !strings.Contains(r.err, "no usable runtime directory: /run/l2tpu") {
+		t.Fatalf("root with /run/l2tpu read-only: %+v", r)
+	}
+	if ents, _ := os.ReadDir(xdg); len(ents) != 0 {
+		t.Fatalf("root wrote into $XDG_RUNTIME_DIR: %v", ents)
+	}
+	// The positive control: the same command with /run/l2tpu writable.
+	if _, errs, code := l2tpu(t, ns, "add", "tunnel", "tunnel_id", "1", "peer_tunnel_id", "2", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1701", "udp_dport", "1701"); code != 0 {
+		t.Fatalf("with /run/l2tpu writable: %s", errs)
+	}
+}
