@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -25,10 +27,6 @@ const EnvIP = "L2TPU_IP"
 
 // ErrNoIP: no system ip to hand commands to.
 var ErrNoIP = errors.New("ipshim: no system ip found on PATH after the shim; install iproute2 or set " + EnvIP)
-
-// valued are ip's global options that take a value (ip.c), by the prefix
-// each needs: the object word comes after their values.
-var valued = []string{"-loops", "-family", "-batch", "-rcvbuf", "-netns"}
 
 // IsShim says whether argv0 runs the binary as ip.
 func IsShim(argv0 string) bool { return filepath.Base(argv0) == "ip" }
@@ -44,56 +42,110 @@ type global struct {
 	handOver bool     // the system's ip is to run the whole command
 }
 
+// ipOption is one of ip's global options, in ip.c's order: the first whose
+// name the word is a prefix of is the one ip takes.
+type ipOption struct {
+	name  string
+	exact bool                           // -4, -6 and the like: the word itself
+	value func(v string) bool            // takes a value, which ip accepts if true
+	apply func(g *global, v string) bool // false: not for l2tpu (keep in others)
+	ips   bool                           // ip's own output (-Version, -help)
+}
+
+func anyValue(string) bool { return true }
+
+// families are ip's read_family words.
+func family(v string) bool {
+	switch v {
+	case "inet", "inet6", "link", "ipx", "dnet", "mpls", "bridge":
+		return true
+	}
+	return false
+}
+
+func unsigned(v string) bool { _, err := strconv.ParseUint(v, 0, 32); return err == nil }
+
+// ipOptions are ip.c's global options (iproute2 6.x).
+var ipOptions = []ipOption{
+	{name: "-loops", value: anyValue},
+	{name: "-family", value: family},
+	{name: "-4", exact: true}, {name: "-6", exact: true}, {name: "-0", exact: true},
+	{name: "-I", exact: true}, {name: "-D", exact: true}, {name: "-M", exact: true}, {name: "-B", exact: true},
+	{name: "-human"}, {name: "-human-readable"}, {name: "-iec"},
+	{name: "-stats", apply: func(g *global, _ string) bool { g.format.Stats = true; return false }},
+	{name: "-statistics", apply: func(g *global, _ string) bool { g.format.Stats = true; return false }},
+	{name: "-details"}, {name: "-resolve"},
+	{name: "-oneline", apply: func(g *global, _ string) bool { g.format.Oneline = true; return false }},
+	{name: "-timestamp"}, {name: "-tshort"},
+	{name: "-Version", ips: true},
+	{name: "-force", apply: func(g *global, _ string) bool { g.force = true; return false }},
+	{name: "-batch", value: anyValue, apply: func(g *global, v string) bool { g.batch = v; return true }},
+	{name: "-brief"},
+	{name: "-json", apply: func(g *global, _ string) bool { g.format.JSON = true; return false }},
+	{name: "-pretty", apply: func(g *global, _ string) bool { g.format.Pretty = true; return false }},
+	{name: "-rcvbuf", value: unsigned},
+	{name: "-color"},
+	{name: "-help", ips: true},
+	{name: "-netns", value: anyValue, apply: func(g *global, v string) bool { g.netns = v; return true }},
+	{name: "-Numeric"},
+	{name: "-all"},
+}
+
+// lookupOption is ip.c's if-else chain over opt (one leading '-' of a
+// "--x" dropped).
+func lookupOption(opt string) *ipOption {
+	if strings.HasPrefix(opt, "-color=") || strings.HasPrefix(opt, "-colour=") {
+		opt = "-color"
+	}
+	for i := range ipOptions {
+		o := &ipOptions[i]
+		if o.exact && opt == o.name || !o.exact && strings.HasPrefix(o.name, opt) {
+			return o
+		}
+	}
+	return nil
+}
+
 // scan reads ip's global options (ip.c's main loop) as far as the object.
+// Whatever ip itself would answer (its version, help, an unknown option or
+// a value it refuses, a command without an l2tp object) is handed over.
 func scan(args []string) global {
 	var g global
 	i := 0
 	for ; i < len(args); i++ {
-		opt := args[i]
-		if len(opt) < 2 || opt[0] != '-' {
+		word := args[i]
+		if word == "--" {
+			i++
 			break
 		}
-		if opt == "--" {
-			g.handOver = true
-			return g
+		if word == "" || word[0] != '-' {
+			break
 		}
-		if len(opt) > 2 && opt[1] == '-' {
+		opt := word
+		if len(opt) > 1 && opt[1] == '-' {
 			opt = opt[1:]
 		}
-		if takesValue(opt) {
-			if i+1 >= len(args) {
-				g.handOver = true // ip prints its usage
-				return g
-			}
-			switch {
-			case matches(opt, "-batch"):
-				g.batch = args[i+1]
-			case matches(opt, "-netns"):
-				g.netns = args[i+1]
-			default:
-				g.others = append(g.others, args[i], args[i+1])
-			}
-			i++
-			continue
-		}
-		switch {
-		case matches(opt, "-stats"), matches(opt, "-statistics"):
-			g.format.Stats = true
-		case matches(opt, "-oneline"):
-			g.format.Oneline = true
-		case matches(opt, "-force"):
-			g.force = true
-		case matches(opt, "-json"):
-			g.format.JSON = true
-		case matches(opt, "-pretty"):
-			g.format.Pretty = true
-		case matches(opt, "-Version"), len(opt) > 2 && matches(opt, "-help"):
+		o := lookupOption(opt)
+		if o == nil || o.ips {
 			g.handOver = true
 			return g
 		}
-		// Any other option is ip's display choice, which l2tp output does
-		// not use; ip itself judges it for other objects.
-		g.others = append(g.others, args[i])
+		v := ""
+		if o.value != nil {
+			if i+1 >= len(args) || !o.value(args[i+1]) {
+				g.handOver = true // ip prints its usage or refuses the value
+				return g
+			}
+			i++
+			v = args[i]
+		}
+		if o.apply != nil && o.apply(&g, v) {
+			continue // the shim's to act on, not ip's
+		}
+		g.others = append(g.others, word)
+		if o.value != nil {
+			g.others = append(g.others, v)
+		}
 	}
 	g.object = i
 	if g.batch == "" && (i == len(args) || !cli.IsL2TPObject(args[i])) {
@@ -102,44 +154,45 @@ func scan(args []string) global {
 	return g
 }
 
+// entered marks the shim run again inside the namespace of -n (its value):
+// only the shim passes it, to itself.
+const entered = "--l2tpu-entered-netns="
+
 // Main is ip's main for the shim: args are os.Args[1:].
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	inNetns := ""
+	if len(args) > 0 && strings.HasPrefix(args[0], entered) {
+		inNetns, args = strings.TrimPrefix(args[0], entered), args[1:]
+	}
 	g := scan(args)
 	if g.handOver {
 		return handOver(args, stderr)
 	}
 	if g.netns != "" {
 		// Serve inside the namespace: this binary again, without -n.
-		argv := append(append([]string{os.Args[0]}, g.others...), args[g.object:]...)
+		argv := append([]string{os.Args[0], entered + g.netns}, g.others...)
 		if g.batch != "" {
-			argv = append(append([]string{os.Args[0], "-batch", g.batch}, g.others...), args[g.object:]...)
+			argv = append(argv, "-batch", g.batch)
 		}
-		return cli.EnterNetns(g.netns, argv, stderr)
+		return cli.EnterNetns(g.netns, append(argv, args[g.object:]...), stderr)
 	}
 	f, force, batchFile, rest := g.format, g.force, g.batch, args[g.object:]
 	r := &cli.Runner{Backend: daemon.NewClient(), Format: f, Out: stdout, Err: stderr, Prog: cli.IPProg}
 	if batchFile == "" {
 		return r.Main(rest[1:])
 	}
-	// ip's options, but for -batch and -n, go with every line it hands
-	// to ip.
+	// ip's options go with every line handed to ip, -n too (ip then sets
+	// up the namespace's /sys and /etc/netns as it does; it takes names
+	// only), and "--", so that a line is never read as options.
+	opts := slices.Clone(g.others)
+	if inNetns != "" && !strings.Contains(inNetns, "/") {
+		opts = append([]string{"-n", inNetns}, opts...)
+	}
 	r.Other = func(line []string) int {
-		return runIP(append(append([]string{}, g.others...), line...), stdout, stderr)
+		return runIP(append(append(slices.Clone(opts), "--"), line...), stdout, stderr)
 	}
 	return r.BatchFile(stdin, batchFile, force)
 }
-
-func takesValue(opt string) bool {
-	for _, v := range valued {
-		if matches(opt, v) {
-			return true
-		}
-	}
-	return false
-}
-
-// matches is ip's matches(): arg is a non-empty prefix of word.
-func matches(arg, word string) bool { return len(arg) > 1 && strings.HasPrefix(word, arg) }
 
 // handOver replaces this process with the system's ip, given args as they
 // came: its output and exit status are the caller's.
@@ -178,25 +231,54 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 }
 
 // SystemIP is the ip commands are handed to: $L2TPU_IP, else the first ip
-// on PATH that is not this binary.
+// on PATH after this binary's own entry (so that another copy of the shim
+// further on does not hand back to this one) that is not this binary.
 func SystemIP() (string, error) {
-	if p := os.Getenv(EnvIP); p != "" {
-		return p, nil
-	}
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
 		return "", err
 	}
+	if p := os.Getenv(EnvIP); p != "" {
+		return checkEnvIP(p, self)
+	}
+	var found []string
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
 		if dir == "" {
-			dir = "."
+			dir = "." // as execvp
 		}
 		p := filepath.Join(dir, "ip")
 		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 || os.SameFile(st, self) {
+		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 			continue
 		}
-		return p, nil
+		if os.SameFile(st, self) {
+			found = found[:0] // only what comes after the shim
+			continue
+		}
+		found = append(found, p)
 	}
-	return "", ErrNoIP
+	if len(found) == 0 {
+		return "", ErrNoIP
+	}
+	return found[0], nil
+}
+
+// checkEnvIP accepts $L2TPU_IP unless it is the shim itself, or, for root,
+// anything but an absolute path to a file only root may change: an
+// environment kept across sudo or su must not choose what root runs.
+func checkEnvIP(p string, self os.FileInfo) (string, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("ipshim: $%s: %w", EnvIP, err)
+	}
+	if os.SameFile(st, self) {
+		return "", fmt.Errorf("ipshim: $%s=%s is the shim itself; name the system's ip", EnvIP, p)
+	}
+	if os.Geteuid() == 0 {
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !filepath.IsAbs(p) || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0 {
+			return "", fmt.Errorf("ipshim: $%s=%s: root runs only an absolute path to a root-owned file no one else may write", EnvIP, p)
+		}
+	}
+	return p, nil
 }

@@ -26,7 +26,17 @@ func TestScan(t *testing.T) {
 		{"-n", true, "", "", "", 0},
 		{"-V", true, "", "", "", 0},
 		{"-help", true, "", "", "", 0},
-		{"-- l2tp show", true, "", "", "", 0},
+		{"-- l2tp show", false, "", "", "", 1},
+		{"-j -- l2tp show", false, "", "", "-j", 2},
+		{"-- -j l2tp show", true, "", "", "", 0},
+		{"-r l2tp show", false, "", "", "-r", 1},
+		{"-h -c -t l2tp show", false, "", "", "-h -c -t", 3},
+		{"-color=never l2tp show", false, "", "", "-color=never", 1},
+		{"-rc 65536 l2tp show", false, "", "", "-rc 65536", 2},
+		{"-rc big l2tp show", true, "", "", "", 0},
+		{"-family bogus l2tp show", true, "", "", "", 0},
+		{"-bogus l2tp show", true, "", "", "", 0},
+		{"- 3 l2tp show", false, "", "", "- 3", 2},
 		{"", true, "", "", "", 0},
 	} {
 		g := scan(strings.Fields(tc.args))

@@ -118,6 +118,7 @@ func TestIPShim(t *testing.T) {
 		{"-n", ns.Name, "-j", "l2tp", "show", "tunnel"},
 		{"-j", "-n", ns.Name, "l2", "show", "tunnel"},
 		{"-d", "-4", "-n", ns.Name, "-json", "l2tp", "show", "tunnel"},
+		{"-r", "-n", ns.Name, "-j", "--", "l2tp", "show", "tunnel"}, // -r is -resolve, -- ends the options
 	} {
 		if r := runCmd(t, env, append([]string{ip}, argv...)...); r.out != want || r.code != 0 {
 			t.Errorf("ip %v: %+v, want %q", argv, r, want)
@@ -133,12 +134,27 @@ func TestIPShim(t *testing.T) {
 		{"-n", ns.Name, "frobnicate"},
 		{"-V"},
 		{"-n", ns.Name, "-4", "addr", "show", "dev", "d0"},
+		{"-bogus", "l2tp", "show", "tunnel"},          // ip's own error for its options
+		{"-family", "bogus", "l2tp", "show", "tunnel"}, // and their values
 	} {
 		got := runCmd(t, env, append([]string{ip}, argv...)...)
 		sys := runCmd(t, nil, append([]string{sysIP}, argv...)...)
 		if got != sys {
 			t.Errorf("ip %v: shim %+v, system ip %+v", argv, got, sys)
 		}
+	}
+	// Another copy of the shim further on PATH is not handed back to (it
+	// hands on to what follows it), and $L2TPU_IP naming the shim is refused.
+	dir2 := t.TempDir()
+	if b, err := os.ReadFile(binary(t)); err != nil || os.WriteFile(filepath.Join(dir2, "ip"), b, 0o755) != nil {
+		t.Fatal(err)
+	}
+	loop := []string{"PATH=" + dir + ":" + dir2 + ":" + os.Getenv("PATH")}
+	if got, sys := runCmd(t, loop, ip, "-o", "link", "show", "lo"), runCmd(t, nil, sysIP, "-o", "link", "show", "lo"); got != sys {
+		t.Errorf("two shims on PATH: %+v, want %+v", got, sys)
+	}
+	if r := runCmd(t, []string{"L2TPU_IP=" + ip}, ip, "link", "show", "lo"); r.code != 255 || !strings.Contains(r.err, "is the shim itself") {
+		t.Errorf("L2TPU_IP naming the shim: %+v", r)
 	}
 	if r := runCmd(t, nil, ip, "-n", ns.Name, "link", "show", "nosuchdev"); r.code == 0 {
 		t.Fatal("a failing command succeeded through the shim") // the status is passed on
