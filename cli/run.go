@@ -158,8 +158,6 @@ func (r *Runner) Exec(c *Command) int {
 	return ExitOK
 }
 
-// Main runs the arguments after `ip l2tp` and returns the exit status,
-// printing usage and parse errors as ip does.
 // ErrnoOf is the errno in err's chain, EIO if none.
 func ErrnoOf(err error) syscall.Errno {
 	var e syscall.Errno
@@ -179,10 +177,14 @@ func IsL2TPObject(word string) bool { return len(word) >= 2 && matches(word, "l2
 func EnterNetns(name string, argv []string, stderr io.Writer) int {
 	err := netns.Exec(netns.PathOf(name), argv, os.Environ())
 	e := ErrnoOf(err)
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EPERM) {
+	var pe *os.PathError
+	switch {
+	case errors.As(err, new(*netns.SetnsError)):
 		fmt.Fprintf(stderr, "setting the network namespace \"%s\" failed: %s\n", name, Strerror(e))
-	} else {
+	case errors.As(err, &pe):
 		fmt.Fprintf(stderr, "Cannot open network namespace \"%s\": %s\n", name, Strerror(e))
+	default:
+		fmt.Fprintf(stderr, "%s: cannot run again in network namespace \"%s\": %v\n", Prog, name, err)
 	}
 	return ExitUsage
 }
@@ -194,6 +196,8 @@ func (r *Runner) prog() string {
 	return r.Prog
 }
 
+// Main runs the arguments after `ip l2tp` and returns the exit status,
+// printing usage and parse errors as ip does.
 func (r *Runner) Main(args []string) int {
 	c, err := ParseAs(r.prog(), args)
 	if err != nil {

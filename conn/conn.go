@@ -69,11 +69,11 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-// sock holds a batch-capable socket and the message headers for its single
-// reader; writers take theirs from a pool.
 // sock is every Conn this package makes.
 var _ Conn = (*sock)(nil)
 
+// sock holds a batch-capable socket and the message headers for its single
+// reader; writers take theirs from a pool.
 type sock struct {
 	gso     atomic.Bool  // send runs of equal-size messages as one UDP GSO send
 	gsoMax  atomic.Int64 // largest GSO segment: path MTU less IP and UDP headers

@@ -49,7 +49,13 @@ func Stop(nsPath string) (Paths, error) {
 	if cerr == nil && resp.Errno != 0 {
 		return p, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
 	}
-	if pid == 0 && cerr == nil && isDaemonIn(peer, nsPath) {
+	ours := pid != 0 // its runtime files are p's
+	if pid == 0 && cerr == nil {
+		if !isDaemonIn(peer, nsPath) {
+			// Stopping, but its PID is not to be seen (another PID
+			// namespace's): wait until its socket is gone.
+			return p, waitGone(nsPath)
+		}
 		pid = peer
 	}
 	if pid == 0 {
@@ -62,7 +68,7 @@ func Stop(nsPath string) (Paths, error) {
 	}
 	for i := 0; i < 3000; i++ {
 		if syscall.Kill(pid, 0) != nil {
-			if _, err := os.Stat(p.State); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(p.State); ours && errors.Is(err, os.ErrNotExist) {
 				os.Remove(p.Log) // a clean stop: nothing of it is left
 			}
 			return p, nil
@@ -70,6 +76,19 @@ func Stop(nsPath string) (Paths, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return p, fmt.Errorf("pid %d: %w", pid, ErrStopTimeout)
+}
+
+// waitGone waits until no daemon answers in the namespace at nsPath.
+func waitGone(nsPath string) error {
+	for i := 0; i < 3000; i++ {
+		var err error
+		netns.Do(nsPath, func() error { _, err = Call(Request{Op: OpList}); return nil })
+		if errors.Is(err, ErrNotRunning) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ErrStopTimeout
 }
 
 // isDaemonIn reports whether pid is `l2tpu daemon` (or a binary run as

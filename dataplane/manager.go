@@ -480,6 +480,13 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		}
 		dev := qs[0]
 		s.dev, s.queues = dev, qs
+		if t.noAddr {
+			// Attaching turned the carrier on: off again before the
+			// interface is configured (RefreshCarrier).
+			if err := dev.SetCarrier(false); err != nil {
+				m.log.Warn("cannot turn the carrier off", "interface", dev.Name(), "err", err)
+			}
+		}
 		ifname := dev.Name()
 		s.ifname.Store(&ifname)
 		closeAll := func() {
@@ -522,11 +529,6 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		m.ipSessions.set(c.SessionID, s)
 	}
 	s.startTx()
-	if t.noAddr {
-		if err := s.dev.SetCarrier(false); err != nil {
-			m.log.Warn("cannot turn the carrier off", "interface", s.name(), "err", err)
-		}
-	}
 	undo := func(err error) (string, error) {
 		m.unregister(s)
 		s.stop(true)

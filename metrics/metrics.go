@@ -101,7 +101,7 @@ func NewCollector(src Source, version string) *Collector {
 	c.up = prometheus.NewDesc("l2tpu_session_up",
 		"1 if the session's interface is administratively up (IFF_UP), else 0. Absent when the interface cannot be found.", sl, nil)
 	c.carrier = prometheus.NewDesc("l2tpu_session_carrier",
-		"1 if the session's interface has carrier (IFF_RUNNING: up, and its TAP is held by the daemon), else 0. Absent when the interface cannot be found.", sl, nil)
+		"1 if the session's interface has carrier (IFF_RUNNING: up, its TAP held by the daemon, and its tunnel's local address present), else 0. Absent when the interface cannot be found.", sl, nil)
 	c.mtu = prometheus.NewDesc("l2tpu_session_mtu_bytes",
 		"The current MTU of the session's interface. Absent when the interface cannot be found.", sl, nil)
 	c.build = prometheus.NewDesc("l2tpu_build_info",

@@ -419,15 +419,12 @@ func (d *fileDevice) Remove() error {
 	return d.f.Close()
 }
 
-// tunSetCarrier is TUNSETCARRIER, _IOW('T', 226, int).
-const tunSetCarrier = 0x400454e2
-
 func (d *fileDevice) SetCarrier(on bool) error {
 	v := 0
 	if on {
 		v = 1
 	}
-	err := control(d.rc, func(fd int) error { return unix.IoctlSetPointerInt(fd, tunSetCarrier, v) })
+	err := control(d.rc, func(fd int) error { return unix.IoctlSetPointerInt(fd, unix.TUNSETCARRIER, v) })
 	if err != nil {
 		return fmt.Errorf("tap: carrier of %s: %w", d.name, err)
 	}

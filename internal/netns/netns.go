@@ -62,7 +62,7 @@ func Exec(path string, argv, env []string) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return err
+		return &SetnsError{err}
 	}
 	err = unix.Exec("/proc/self/exe", argv, env)
 	// Still here: the thread is in the other namespace; keep it locked so
@@ -70,6 +70,13 @@ func Exec(path string, argv, env []string) error {
 	runtime.LockOSThread()
 	return err
 }
+
+// SetnsError: the namespace opened, but entering it failed (not a
+// network namespace, or no privilege over it).
+type SetnsError struct{ Err error }
+
+func (e *SetnsError) Error() string { return "setns: " + e.Err.Error() }
+func (e *SetnsError) Unwrap() error { return e.Err }
 
 // PathOf is where ip finds the namespace named by -n: a name under
 // /run/netns, or a path when it contains a slash.
