@@ -105,6 +105,8 @@ func TestMTUTable(t *testing.T) {
 		{1400, 1400 - 54},
 		{0, 1446},     // no cached route: 1500 - overhead
 		{40, 1446},    // underflow: fallback
+		{68, 1446},    // a route without its address: 14 left, below ETH_MIN_MTU
+		{122, 68},     // exactly ETH_MIN_MTU left
 		{70000, 1446}, // above ETH_MAX_MTU: fallback
 	} {
 		if got := s.DefaultMTU(tc.path, false); got != tc.want {

@@ -181,6 +181,7 @@ const (
 	UDPHeaderLen  = 8    // struct udphdr
 	EthDataLen    = 1500 // ETH_DATA_LEN: the fallback path MTU
 	ethMaxMTU     = 0xffff
+	ethMinMTU     = 68 // ETH_MIN_MTU: a TAP refuses less
 	// VLANSlack is what l2tp_eth (dev_forward_skb) allows beyond MTU+14
 	// for one VLAN tag: received frames longer than MTU+18 are dropped.
 	VLANSlack = 4
@@ -208,7 +209,10 @@ func (s *Session) Overhead(ipv6 bool) int {
 func (s *Session) DefaultMTU(pathMTU int, ipv6 bool) int {
 	oh := s.Overhead(ipv6)
 	mtu := pathMTU - oh
-	if pathMTU <= 0 || mtu < 0 || mtu > ethMaxMTU {
+	// A path MTU that leaves less than Ethernet's minimum (a tunnel whose
+	// local address is gone reports 68) gets the default, as a path
+	// MTU the kernel cannot give.
+	if pathMTU <= 0 || mtu < ethMinMTU || mtu > ethMaxMTU {
 		return EthDataLen - oh
 	}
 	return mtu

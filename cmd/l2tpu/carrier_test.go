@@ -50,8 +50,17 @@ func TestCarrier(t *testing.T) {
 
 	ns.Run(t, "ip", "addr", "del", "192.0.2.1/24", "dev", "d0")
 	wantCarrier(t, ns, "pwc0", false)
+	// A session added meanwhile has none from the start.
+	if _, errs, code := l2tpu(t, ns, "add", "session", "tunnel_id", "7", "session_id", "2", "peer_session_id", "2", "name", "pwc1"); code != 0 {
+		t.Fatalf("add session: %s", errs)
+	}
+	ns.Run(t, "ip", "link", "set", "pwc1", "up")
+	if carrier(t, ns, "pwc1") {
+		t.Fatal("a session added to a tunnel without its address has carrier")
+	}
 	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "d0")
 	wantCarrier(t, ns, "pwc0", true)
+	wantCarrier(t, ns, "pwc1", true)
 
 	// The daemon dies while the address is gone; the next command starts
 	// another, whose restore of the tunnel is pending: the interface stays,
