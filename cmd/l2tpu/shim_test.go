@@ -134,7 +134,7 @@ func TestIPShim(t *testing.T) {
 		{"-n", ns.Name, "frobnicate"},
 		{"-V"},
 		{"-n", ns.Name, "-4", "addr", "show", "dev", "d0"},
-		{"-bogus", "l2tp", "show", "tunnel"},          // ip's own error for its options
+		{"-bogus", "l2tp", "show", "tunnel"},           // ip's own error for its options
 		{"-family", "bogus", "l2tp", "show", "tunnel"}, // and their values
 	} {
 		got := runCmd(t, env, append([]string{ip}, argv...)...)
