@@ -55,6 +55,17 @@ var (
 	attackerTool = &builtTool{pkg: "../../internal/attacker", name: "attacker"}
 )
 
+// TestMain removes the tools built for the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, b := range []*builtTool{l2tpuTool, attackerTool, capexecTool} {
+		if b.path != "" {
+			os.RemoveAll(filepath.Dir(b.path))
+		}
+	}
+	os.Exit(code)
+}
+
 // binary builds l2tpu once per test run, as `make build` does.
 func binary(t *testing.T) string { return l2tpuTool.get(t) }
 
