@@ -165,17 +165,10 @@ func lookup(word string) *keyword {
 var keywords = []keyword{
 	{names: []string{"tunnel"}, flag: func(c *Command) { c.Tunnel = true }},
 	{names: []string{"session"}, flag: func(c *Command) { c.Session = true }},
-	{names: []string{"encap"}, value: func(p *parser, v string) error {
-		switch v {
-		case "ip":
-			p.c.T.Encap = encap.EncapIP
-		case "udp":
-			p.c.T.Encap = encap.EncapUDP
-		default:
-			return &ExitError{ExitUsage, fmt.Sprintf("Unknown tunnel encapsulation \"%s\"\n", v)}
-		}
-		return nil
-	}},
+	{names: []string{"encap"}, value: choice(false, "Unknown tunnel encapsulation \"%s\"\n", map[string]func(*Command){
+		"ip":  func(c *Command) { c.T.Encap = encap.EncapIP },
+		"udp": func(c *Command) { c.T.Encap = encap.EncapUDP },
+	})},
 	{names: []string{"name"}, value: func(p *parser, v string) error {
 		if !validIfName(v) {
 			return invarg("\"name\" not a valid ifname", v)
@@ -204,39 +197,39 @@ var keywords = []keyword{
 	{names: []string{"peer_offset"}, value: ignored},
 	{names: []string{"cookie"}, value: cookie(func(c *Command, k encap.Cookie) { c.S.Cookie = k })},
 	{names: []string{"peer_cookie"}, value: cookie(func(c *Command, k encap.Cookie) { c.S.PeerCookie = k })},
-	{names: []string{"l2spec_type"}, value: func(p *parser, v string) error {
-		switch strings.ToLower(v) {
-		case "default":
-			p.c.S.L2Spec = encap.L2SpecDefault
-		case "none":
-			p.c.S.L2Spec = encap.L2SpecNone
-		default:
-			return &ExitError{ExitUsage, fmt.Sprintf("Unknown layer2specific header type \"%s\"\n", v)}
-		}
-		return nil
-	}},
-	{names: []string{"seq"}, value: func(p *parser, v string) error {
-		s := &p.c.S
-		switch strings.ToLower(v) {
-		case "both":
-			s.SendSeq, s.RecvSeq = true, true
-		case "recv":
-			s.RecvSeq = true
-		case "send":
-			s.SendSeq = true
-		case "none":
-			s.SendSeq, s.RecvSeq = false, false
-		default:
-			return &ExitError{ExitUsage, fmt.Sprintf("Unknown seq value \"%s\"\n", v)}
-		}
-		return nil
-	}},
+	{names: []string{"l2spec_type"}, value: choice(true, "Unknown layer2specific header type \"%s\"\n", map[string]func(*Command){
+		"default": func(c *Command) { c.S.L2Spec = encap.L2SpecDefault },
+		"none":    func(c *Command) { c.S.L2Spec = encap.L2SpecNone },
+	})},
+	{names: []string{"seq"}, value: choice(true, "Unknown seq value \"%s\"\n", map[string]func(*Command){
+		"both": func(c *Command) { c.S.SendSeq, c.S.RecvSeq = true, true },
+		"recv": func(c *Command) { c.S.RecvSeq = true },
+		"send": func(c *Command) { c.S.SendSeq = true },
+		"none": func(c *Command) { c.S.SendSeq, c.S.RecvSeq = false, false },
+	})},
 	// l2tpu's extension, in milliseconds as netlink's L2TP_ATTR_RECV_TIMEOUT.
 	{names: []string{"reorder_timeout"}, value: number(0xffffffff, "invalid reorder timeout (milliseconds)\n",
 		func(c *Command, n uint64) { c.S.ReorderTimeout = time.Duration(n) * time.Millisecond })},
 }
 
 // The value parsers that several keywords share.
+
+// choice takes one of the words in set (case-blind if fold, as ipl2tp.c's
+// strcasecmp); unknown is the message, with the word, for any other.
+func choice(fold bool, unknown string, set map[string]func(*Command)) func(*parser, string) error {
+	return func(p *parser, v string) error {
+		w := v
+		if fold {
+			w = strings.ToLower(v)
+		}
+		f, ok := set[w]
+		if !ok {
+			return &ExitError{ExitUsage, fmt.Sprintf(unknown, v)}
+		}
+		f(p.c)
+		return nil
+	}
+}
 
 // number parses a get_u32/get_u16 value of at most max; bad is the
 // message for anything else.
