@@ -34,6 +34,12 @@ type Reader interface {
 	// WaitRead returns when a packet is waiting (holding no buffers), or
 	// an error once the socket is closed.
 	WaitRead() error
+	// PollFD is an fd that polls readable while a packet waits, for a
+	// caller that waits on many sockets at once (epoll); valid until
+	// Close. After a ReadBatch that filled every buffer, more may be
+	// waiting that the fd does not show (the rest of a coalesced read):
+	// read again.
+	PollFD() int
 	// ReadBatch reads up to len(bufs) waiting L2TP messages into
 	// bufs[i][offset:] without blocking. For IP encapsulation the message
 	// starts after the IP header. It may instead replace bufs[i] with a
@@ -78,6 +84,7 @@ type sock struct {
 	gso     atomic.Bool  // send runs of equal-size messages as one UDP GSO send
 	gsoMax  atomic.Int64 // largest GSO segment: path MTU less IP and UDP headers
 	c       net.Conn
+	fd      int
 	rc      syscall.RawConn
 	waiter  *poll.Waiter
 	bc      batchConn
@@ -104,6 +111,7 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 	}
 	s := &sock{c: c, rc: rc, v6: v6, waiter: poll.NewWaiter(rc)}
 	s.drained.Store(true)
+	rc.Control(func(fd uintptr) { s.fd = int(fd) })
 	pc := c.(net.PacketConn)
 	var bc batchConn
 	if v6 {
@@ -116,6 +124,8 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 }
 
 func (s *sock) WaitRead() error { return s.waiter.Wait(s.drained.Load()) }
+
+func (s *sock) PollFD() int { return s.fd }
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if s.groOn {

@@ -14,6 +14,7 @@ import (
 type fakeConn struct{ msgs, bytes int }
 
 func (f *fakeConn) WaitRead() error                             { return nil }
+func (f *fakeConn) PollFD() int                                 { return -1 }
 func (f *fakeConn) ReadBatch([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeConn) PathMTU() int                                { return 1500 }
 func (f *fakeConn) Close() error                                { return nil }
@@ -35,6 +36,7 @@ type fakeDev struct{ frames int }
 
 func (f *fakeDev) Name() string                           { return "fake0" }
 func (f *fakeDev) WaitRead() error                        { return nil }
+func (f *fakeDev) PollFD() int                            { return -1 }
 func (f *fakeDev) Read([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeDev) Write(bufs [][]byte, off int) (int, error) {
 	f.frames += len(bufs)

@@ -3,12 +3,14 @@
 // with the Linux kernel's L2TPv3 behaviour. The CLI and daemon are thin
 // layers over a Manager.
 //
-// Data flow: a session's goroutine waits on its TAP, reads a batch of frames
-// into pooled buffers with headroom, writes the L2TP header in front of each
-// and sends the batch with one sendmmsg. A UDP tunnel's goroutine (or, for IP
-// encapsulation, one per address family in the namespace) reads a batch with
-// recvmmsg, classifies each message (encap.Peek, a lock-free session lookup,
-// RxHeader.Decode, the sequence rules) and writes the frames to the TAPs.
+// Data flow: every TAP queue and tunnel socket is a source of a loop
+// (loop.go), which serves ready sources one batch each, round-robin. A
+// session's batch (send.go) is frames read from its TAP into pooled buffers
+// with headroom, the L2TP header written in front of each, and one
+// sendmmsg. A socket's batch (receive.go; for IP encapsulation the socket is
+// the namespace's listener, one per address family) is a recvmmsg, each
+// message classified (encap.Peek, a lock-free session lookup,
+// RxHeader.Decode, the sequence rules), and the frames written to the TAPs.
 package dataplane
 
 import (
@@ -18,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -134,6 +137,7 @@ type Manager struct {
 	ipSessions atomicMap[uint32, *session]
 	byIndex    atomicMap[int, *session]
 	ipRx       [2]*ipListener // IPv4, IPv6
+	loops      loops
 	mon        *tap.Monitor
 	monDone    chan struct{}
 }
@@ -141,7 +145,7 @@ type Manager struct {
 type ipListener struct {
 	close func() error
 	refs  int
-	done  chan struct{}
+	src   *source
 }
 
 // New starts a Manager.
@@ -152,11 +156,16 @@ func New(o Options) (*Manager, error) {
 	}
 	m.batches.New = func() any { return newBatch() }
 	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
-	err := m.inNS(func() (err error) {
+	var err error
+	if m.loops, err = newLoops(runtime.GOMAXPROCS(0)); err != nil {
+		return nil, err
+	}
+	err = m.inNS(func() (err error) {
 		m.mon, err = tap.NewMonitor()
 		return err
 	})
 	if err != nil {
+		m.loops.close()
 		return nil, err
 	}
 	m.monDone = make(chan struct{})
@@ -282,7 +291,7 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	if _, ok := m.tunnels[c.TunnelID]; ok {
 		return fmt.Errorf("tunnel %d: %w", c.TunnelID, ErrTunnelExists)
 	}
-	t := &tunnel{cfg: c, done: make(chan struct{})}
+	t := &tunnel{cfg: c}
 	err := m.inNS(func() (err error) {
 		if c.Encap == encap.EncapUDP {
 			t.conn, err = conn.DialUDP(
@@ -302,12 +311,13 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	if err != nil {
 		return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
 	}
-	m.tunnels[c.TunnelID] = t
 	if c.Encap == encap.EncapUDP {
-		go t.rxLoop(m)
-	} else {
-		close(t.done)
+		if err := t.serve(m); err != nil {
+			t.conn.Close()
+			return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
+		}
 	}
+	m.tunnels[c.TunnelID] = t
 	if record {
 		if err := m.record(Change{Op: TunnelAdded, Tunnel: c}); err != nil {
 			m.removeTunnel(t)
@@ -339,12 +349,12 @@ func (m *Manager) holdIPListener(v6 bool) error {
 	if err != nil {
 		return err
 	}
-	l := &ipListener{close: closeFn, refs: 1, done: make(chan struct{})}
-	m.ipRx[i] = l
-	go func() {
-		defer close(l.done)
-		m.readLoop(r, encap.EncapIP, nil)
-	}()
+	src, err := m.loops.add(r.PollFD(), func() bool { return m.receiveFrom(r, encap.EncapIP, nil) })
+	if err != nil {
+		closeFn()
+		return err
+	}
+	m.ipRx[i] = &ipListener{close: closeFn, refs: 1, src: src}
 	return nil
 }
 
@@ -358,8 +368,10 @@ func (m *Manager) releaseIPListener(v6 bool) {
 		return
 	}
 	if l.refs--; l.refs == 0 {
+		if err := l.src.remove(); err != nil {
+			m.log.Error("IP listener", "err", err)
+		}
 		l.close()
-		<-l.done
 		m.ipRx[i] = nil
 	}
 }
@@ -387,8 +399,12 @@ func (m *Manager) DeleteTunnel(id uint32) error {
 
 func (m *Manager) removeTunnel(t *tunnel) {
 	delete(m.tunnels, t.cfg.TunnelID)
+	if t.src != nil {
+		if err := t.src.remove(); err != nil {
+			m.log.Error("tunnel socket", "tunnel_id", t.cfg.TunnelID, "err", err)
+		}
+	}
 	t.conn.Close()
-	<-t.done
 	if t.cfg.Encap == encap.EncapIP {
 		m.releaseIPListener(t.cfg.IPv6())
 	}
@@ -447,8 +463,8 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	}
 	wire := c.wire(t.cfg.Encap)
 	s := &session{m: m, cfg: c, t: t, tx: encap.NewTxHeader(&wire), rx: encap.NewRxHeader(&wire),
-		hasL2S: c.L2Spec == encap.L2SpecDefault, done: make(chan struct{}),
-		seq: encap.NewSeq[*held](encap.SeqConfig{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, ReorderTimeout: c.ReorderTimeout})}
+		hasL2S: c.L2Spec == encap.L2SpecDefault,
+		seq:    encap.NewSeq[*held](encap.SeqConfig{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, ReorderTimeout: c.ReorderTimeout})}
 	s.mtu = wire.DefaultMTU(t.conn.PathMTU(), t.cfg.IPv6())
 	err := m.inNS(func() error {
 		name := c.Name
@@ -528,11 +544,13 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	if t.cfg.Encap == encap.EncapIP {
 		m.ipSessions.set(c.SessionID, s)
 	}
-	s.startTx()
 	undo := func(err error) (string, error) {
 		m.unregister(s)
 		s.stop(true)
 		return "", fmt.Errorf("session %d in tunnel %d: %w", c.SessionID, c.TunnelID, err)
+	}
+	if err := s.startTx(); err != nil {
+		return undo(err)
 	}
 	if r == nil {
 		if err := m.record(Change{Op: SessionAdded, Session: c, Interface: s.name(), Index: s.ifindex}); err != nil {
@@ -839,7 +857,7 @@ func (m *Manager) Close(remove bool) error {
 	m.mu.Unlock()
 	m.mon.Close()
 	<-m.monDone
-	return nil
+	return m.loops.close()
 }
 
 func isClosed(err error) bool {

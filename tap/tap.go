@@ -94,6 +94,11 @@ type Device interface {
 	Name() string
 	// WaitRead returns when a frame can be read, or an error after Close.
 	WaitRead() error
+	// PollFD is an fd that polls readable while a frame waits, for a
+	// caller that waits on many devices at once (epoll); valid until
+	// Close. After a Read that filled every buffer, more may be waiting
+	// that the fd does not show (the rest of a super-frame): read again.
+	PollFD() int
 	// Read reads up to len(bufs) waiting frames into bufs[i][offset:],
 	// their lengths into sizes, without blocking; it may return 0.
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
@@ -158,6 +163,7 @@ func Open(c Config) (Device, error) {
 		vnet: c.VnetHdr, offload: c.VnetHdr && c.TSO, mq: o.mq, uso: o.uso}
 	d.rd.fn = d.readOne
 	d.idle.Store(true)
+	rc.Control(func(fd uintptr) { d.fd = int(fd) })
 	return d, nil
 }
 
@@ -301,6 +307,7 @@ type fileDevice struct {
 	offload bool // offloads on: reads go through readOffload
 	super   superFrame
 	f       *os.File
+	fd      int
 	rc      syscall.RawConn
 	waiter  *poll.Waiter
 	rd      oneRead // the reader's: Read is never concurrent with itself
@@ -313,6 +320,8 @@ type fileDevice struct {
 func (d *fileDevice) Name() string { return d.name }
 
 func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.idle.Load()) }
+
+func (d *fileDevice) PollFD() int { return d.fd }
 
 func (d *fileDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.offload {
