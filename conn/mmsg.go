@@ -77,11 +77,18 @@ type sendHdrs struct {
 	iovs   [MaxBatch]unix.Iovec
 	n      int
 	got    int // messages sent so far
-	errno  syscall.Errno
-	sendFn func(uintptr) bool
+	errno   syscall.Errno
+	blocked bool // the last try met a full send buffer
+	sendFn  func(uintptr) bool
+	tryFn   func(uintptr)
 }
 
-var sendPool = sync.Pool{New: func() any { h := &sendHdrs{}; h.sendFn = h.send; return h }}
+var sendPool = sync.Pool{New: func() any {
+	h := &sendHdrs{}
+	h.sendFn = h.send
+	h.tryFn = func(fd uintptr) { h.blocked = !h.send(fd) }
+	return h
+}}
 
 // WriteBatch sends ms (Buffers and OOB; connected, so no Addr; flags are
 // always MSG_DONTWAIT) by sendmmsg, waiting while the socket buffer is
@@ -109,7 +116,16 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 		setControl(hd, m.OOB)
 	}
 	h.n, h.got, h.errno = n, 0, 0
-	err := r.rc.Write(h.sendFn)
+	// Through the fd's reference, not its write lock: senders of
+	// several sessions (threads) share a tunnel's socket, and one that
+	// the kernel preempts in sendmmsg must not hold the others. Only a
+	// full send buffer waits, with the lock, until the socket is
+	// writable.
+	h.blocked = false
+	err := r.rc.Control(h.tryFn)
+	if err == nil && h.blocked {
+		err = r.rc.Write(h.sendFn)
+	}
 	clear(h.iovs[:k]) // keep no references to the caller's buffers
 	for i := 0; i < h.got; i++ {
 		ms[i].N = int(h.hs[i].Len)

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"sync"
+
 	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/tap"
@@ -43,9 +45,23 @@ func newBatch() *batch {
 // lent others (conn.Reader.ReadBatch).
 func (b *batch) restore() { copy(b.bufs, b.own) }
 
-// held is a received frame waiting in a reorder buffer: a copy, because the
-// batch it arrived in is reused at once. Its buffer grows to the largest
-// frame it has held.
+// turn is what a loop lends a source for one batch: its buffers (a loop
+// serves one source at a time, so they are reused without a pool), and
+// whether it is the express loop.
+type turn struct {
+	light bool
+	rx    *batch  // what a socket is read into
+	tx    *batch  // what a TAP is read into: a session's batch, or the turnaround's
+	held  []*held // a queue's batch (rxqueue.go)
+}
+
+func newTurn(light bool) *turn {
+	return &turn{light: light, rx: newBatch(), tx: newBatch(), held: make([]*held, batchSize)}
+}
+
+// held is a received frame waiting in a reorder buffer or a heavy session's
+// queue: a copy, because the batch it arrived in is reused at once. Its
+// buffer grows to the largest frame it has held.
 type held struct {
 	buf    []byte
 	frame  []byte // buf[:n]
@@ -58,4 +74,35 @@ func (h *held) hold(frame []byte, msgLen int) {
 		h.buf = make([]byte, len(frame))
 	}
 	h.frame, h.msgLen = h.buf[:copy(h.buf[:cap(h.buf)], frame)], msgLen
+}
+
+// heldPool keeps free helds for reuse across threads (taken by the loop
+// that receives, given back by the one that delivers), up to maxFree: no
+// garbage per frame, and no pool the garbage collector empties.
+type heldPool struct {
+	mu   sync.Mutex
+	free []*held
+}
+
+const maxFreeHelds = 2048
+
+func (p *heldPool) get() *held {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		h := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return h
+	}
+	p.mu.Unlock()
+	return &held{buf: make([]byte, 2048)}
+}
+
+func (p *heldPool) put(h *held) {
+	h.frame = nil
+	p.mu.Lock()
+	if len(p.free) < maxFreeHelds {
+		p.free = append(p.free, h)
+	}
+	p.mu.Unlock()
 }

@@ -52,7 +52,6 @@ func (f *fakeDev) SetCarrier(bool) error { return nil }
 func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {
 	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}}
 	m.batches.New = func() any { return newBatch() }
-	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	fc, fd := &fakeConn{}, &fakeDev{}
 	t := &tunnel{cfg: TunnelConfig{TunnelID: 1, Encap: e}, conn: fc}
 	wire := cfg.wire(e)
@@ -112,6 +111,7 @@ func BenchmarkReceive(b *testing.B) {
 				Cookie: wire.PeerCookie, PeerCookie: wire.Cookie, L2Spec: wire.L2Spec}
 			tx := encap.NewTxHeader(&peer)
 			bt := m.getBatch()
+			tn := newTurn(false)
 			ns := uint32(0)
 			fill := func() {
 				for i := range bt.bufs {
@@ -132,7 +132,7 @@ func BenchmarkReceive(b *testing.B) {
 				} else if i == 0 {
 					fill()
 				}
-				m.receive(encap.EncapUDP, t, bt, batchSize)
+				m.receive(tn, encap.EncapUDP, t, bt, batchSize)
 			}
 			if fd.frames < b.N {
 				b.Fatal(fd.frames)

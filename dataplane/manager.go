@@ -20,7 +20,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -85,6 +84,18 @@ type Tuning struct {
 	// write: an echo reply, an ACK), leaving it to the transmit loop,
 	// which then has to be woken.
 	NoTurnaround bool
+	// Threads is how many bulk loops (threads) serve sessions that keep
+	// a loop busy (loop.go); 0 means 1. Each runs Go code, so GOMAXPROCS
+	// should be at least Threads+1.
+	Threads int
+	// NoExpress serves every source in the bulk loops: light sessions
+	// then wait, with the heavy ones, for the CPU the scheduler gives an
+	// ordinary busy thread.
+	NoExpress bool
+	// RTPriority is the express loop's realtime priority (SCHED_FIFO,
+	// 1-99), which its thread keeps while it is light; 0 leaves it an
+	// ordinary thread.
+	RTPriority int
 }
 
 // Recorder makes configuration changes durable (a daemon's journal). The
@@ -128,8 +139,8 @@ type Manager struct {
 	opt      Options
 	log      *slog.Logger
 	epoch    time.Time
-	batches  sync.Pool
-	helds    sync.Pool
+	batches  sync.Pool // for the reorder timers' deliveries: loops have their own (turn)
+	helds    heldPool
 
 	mu         sync.Mutex // serialises control operations
 	closed     bool
@@ -137,7 +148,7 @@ type Manager struct {
 	ipSessions atomicMap[uint32, *session]
 	byIndex    atomicMap[int, *session]
 	ipRx       [2]*ipListener // IPv4, IPv6
-	loops      loops
+	sched      *scheduler
 	mon        *tap.Monitor
 	monDone    chan struct{}
 }
@@ -155,9 +166,8 @@ func New(o Options) (*Manager, error) {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	m.batches.New = func() any { return newBatch() }
-	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	var err error
-	if m.loops, err = newLoops(runtime.GOMAXPROCS(0)); err != nil {
+	if m.sched, err = newScheduler(o.Threads, !o.NoExpress, o.RTPriority, m.log); err != nil {
 		return nil, err
 	}
 	err = m.inNS(func() (err error) {
@@ -165,7 +175,7 @@ func New(o Options) (*Manager, error) {
 		return err
 	})
 	if err != nil {
-		m.loops.close()
+		m.sched.close()
 		return nil, err
 	}
 	m.monDone = make(chan struct{})
@@ -184,8 +194,8 @@ func (m *Manager) now() int64 { return int64(time.Since(m.epoch)) }
 
 func (m *Manager) getBatch() *batch  { return m.batches.Get().(*batch) }
 func (m *Manager) putBatch(b *batch) { m.batches.Put(b) }
-func (m *Manager) getHeld() *held    { return m.helds.Get().(*held) }
-func (m *Manager) putHeld(h *held)   { h.frame = nil; m.helds.Put(h) }
+func (m *Manager) getHeld() *held    { return m.helds.get() }
+func (m *Manager) putHeld(h *held)   { m.helds.put(h) }
 
 func (m *Manager) record(c Change) error {
 	if m.opt.Recorder == nil {
@@ -349,7 +359,7 @@ func (m *Manager) holdIPListener(v6 bool) error {
 	if err != nil {
 		return err
 	}
-	src, err := m.loops.add(r.PollFD(), func() bool { return m.receiveFrom(r, encap.EncapIP, nil) })
+	src, err := m.sched.add(r.PollFD(), func(t *turn) result { return m.receiveFrom(t, r, encap.EncapIP, nil) })
 	if err != nil {
 		closeFn()
 		return err
@@ -549,7 +559,7 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		s.stop(true)
 		return "", fmt.Errorf("session %d in tunnel %d: %w", c.SessionID, c.TunnelID, err)
 	}
-	if err := s.startTx(); err != nil {
+	if err := s.start(); err != nil {
 		return undo(err)
 	}
 	if r == nil {
@@ -857,7 +867,7 @@ func (m *Manager) Close(remove bool) error {
 	m.mu.Unlock()
 	m.mon.Close()
 	<-m.monDone
-	return m.loops.close()
+	return m.sched.close()
 }
 
 func isClosed(err error) bool {

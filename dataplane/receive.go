@@ -15,14 +15,15 @@ import (
 // l2tp_recv_common checks them and written to their sessions' TAPs, one
 // batch per turn of the socket's loop (loop.go).
 
-// receiveFrom serves one batch of r and reports whether more may be
-// waiting. t is the receiving tunnel for UDP, nil for IP encapsulation.
-func (m *Manager) receiveFrom(r conn.Reader, e encap.Encap, t *tunnel) bool {
-	b := m.getBatch()
-	defer m.putBatch(b)
+// receiveFrom serves one batch of r. t is the receiving tunnel for UDP,
+// nil for IP encapsulation. In the express loop (tn.light), heavy sessions'
+// frames go to their queues (rxqueue.go).
+func (m *Manager) receiveFrom(tn *turn, r conn.Reader, e encap.Encap, t *tunnel) result {
+	b := tn.rx
 	n, err := r.ReadBatch(b.bufs, b.sizes, headroom)
+	var res result
 	if n > 0 {
-		m.receive(e, t, b, n)
+		res = m.receive(tn, e, t, b, n)
 	}
 	b.restore()
 	if err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
@@ -30,19 +31,24 @@ func (m *Manager) receiveFrom(r conn.Reader, e encap.Encap, t *tunnel) bool {
 		// the connected socket. The tunnel stays up, as the kernel's.
 		m.log.Debug("tunnel socket error", "err", err)
 	}
-	return n == len(b.bufs)
+	res.more = n == len(b.bufs)
+	return res
 }
 
 // receive classifies a batch of L2TP messages (at headroom in b) and
 // delivers the frames, consecutive frames of one session in one write.
-// t is the receiving tunnel for UDP, nil for IP encapsulation.
-func (m *Manager) receive(e encap.Encap, t *tunnel, b *batch, n int) {
+// t is the receiving tunnel for UDP, nil for IP encapsulation. In the
+// express loop (tn.light), heavy sessions' frames go to their queues.
+func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) result {
 	now := m.now()
+	wall := time.Now()
+	var res result
 	var run *session
 	runOff, k := 0, 0
 	flush := func() {
 		if run != nil && k > 0 {
-			run.deliver(b.out[:k], runOff)
+			run.deliver(b.out[:k], runOff, tn.tx)
+			res.frames += k
 		}
 		k = 0
 	}
@@ -81,6 +87,20 @@ func (m *Manager) receive(e encap.Encap, t *tunnel, b *batch, n int) {
 			continue
 		}
 		s.countRx(len(msg))
+		isLight := s.rxLight(wall)
+		res.light = res.light || isLight
+		res.heavy = res.heavy || !isLight
+		// In the express loop a heavy session's frames queue, and so do
+		// those of one whose frames still wait there (not to overtake
+		// them). Reordering sessions deliver from their reorder buffer.
+		if tn.light && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!isLight || s.rxQueued()) {
+			if run == s {
+				flush() // its earlier frames go first
+			}
+			s.enqueueRx(msg[d.Offset:], len(msg))
+			res.queued++
+			continue
+		}
 		off := headroom + d.Offset
 		if s != run || off != runOff {
 			flush()
@@ -90,6 +110,7 @@ func (m *Manager) receive(e encap.Encap, t *tunnel, b *batch, n int) {
 		k++
 	}
 	flush()
+	return res
 }
 
 // accept runs the sequence rules on a decoded message (l2tp_recv_common
@@ -184,8 +205,9 @@ func (s *session) countRx(msgLen int) {
 
 // deliver writes frames (bufs[i][off:]) to the TAP after l2tp_eth's checks:
 // shorter than an Ethernet header or longer than MTU+18 means dropped (no
-// L2TP counter); so does a down interface (the TUN driver refuses).
-func (s *session) deliver(bufs [][]byte, off int) {
+// L2TP counter); so does a down interface (the TUN driver refuses). tx is
+// the batch the turnaround reads the answers into (nil: one from the pool).
+func (s *session) deliver(bufs [][]byte, off int, tx *batch) {
 	limit := int(s.maxFrame.Load())
 	k := 0
 	for _, b := range bufs {
@@ -197,7 +219,7 @@ func (s *session) deliver(bufs [][]byte, off int) {
 	if k > 0 {
 		s.dev.Write(bufs[:k], off)
 		if !s.m.opt.NoTurnaround && len(s.queues) == 1 {
-			s.turnaround()
+			s.turnaround(tx)
 		}
 	}
 }
@@ -207,13 +229,15 @@ func (s *session) deliver(bufs [][]byte, off int) {
 // and transmits it at once, in the writer's thread: no wake-up of the
 // transmit side on the critical path. One batch, as any turn: the rest is
 // the session's source's to send, in its next turn.
-func (s *session) turnaround() {
+func (s *session) turnaround(b *batch) {
 	if !s.rdMu.TryLock() {
 		return // the session's source is reading
 	}
 	defer s.rdMu.Unlock()
-	b := s.m.getBatch()
-	defer s.m.putBatch(b)
+	if b == nil {
+		b = s.m.getBatch()
+		defer s.m.putBatch(b)
+	}
 	n, _ := s.dev.Read(b.bufs, b.sizes, headroom)
 	if n > 0 {
 		s.m.turnHits.Add(uint64(n))
@@ -226,7 +250,9 @@ func (s *session) turnaround() {
 	}
 }
 
+// deliverOne is deliver for the sequence rules' frames, which come from
+// anywhere (a loop, a reorder timer): the turnaround takes a pooled batch.
 func (s *session) deliverOne(frame []byte) {
 	one := [1][]byte{frame}
-	s.deliver(one[:], 0)
+	s.deliver(one[:], 0, nil)
 }

@@ -6,19 +6,18 @@ import "github.com/l2tpu/l2tpu/tap"
 // (queue) are encapsulated in place and sent into the tunnel, one batch per
 // turn of the session's loop (loop.go).
 
-// send serves one batch of queue q and reports whether more may be waiting.
-func (s *session) send(q tap.Device) bool {
+// send serves one batch of queue q, read into b: how many frames it sent,
+// and whether more may be waiting.
+func (s *session) send(q tap.Device, b *batch) result {
 	if q == s.dev {
 		s.rdMu.Lock()
 		defer s.rdMu.Unlock()
 	}
-	b := s.m.getBatch()
-	defer s.m.putBatch(b)
 	n, _ := q.Read(b.bufs, b.sizes, headroom)
 	if n > 0 {
 		s.transmit(b, n)
 	}
-	return n == len(b.bufs)
+	return result{frames: n, more: n == len(b.bufs)}
 }
 
 // transmit encapsulates n frames of b (at headroom) in place and sends them

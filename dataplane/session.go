@@ -44,6 +44,8 @@ type session struct {
 	// a write by the receive path (turnaround).
 	rdMu sync.Mutex
 
+	rxq rxQueue // a heavy session's received frames, for a bulk loop (rxqueue.go)
+
 	stats counters
 }
 
@@ -51,12 +53,21 @@ func (s *session) name() string { return *s.ifname.Load() }
 
 func (s *session) setMTU(mtu int) { s.maxFrame.Store(int64(encap.MaxRxFrame(mtu))) }
 
-// startTx makes each queue a source of the Manager's loops.
-func (s *session) startTx() error {
-	for _, q := range s.queues {
-		src, err := s.m.loops.add(q.PollFD(), func() bool { return s.send(q) })
+// start makes each queue a source of the Manager's loops, and gives the
+// session a queue for received frames where light and heavy sessions are
+// served apart.
+func (s *session) start() error {
+	if s.m.sched.express != nil {
+		src, err := s.m.sched.addQueue(s.drainRx)
 		if err != nil {
-			s.stopTx()
+			return err
+		}
+		s.rxq.src = src
+	}
+	for _, q := range s.queues {
+		src, err := s.m.sched.add(q.PollFD(), func(t *turn) result { return s.send(q, t.tx) })
+		if err != nil {
+			s.stopSources()
 			return err
 		}
 		s.srcs = append(s.srcs, src)
@@ -64,19 +75,22 @@ func (s *session) startTx() error {
 	return nil
 }
 
-func (s *session) stopTx() error {
+func (s *session) stopSources() error {
 	var errs []error
 	for _, src := range s.srcs {
 		errs = append(errs, src.remove())
 	}
 	s.srcs = nil
+	if s.rxq.src != nil {
+		errs = append(errs, s.rxq.src.remove())
+	}
 	return errors.Join(errs...)
 }
 
 // stop ends the session: sources removed, TAP closed (or removed), held
 // packets purged (each rx_errors, as the kernel's purge).
 func (s *session) stop(remove bool) {
-	if err := s.stopTx(); err != nil {
+	if err := s.stopSources(); err != nil {
 		s.m.log.Error("session stop", "interface", s.name(), "err", err)
 	}
 	if remove {
@@ -92,6 +106,7 @@ func (s *session) stop(remove bool) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	s.purgeRx()
 	for {
 		h, ok := s.seq.Purge()
 		if !ok {

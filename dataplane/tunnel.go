@@ -26,6 +26,6 @@ func (t *tunnel) lookup(id uint32) *session {
 
 // serve makes a UDP tunnel's socket a source of the Manager's loops.
 func (t *tunnel) serve(m *Manager) (err error) {
-	t.src, err = m.loops.add(t.conn.PollFD(), func() bool { return m.receiveFrom(t.conn, encap.EncapUDP, t) })
+	t.src, err = m.sched.add(t.conn.PollFD(), func(tn *turn) result { return m.receiveFrom(tn, t.conn, encap.EncapUDP, t) })
 	return err
 }

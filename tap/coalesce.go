@@ -161,7 +161,9 @@ func (d *fileDevice) writev(parts ...[]byte) error {
 		}
 	}
 	w.k = k
-	err := d.rc.Write(w.fn)
+	// Through the fd's reference, not its write lock: writers of
+	// several threads share a device, and a TAP write never waits.
+	err := d.rc.Control(w.fn)
 	clear(w.iovs[:k]) // keep no references to the caller's buffers
 	if err != nil {
 		return err
@@ -176,24 +178,21 @@ type oneWrite struct {
 	iovs [gsoMaxSegs + 2]unix.Iovec
 	k    int
 	err  error
-	fn   func(uintptr) bool
+	fn   func(uintptr)
 }
 
 var writers = sync.Pool{New: func() any { w := &oneWrite{}; w.fn = w.write; return w }}
 
-func (w *oneWrite) write(fd uintptr) bool {
+func (w *oneWrite) write(fd uintptr) {
 	for {
 		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(w.k))
-		switch e {
-		case unix.EINTR:
+		if e == unix.EINTR {
 			continue
-		case unix.EAGAIN:
-			return false // wait until writable
 		}
 		w.err = nil
 		if e != 0 {
-			w.err = e
+			w.err = e // EAGAIN too: the TUN driver takes a frame or refuses it at once
 		}
-		return true
+		return
 	}
 }

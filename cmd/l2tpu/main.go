@@ -142,7 +142,9 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.IntVar(&o.Tuning.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
 	fs.DurationVar(&o.OrphanCheck, "orphan-check", 10*time.Second, "how often to check that the network namespace still exists for someone else (stop when it does not)")
 	fs.BoolVar(&o.Tuning.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
-	procs := fs.Int("procs", 0, "threads running Go code at once (GOMAXPROCS); 0: $GOMAXPROCS if set, else half the CPUs (at least 1), leaving the rest to the kernel's half of the work")
+	procs := fs.Int("procs", 0, "bulk threads: threads moving the frames of busy sessions (the express thread serves light ones); 0: half the CPUs (at least 1)")
+	fs.BoolVar(&o.Tuning.NoExpress, "no-express", false, "serve light sessions in the bulk threads too (no express thread)")
+	fs.IntVar(&o.Tuning.RTPriority, "rt-priority", 10, "realtime priority (SCHED_FIFO) of the express thread while it is light; 0: an ordinary thread")
 	fs.BoolVar(&o.Tuning.NoTurnaround, "no-turnaround", false, "leave what the stack answers to a frame written to a session's TAP to the transmit loop (woken), instead of sending it at once")
 	fs.StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (host:port; bind to loopback, e.g. 127.0.0.1:9115) at /metrics; off when empty")
 	if err := fs.Parse(args); err != nil {
@@ -166,17 +168,27 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "l2tpu daemon: -procs %d: 0 or more\n", *procs)
 		return cli.ExitUsage
 	}
-	switch {
-	case *procs > 0:
-		runtime.GOMAXPROCS(*procs)
-	case os.Getenv("GOMAXPROCS") == "":
+	if o.Tuning.RTPriority < 0 || o.Tuning.RTPriority > 99 {
+		fmt.Fprintf(stderr, "l2tpu daemon: -rt-priority %d: from 0 to 99\n", o.Tuning.RTPriority)
+		return cli.ExitUsage
+	}
+	if *procs == 0 {
 		// Half of what the runtime would use (the CPUs, or a container's
 		// CPU limit). Measured on 2 CPUs (make bench, -procs 1 against
 		// 2): TCP 4.39 against 3.52 Gb/s, 3.18 against 3.88 CPU s/GB.
 		// Every byte the daemon moves costs the kernel as much again
 		// (copies, the stacks on both sides of the TAP), on other CPUs.
-		runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)/2))
+		*procs = max(1, runtime.GOMAXPROCS(0)/2)
 	}
+	o.Tuning.Threads = *procs
+	// One P for each bulk thread, and one for the express thread, idle
+	// but for light sessions. (A P more than the threads that use them
+	// costs: the runtime then wakes threads to look for work.)
+	gmp := *procs
+	if !o.Tuning.NoExpress {
+		gmp++
+	}
+	runtime.GOMAXPROCS(gmp)
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug

@@ -4,34 +4,45 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // Set is an epoll set of fds, each with a token, that one goroutine waits
-// on: the dataplane's loop over ready devices. It is level-triggered, so an
-// fd that still has data after its turn is reported again in the next
+// on: a loop of the dataplane over ready devices. It is level-triggered, so
+// an fd that still has data after its turn is reported again in the next
 // round; epoll hands ready fds out in the order they became ready and puts
 // each at the back once reported, which is the round-robin the loop wants.
 //
-// Waiting parks the goroutine, not its thread: the set's own fd is
-// registered with the Go runtime's poller (an epoll fd is readable while it
-// has ready fds), so timers and the control plane's goroutines keep running
-// on the same threads.
+// A goroutine waits in one of two ways. Parked (the default), the set's own
+// fd sits in the Go runtime's poller (an epoll fd is readable while it has
+// ready fds): no thread is held, and the runtime runs the goroutine on
+// whichever thread polled. In its thread (inThread), it blocks in
+// epoll_wait itself, keeping its P, so that the kernel wakes that very
+// thread, with its own scheduling policy, and the goroutine runs at once:
+// for at most ThreadWait, after which the caller is to let the runtime
+// schedule.
 type Set struct {
-	epfd   int
-	f      *os.File
-	rc     syscall.RawConn
-	evs    []unix.EpollEvent
-	n      int
-	errno  syscall.Errno
-	waitFn func(uintptr) bool
-	pollFn func(uintptr)
+	epfd     int
+	f        *os.File
+	rc       syscall.RawConn
+	evs      []unix.EpollEvent
+	n        int
+	errno    syscall.Errno
+	inThread bool
+	waitFn   func(uintptr) bool
+	pollFn   func(uintptr) // blocking when inThread
+	nowFn    func(uintptr) // never blocking
 }
 
-// NewSet makes an empty set that reports up to max fds per Ready.
-func NewSet(max int) (*Set, error) {
+// ThreadWait is the longest an in-thread Ready blocks.
+const ThreadWait = 4 * time.Millisecond
+
+// NewSet makes an empty set that reports up to max fds per Ready; with
+// inThread, Ready blocks its caller's thread.
+func NewSet(max int, inThread bool) (*Set, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("poll: epoll_create1: %w", err)
@@ -46,9 +57,10 @@ func NewSet(max int) (*Set, error) {
 		f.Close()
 		return nil, err
 	}
-	s := &Set{epfd: fd, f: f, rc: rc, evs: make([]unix.EpollEvent, max)}
-	s.waitFn = s.check
-	s.pollFn = func(fd uintptr) { s.poll(int(fd)) }
+	s := &Set{epfd: fd, f: f, rc: rc, evs: make([]unix.EpollEvent, max), inThread: inThread}
+	s.waitFn = func(fd uintptr) bool { s.poll(fd, false); return s.n > 0 || s.errno != 0 }
+	s.pollFn = func(fd uintptr) { s.poll(fd, s.inThread) }
+	s.nowFn = func(fd uintptr) { s.poll(fd, false) }
 	return s, nil
 }
 
@@ -62,8 +74,7 @@ func (s *Set) Add(fd int, token int32) error {
 }
 
 // Del stops watching fd. It must come before fd is closed: the kernel
-// drops an fd from the set only when its last reference goes, and a new
-// fd of that number would otherwise inherit nothing but stale events.
+// drops an fd from the set only when its last reference goes.
 func (s *Set) Del(fd int) error {
 	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
 		return fmt.Errorf("poll: unwatch fd %d: %w", fd, err)
@@ -73,13 +84,19 @@ func (s *Set) Del(fd int) error {
 
 // Ready appends the tokens of the fds ready now (errors and hang-ups
 // count: reading reports them) to toks. With block it first waits until
-// there is one, or the set is closed (os.ErrClosed).
+// there is one, or the set is closed (os.ErrClosed; a set waited on in its
+// thread must be woken by one of its fds first).
 func (s *Set) Ready(block bool, toks []int32) ([]int32, error) {
-	if block {
-		if err := s.rc.Read(s.waitFn); err != nil {
-			return toks, err
-		}
-	} else if err := s.rc.Control(s.pollFn); err != nil {
+	var err error
+	switch {
+	case block && !s.inThread:
+		err = s.rc.Read(s.waitFn)
+	case block:
+		err = s.rc.Control(s.pollFn)
+	default:
+		err = s.rc.Control(s.nowFn)
+	}
+	if err != nil {
 		return toks, err
 	}
 	if s.errno != 0 {
@@ -91,18 +108,31 @@ func (s *Set) Ready(block bool, toks []int32) ([]int32, error) {
 	return toks, nil
 }
 
-// check is the runtime poller's callback: done once something is ready.
-func (s *Set) check(fd uintptr) bool {
-	s.poll(int(fd))
-	return s.n > 0 || s.errno != 0
-}
-
-// poll is epoll_wait without blocking, a raw system call (see tap's
-// readOne for why).
-func (s *Set) poll(fd int) {
+// poll is epoll_wait, blocking or not. Not blocking it is a raw system
+// call (see tap's readOne for why); blocking it goes through the runtime,
+// which lends the goroutine's P to others while the thread sleeps.
+func (s *Set) poll(fd uintptr, block bool) {
+	ev := uintptr(unsafe.Pointer(&s.evs[0]))
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(fd), uintptr(unsafe.Pointer(&s.evs[0])), uintptr(len(s.evs)), 0, 0, 0)
+		var n uintptr
+		var e syscall.Errno
+		if block {
+			// Raw: the goroutine keeps its P while the thread sleeps,
+			// so that it runs the moment the kernel wakes the thread.
+			// For at most ThreadWait: the runtime preempts a goroutine
+			// that has not let it schedule for 10 ms.
+			n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), uintptr(ThreadWait.Milliseconds()), 0, 0)
+		} else {
+			n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), 0, 0, 0)
+		}
 		if e == unix.EINTR {
+			if block {
+				// Perhaps the runtime asking the goroutine to stop (a
+				// collection): return, as after a timeout, to Go code
+				// where it can.
+				s.n, s.errno = 0, 0
+				return
+			}
 			continue
 		}
 		s.n, s.errno = int(n), e
@@ -113,5 +143,5 @@ func (s *Set) poll(fd int) {
 	}
 }
 
-// Close ends the set; a Ready waiting returns os.ErrClosed.
+// Close ends the set; a parked Ready returns os.ErrClosed.
 func (s *Set) Close() error { return s.f.Close() }
