@@ -66,6 +66,7 @@ type held struct {
 	buf    []byte
 	frame  []byte // buf[:n]
 	msgLen int    // L2TP message length, for rx_bytes
+	flow   uint8  // its flow's bucket (rxqueue.go)
 }
 
 // hold copies a frame into h.

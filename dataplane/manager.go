@@ -140,6 +140,7 @@ type Manager struct {
 	log      *slog.Logger
 	epoch    time.Time
 	batches  sync.Pool // for the reorder timers' deliveries: loops have their own (turn)
+	flowSeed tap.FlowSeed
 	helds    heldPool
 
 	mu         sync.Mutex // serialises control operations
@@ -161,7 +162,7 @@ type ipListener struct {
 
 // New starts a Manager.
 func New(o Options) (*Manager, error) {
-	m := &Manager{opt: o, log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel)}
+	m := &Manager{opt: o, log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel), flowSeed: tap.NewFlowSeed()}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}

@@ -87,17 +87,18 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 			continue
 		}
 		s.countRx(len(msg))
-		isLight := s.rxLight(wall)
+		frame := msg[d.Offset:]
+		flow, isLight := s.rxFlow(wall, frame)
 		res.light = res.light || isLight
 		res.heavy = res.heavy || !isLight
-		// In the express loop a heavy session's frames queue, and so do
+		// In the express loop a heavy flow's frames queue, and so do
 		// those of one whose frames still wait there (not to overtake
 		// them). Reordering sessions deliver from their reorder buffer.
-		if tn.light && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!isLight || s.rxQueued()) {
+		if tn.light && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!isLight || s.rxQueued(flow)) {
 			if run == s {
 				flush() // its earlier frames go first
 			}
-			s.enqueueRx(msg[d.Offset:], len(msg))
+			s.enqueueRx(frame, len(msg), flow)
 			res.queued++
 			continue
 		}

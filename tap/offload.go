@@ -120,16 +120,9 @@ func (s *seg) payload() int { return s.end - s.hdr }
 // without options or fragments, or IPv6 without extension headers, and in
 // it TCP or UDP with a payload, headers at most maxMergeHdr long.
 func parse(f []byte) (s seg, ok bool) {
-	if len(f) < 14 {
+	l3, et, ok := l3(f)
+	if !ok {
 		return s, false
-	}
-	l3, et := 14, binary.BigEndian.Uint16(f[12:])
-	for et == 0x8100 || et == 0x88a8 {
-		if len(f) < l3+4 || l3 >= 14+2*4 { // two tags at most (QinQ)
-			return s, false
-		}
-		et = binary.BigEndian.Uint16(f[l3+2:])
-		l3 += 4
 	}
 	s.l3 = l3
 	var proto byte
