@@ -73,10 +73,10 @@ func (r *recvBatch) recv(fd uintptr) {
 
 // sendHdrs are one sendmmsg's headers.
 type sendHdrs struct {
-	hs     [MaxBatch]unix.Mmsghdr
-	iovs   [MaxBatch]unix.Iovec
-	n      int
-	got    int // messages sent so far
+	hs      [MaxBatch]unix.Mmsghdr
+	iovs    [MaxBatch]unix.Iovec
+	n       int
+	got     int // messages sent so far
 	errno   syscall.Errno
 	blocked bool // the last try met a full send buffer
 	sendFn  func(uintptr) bool
