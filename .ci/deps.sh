@@ -13,6 +13,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ "${1:-}" = bench ]; then
 	command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 	command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+	# wg configures the wireguard-go row (built from the Go module proxy).
+	command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
+	command -v ss >/dev/null 2>&1 || need+=(iproute2)
 fi
 if [ "${1:-}" = interop ]; then
 	command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)

@@ -2,10 +2,15 @@
 // one run: two network namespaces joined by veth, and between them direct
 // veth, the kernel's VXLAN tunnel, the kernel's own L2TPv3 pseudowire
 // (where the host has its modules), QEMU's userspace l2tpv3 (guestless
-// forwarders) and l2tpu. Each carries iperf3 TCP (one stream; CPU seconds
-// per GB and ping under that load measured alongside), iperf3 UDP with
-// 64-byte payloads, and many pings. It prints a table with ratios to VXLAN
-// and QEMU and writes the results as JSON and an SVG chart.
+// forwarders), wireguard-go and l2tpu. Each carries iperf3 TCP (one
+// stream; CPU seconds per GB and ping under that load measured alongside),
+// iperf3 UDP with 64-byte payloads, and many pings. Those that carry
+// several pseudowires (VXLAN, QEMU, l2tpu) are measured under load too
+// (loaded.go): a 64-byte flood on one pseudowire beside pings through
+// another of the same tunnel and of another tunnel, and 2, 8 and 64
+// pseudowires each carrying a TCP stream at once. It prints tables with
+// ratios to VXLAN and QEMU and writes the results as JSON and an SVG
+// chart.
 //
 // With -soak DURATION it runs one l2tpu pseudowire under mixed load
 // instead (soak.go).
@@ -19,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +38,8 @@ var (
 	out      = flag.String("o", "build/bench", "output directory (results.json, results.svg, results.md)")
 	l2tpu    = flag.String("l2tpu", "bin/l2tpu", "l2tpu binary")
 	only     = flag.String("only", "", "comma-separated methods to run ("+strings.Join(allMethods, ",")+")")
+	loaded   = flag.Bool("loaded", true, "measure under load too: neighbour under flood, fairness")
+	sessions = flag.String("sessions", "2,8,64", "fairness: how many pseudowires carry a TCP stream at once (comma-separated)")
 	soakFor  = flag.Duration("soak", 0, "run the soak instead: one l2tpu pseudowire under mixed load for this long")
 	soakStep = flag.Duration("soak-interval", time.Minute, "soak: how often to sample")
 	prefix   = fmt.Sprintf("lb%d", os.Getpid()%10000)
@@ -40,7 +48,11 @@ var (
 )
 
 // allMethods in the order they run and are shown.
-var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "l2tpu", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-1proc", "l2tpu-2proc", "l2tpu-no-turn"}
+var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "wireguard-go", "l2tpu", "l2tpu-no-express", "l2tpu-no-rt", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-2proc", "l2tpu-no-turn"}
+
+// loadedVariants of l2tpu are measured under load too (the others change
+// the single flow's path only).
+var loadedVariants = map[string]bool{"l2tpu": true, "l2tpu-no-express": true, "l2tpu-no-rt": true}
 
 func sh(args ...string) (string, error) {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -170,10 +182,26 @@ func main() {
 		}
 		progress("%s: setting up", m)
 		l := setup(m)
-		results = append(results, measure(m, l))
+		r := measure(m, l)
 		l.teardown()
+		if *loaded && loadedMethod(m) && (!strings.HasPrefix(m, "l2tpu") || loadedVariants[m]) {
+			measureLoaded(m, &r)
+		}
+		results = append(results, r)
 	}
 	report(results, missing)
+}
+
+// measureLoaded runs the measures under load (loaded.go).
+func measureLoaded(m string, r *Result) {
+	neighbour(m, r)
+	for _, f := range strings.Split(*sessions, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > maxPWs {
+			fatal(fmt.Errorf("-sessions %s: from 1 to %d each", *sessions, maxPWs))
+		}
+		r.Fairness = append(r.Fairness, fairness(m, n))
+	}
 }
 
 // measure runs every measure over one link.

@@ -55,10 +55,6 @@ func iperfUDP(target string) (float64, error) {
 // processes', per GB received.
 func tcpUnderLoad(l link, r *Result) error {
 	n := max(*secs-1, 1) * 100 // every 10 ms, ending before the stream
-	type pinged struct {
-		st  rttStats
-		err error
-	}
 	pc := make(chan pinged, 1)
 	go func() {
 		time.Sleep(500 * time.Millisecond) // past slow start
@@ -84,7 +80,7 @@ func tcpUnderLoad(l link, r *Result) error {
 	return nil
 }
 
-type rttStats struct{ mean, p50, p99 float64 }
+type rttStats struct{ mean, p50, p99, lossPct float64 }
 
 var pingTime = regexp.MustCompile(`time=([\d.]+) ms`)
 
@@ -101,6 +97,7 @@ func ping(target string, n int, interval time.Duration) (rttStats, error) {
 		return rttStats{}, fmt.Errorf("ping: %d of %d replies", len(us), n)
 	}
 	slices.Sort(us)
+	lost := n - len(us)
 	for len(us) < n {
 		us = append(us, us[len(us)-1])
 	}
@@ -108,7 +105,7 @@ func ping(target string, n int, interval time.Duration) (rttStats, error) {
 	for _, v := range us {
 		sum += v
 	}
-	return rttStats{sum / float64(n), quantile(us, 0.5), quantile(us, 0.99)}, nil
+	return rttStats{sum / float64(n), quantile(us, 0.5), quantile(us, 0.99), 100 * float64(max(lost, 0)) / float64(n)}, nil
 }
 
 // quantile of sorted values (nearest rank).

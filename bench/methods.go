@@ -4,13 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/l2tpu/l2tpu/daemon"
-	"github.com/l2tpu/l2tpu/internal/netns"
 )
 
 // variants are l2tpu's runs: the default, and each performance choice
@@ -19,15 +16,16 @@ var variants = map[string]struct {
 	flags []string
 	note  string
 }{
-	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
-	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
-	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
-	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
-	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
-	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
-	"l2tpu-1proc":     {[]string{"-procs", "1"}, "-procs 1: Go code on one thread at a time (GOMAXPROCS=1)"},
-	"l2tpu-2proc":     {[]string{"-procs", "2"}, "-procs 2: Go code on two threads at once (the earlier default on 2 CPUs)"},
-	"l2tpu-no-turn":   {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop"},
+	"l2tpu":            {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
+	"l2tpu-exact":      {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
+	"l2tpu-no-gro":     {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
+	"l2tpu-no-tso":     {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
+	"l2tpu-no-tapgro":  {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
+	"l2tpu-none":       {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
+	"l2tpu-2proc":      {[]string{"-procs", "2"}, "-procs 2: two bulk threads"},
+	"l2tpu-no-turn":    {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop"},
+	"l2tpu-no-express": {[]string{"-no-express"}, "-no-express: light sessions served by the bulk thread too"},
+	"l2tpu-no-rt":      {[]string{"-rt-priority", "0"}, "-rt-priority 0: the express thread an ordinary one"},
 }
 
 // link is a method's inner link between the namespaces.
@@ -49,6 +47,8 @@ func unavailable(method string) string {
 		}
 	case "kernel-l2tp":
 		return kernelL2TP()
+	case "wireguard-go":
+		return wireguardGoMissing()
 	}
 	return ""
 }
@@ -115,55 +115,27 @@ func setup(method string) link {
 			}
 		}, "the kernel's l2tp_eth, UDP/IPv4, ip l2tp defaults", noPIDs}
 	case "qemu":
-		var cmds []*exec.Cmd
-		for i, e := range ends {
-			tx, rx := "0x1", "0x2"
-			if i == 1 {
-				tx, rx = rx, tx
-			}
-			cmd := start(in(e.ns, "qemu-system-x86_64", "-M", "none", "-nodefaults", "-nographic",
-				"-netdev", "l2tpv3,id=l2,src="+e.local+",dst="+e.remote+",udp=on,srcport=1701,dstport=1701,txsession="+tx+",rxsession="+rx+",counter=on,pincounter=on",
-				"-netdev", "tap,id=t,ifname=qt0,script=no,downscript=no",
-				"-netdev", "hubport,id=h1,hubid=0,netdev=l2", "-netdev", "hubport,id=h2,hubid=0,netdev=t")...)
-			cmds = append(cmds, cmd)
-			for i := 0; i < 100; i++ {
-				if _, err := sh(in(e.ns, "ip", "link", "show", "qt0")...); err == nil {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			must(in(e.ns, "ip", "link", "set", "qt0", "mtu", "1446")...)
-			inner(e.ns, "qt0", e.inner)
-		}
+		cmds := qemuPW("qt0", 1701, ends[0].inner, ends[1].inner)
 		return link{target, func() {
 			for _, c := range cmds {
 				stop(c)
 			}
 		}, "QEMU l2tpv3 UDP, guestless, MTU 1446", func() []int { return []int{cmds[0].Process.Pid, cmds[1].Process.Pid} }}
+	case "wireguard-go":
+		return wireguardGo()
 	}
 	v, ok := variants[method]
 	if !ok {
 		fatal(fmt.Errorf("unknown method %s (have %s)", method, strings.Join(allMethods, ",")))
 	}
+	startDaemons(v.flags)
 	for _, e := range ends {
-		// The daemon is started here with the variant's flags (a client
-		// would start one with none).
-		err := netns.Do("/run/netns/"+e.ns, func() error {
-			return daemon.Start(*l2tpu, filepath.Join(*out, e.ns+"-daemon.log"), v.flags...)
-		})
-		if err != nil {
-			fatal(err)
-		}
 		must(in(e.ns, *l2tpu, "add", "tunnel", "session", "tunnel_id", e.id, "peer_tunnel_id", e.peerID,
 			"local", e.local, "remote", e.remote, "udp_sport", "1701", "udp_dport", "1701",
 			"session_id", e.id, "peer_session_id", e.peerID, "name", "pw0")...)
 		inner(e.ns, "pw0", e.inner)
 	}
-	return link{target, func() {
-		for _, e := range ends {
-			daemon.StopInNamespace("/run/netns/" + e.ns)
-		}
-	}, v.note, daemonPIDs}
+	return link{target, stopDaemons, v.note, daemonPIDs}
 }
 
 // daemonPIDs are the l2tpu daemons of both namespaces, from their PID files.

@@ -26,7 +26,11 @@ type Result struct {
 	// the machine's figure).
 	CPUsPerGB    float64 `json:"cpu_s_per_gb"`
 	OwnCPUsPerGB float64 `json:"own_cpu_s_per_gb"`
-	Note         string  `json:"note,omitempty"`
+	// Under load (loaded.go), for methods that carry several
+	// pseudowires.
+	Neighbour *Neighbour `json:"neighbour,omitempty"`
+	Fairness  []Fairness `json:"fairness,omitempty"`
+	Note      string     `json:"note,omitempty"`
 }
 
 // Missing is a method that could not run here, and why.
@@ -92,6 +96,60 @@ func table(rs []Result, missing []Missing, head string) string {
 	for _, m := range missing {
 		fmt.Fprintf(&b, "\nNot measured: **%s**: %s.\n", m.Method, m.Reason)
 	}
+	b.WriteString(loadedTable(rs))
+	return b.String()
+}
+
+// loadedTable is the measures under load, for the methods that have them.
+func loadedTable(rs []Result) string {
+	var b strings.Builder
+	var ns []int
+	for _, r := range rs {
+		if len(r.Fairness) > len(ns) {
+			ns = ns[:0]
+			for _, f := range r.Fairness {
+				ns = append(ns, f.Sessions)
+			}
+		}
+	}
+	fmt.Fprintf(&b, "\nUnder load: a 64-byte UDP flood (iperf3 -u -l 64 -b 0 -P 2, %d s) on one pseudowire, pings every 10 ms through another "+
+		"of the same tunnel (sessions of one l2tpu tunnel, VNIs of one VXLAN port; QEMU has none) and of another tunnel; a lost ping counts as the longest. "+
+		"Fairness: a TCP stream through each of n pseudowires of one tunnel at once (QEMU: n processes), Jain's index of their throughputs "+
+		"and the aggregate against the method's single stream above. Loaded RTT: pings through the pseudowire one TCP stream fills (table above).\n\n", *secs)
+	b.WriteString("| method | flood alone kpps | same tunnel: ping p50 / p99 µs | lost | flood kpps | other tunnel: ping p50 / p99 µs | lost | flood kpps | loaded RTT p50 / p99 µs |")
+	for _, n := range ns {
+		fmt.Fprintf(&b, " %d streams: Jain | agg Gb/s |", n)
+	}
+	b.WriteString("\n|---|---|---|---|---|---|---|---|---|")
+	for range ns {
+		b.WriteString("---|---|")
+	}
+	b.WriteString("\n")
+	ping := func(p *NeighbourPing, alone float64) string {
+		if p == nil {
+			return "– | – | –"
+		}
+		return fmt.Sprintf("%.0f / %.0f | %.1f%% | %.0f (%s)", p.P50us, p.P99us, p.LossPct, p.FloodKpps, ratio(p.FloodKpps, alone))
+	}
+	for _, r := range rs {
+		if r.Neighbour == nil && len(r.Fairness) == 0 {
+			continue
+		}
+		n := r.Neighbour
+		if n == nil {
+			n = &Neighbour{}
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %.0f / %.0f |", r.Method, n.FloodAloneKpps, ping(n.Same, n.FloodAloneKpps), ping(n.Other, n.FloodAloneKpps), r.LoadRTTp50us, r.LoadRTTp99us)
+		for i := range ns {
+			if i >= len(r.Fairness) || r.Fairness[i].Err != "" {
+				b.WriteString(" – | – |")
+				continue
+			}
+			f := r.Fairness[i]
+			fmt.Fprintf(&b, " %.3f | %.2f (%s) |", f.Jain, f.AggGbps, ratio(f.AggGbps, r.TCPGbps))
+		}
+		b.WriteString("\n")
+	}
 	return b.String()
 }
 
@@ -99,18 +157,23 @@ func table(rs []Result, missing []Missing, head string) string {
 // with its name once on the left, each panel scaled to its largest value
 // and the figures written after the bars.
 func chart(rs []Result, head string) string {
-	const w, left, top, rowH, bar = 1500, 150, 78, 30, 20
+	const left, top, rowH, bar, panel = 150, 78, 30, 20, 240
 	h := top + len(rs)*rowH + 30
 	colors := []string{"#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#72b7b2", "#eeca3b", "#ff9da6", "#9d755d", "#bab0ac", "#79706e"}
 	metrics := []struct {
 		name   string
-		get    func(Result) float64
+		get    func(Result) float64 // < 0: not measured
 		format string
 	}{{"TCP throughput, one stream", func(r Result) float64 { return r.TCPGbps }, "%.2f Gb/s"},
 		{"CPU s per GB (lower is better)", func(r Result) float64 { return r.CPUsPerGB }, "%.2f s/GB"},
 		{"UDP 64-byte rate", func(r Result) float64 { return r.UDP64Kpps }, "%.0f kpps"},
 		{"ping RTT p50 (lower is better)", func(r Result) float64 { return r.RTTp50us }, "%.0f µs"},
-		{"RTT p99 under TCP load", func(r Result) float64 { return r.LoadRTTp99us }, "%.0f µs"}}
+		{"RTT p99 under TCP load", func(r Result) float64 { return r.LoadRTTp99us }, "%.0f µs"},
+		{"neighbour ping p99, flood in the same tunnel", func(r Result) float64 { return neighbourP99(r, true) }, "%.0f µs"},
+		{"neighbour ping p99, flood in another tunnel", func(r Result) float64 { return neighbourP99(r, false) }, "%.0f µs"},
+		{"Jain's index, most TCP streams", func(r Result) float64 { return lastFairness(r, func(f Fairness) float64 { return f.Jain }) }, "%.3f"},
+		{"aggregate TCP, most streams", func(r Result) float64 { return lastFairness(r, func(f Fairness) float64 { return f.AggGbps }) }, "%.2f Gb/s"}}
+	w := left + len(metrics)*panel
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="10" y="24" font-size="16">l2tpu beside direct veth, the kernel's tunnels and QEMU l2tpv3</text><text x="10" y="42" fill="#555">%s</text>`, head)
@@ -118,7 +181,7 @@ func chart(rs []Result, head string) string {
 		y := top + ri*rowH
 		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`, y+bar-5, r.Method)
 	}
-	pw := (w - left) / len(metrics)
+	pw := panel
 	for mi, m := range metrics {
 		x0 := left + mi*pw
 		max := 0.0
@@ -131,15 +194,42 @@ func chart(rs []Result, head string) string {
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, x0, top-6, x0, top+len(rs)*rowH-6)
 		for ri, r := range rs {
 			v := m.get(r)
+			y := top + ri*rowH
+			if v < 0 {
+				fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#999">–</text>`, x0+5, y+bar-5)
+				continue
+			}
 			l := 0.0
 			if max > 0 {
 				l = v / max * float64(pw-90)
 			}
-			y := top + ri*rowH
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%d" fill="%s"/><text x="%.0f" y="%d">%s</text>`,
 				x0, y, l, bar, colors[ri%len(colors)], float64(x0)+l+5, y+bar-5, fmt.Sprintf(m.format, v))
 		}
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// neighbourP99 is the neighbour's ping p99 beside the flood (-1: none).
+func neighbourP99(r Result, same bool) float64 {
+	if r.Neighbour == nil {
+		return -1
+	}
+	p := r.Neighbour.Other
+	if same {
+		p = r.Neighbour.Same
+	}
+	if p == nil {
+		return -1
+	}
+	return p.P99us
+}
+
+// lastFairness is a figure of the run with the most streams (-1: none).
+func lastFairness(r Result, get func(Fairness) float64) float64 {
+	if len(r.Fairness) == 0 || r.Fairness[len(r.Fairness)-1].Err != "" {
+		return -1
+	}
+	return get(r.Fairness[len(r.Fairness)-1])
 }

@@ -1,8 +1,6 @@
 package dataplane
 
 import (
-	"sync"
-
 	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/tap"
@@ -75,35 +73,4 @@ func (h *held) hold(frame []byte, msgLen int) {
 		h.buf = make([]byte, len(frame))
 	}
 	h.frame, h.msgLen = h.buf[:copy(h.buf[:cap(h.buf)], frame)], msgLen
-}
-
-// heldPool keeps free helds for reuse across threads (taken by the loop
-// that receives, given back by the one that delivers), up to maxFree: no
-// garbage per frame, and no pool the garbage collector empties.
-type heldPool struct {
-	mu   sync.Mutex
-	free []*held
-}
-
-const maxFreeHelds = 2048
-
-func (p *heldPool) get() *held {
-	p.mu.Lock()
-	if n := len(p.free); n > 0 {
-		h := p.free[n-1]
-		p.free = p.free[:n-1]
-		p.mu.Unlock()
-		return h
-	}
-	p.mu.Unlock()
-	return &held{buf: make([]byte, 2048)}
-}
-
-func (p *heldPool) put(h *held) {
-	h.frame = nil
-	p.mu.Lock()
-	if len(p.free) < maxFreeHelds {
-		p.free = append(p.free, h)
-	}
-	p.mu.Unlock()
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -56,10 +57,14 @@ const (
 	lightFrames  = 32
 	demoteAfter  = 4
 	promoteAfter = 100 * time.Millisecond
+	lightHold    = time.Second
 	// The express loop may be busy expressShare of each guardWindow;
 	// beyond, its costliest sources move to bulk loops.
 	guardWindow  = 100 * time.Millisecond
 	expressShare = 0.3
+	// moderation is how long the express loop lets heavy traffic gather
+	// after a round that queued frames.
+	moderation = 200 * time.Microsecond
 	// maxReady is how many ready fds one round takes from the kernel;
 	// more wait for the next round (the set keeps their order).
 	maxReady = 256
@@ -191,9 +196,11 @@ type load struct {
 }
 
 // shared reports whether a socket has brought frames of light and of
-// heavy sessions lately.
+// heavy flows lately: heavy ones in the last promoteAfter, light ones in
+// the last lightHold (a sparse flow's next frame is to be served as its
+// last was).
 func (ld *load) shared(now time.Time) bool {
-	return now.Sub(ld.lightAt) < promoteAfter && now.Sub(ld.heavyAt) < promoteAfter
+	return now.Sub(ld.lightAt) < lightHold && now.Sub(ld.heavyAt) < promoteAfter
 }
 
 // add counts a batch and reports whether the source is heavy: over
@@ -241,6 +248,7 @@ func (s *source) kick() {
 		}
 		first := len(l.kicked) == 0
 		l.kicked = append(l.kicked, s)
+		l.anyKick.Store(true)
 		l.mu.Unlock()
 		if first {
 			l.poke()
@@ -256,10 +264,11 @@ type loop struct {
 	set    *poll.Set
 	wake   int // eventfd: ends a wait
 
-	mu     sync.Mutex // guards srcs, free and kicked
-	srcs   []*source  // by token
-	free   []int32
-	kicked []*source // to serve next round whatever their fds say
+	mu      sync.Mutex // guards srcs, free and kicked
+	srcs    []*source  // by token
+	free    []int32
+	kicked  []*source   // to serve next round whatever their fds say
+	anyKick atomic.Bool // kicked is not empty
 
 	count atomic.Int32 // sources, for placing new ones
 	stop  atomic.Bool
@@ -271,6 +280,7 @@ type loop struct {
 	again, next []*source // to serve next round: not drained, or kicked
 	round       uint64
 	guard       cpuGuard
+	queued      int // express: frames the round handed to queues
 }
 
 const wakeToken = -1
@@ -357,15 +367,20 @@ func (l *loop) poke() {
 func (l *loop) serve() {
 	defer close(l.done)
 	l.guard.from = time.Now()
-	var rt realtimeThread
-	defer rt.release()
-	if l.rtPrio > 0 {
-		rt.follow(l.rtPrio, l.sc.log)
+	if l.isExpress() {
+		// The express loop keeps its thread to itself, so that the
+		// thread's realtime priority is the loop's.
+		runtime.LockOSThread() // never unlocked: the thread ends with the loop
+		if l.rtPrio > 0 {
+			if err := rtsched.Realtime(l.rtPrio); err != nil {
+				l.sc.log.Warn("express thread: no realtime priority; light sessions share the CPU as ordinary threads do (give the daemon CAP_SYS_NICE, or an RLIMIT_RTPRIO)", "priority", l.rtPrio, "err", err)
+			}
+		}
 	}
 	for !l.stop.Load() {
 		// Sources left with work the fd may not show are served without
 		// waiting; the kernel reports the others.
-		toks, err := l.set.Ready(len(l.again) == 0 && !l.hasKicked(), l.toks[:0])
+		toks, err := l.set.Ready(len(l.again) == 0 && !l.anyKick.Load(), l.toks[:0])
 		l.toks = toks
 		if err != nil {
 			l.sc.log.Error("loop stopped: its sessions no longer move frames", "err", err)
@@ -373,13 +388,17 @@ func (l *loop) serve() {
 		}
 		t0 := time.Now()
 		l.round++
-		l.mu.Lock()
-		l.again = append(l.again, l.kicked...)
-		clear(l.kicked)
-		l.kicked = l.kicked[:0]
-		l.mu.Unlock()
+		if l.anyKick.Load() {
+			l.mu.Lock()
+			l.again = append(l.again, l.kicked...)
+			clear(l.kicked)
+			l.kicked = l.kicked[:0]
+			l.anyKick.Store(false)
+			l.mu.Unlock()
+		}
 		cur := l.again
 		l.again = l.next[:0]
+		l.queued = 0
 		for _, s := range cur {
 			l.serveOne(s, t0)
 		}
@@ -393,29 +412,22 @@ func (l *loop) serve() {
 		}
 		clear(cur)
 		l.next = cur[:0]
-		if !l.isExpress() {
+		if l.isExpress() {
+			l.guard.check(l, t0)
+		} else {
 			// Timers (reordering) and the control plane's goroutines
 			// get their turn between rounds.
 			runtime.Gosched()
-			continue
 		}
-		l.guard.check(l, t0)
-		if t0.Sub(rt.since) >= poll.ThreadWait {
-			// Let the runtime schedule now and then (see
-			// realtimeThread), which may move the goroutine.
-			runtime.Gosched()
-			rt.since = time.Now()
-		}
-		if l.rtPrio > 0 {
-			rt.follow(l.rtPrio, l.sc.log)
+		if l.queued > 0 && len(l.again) == 0 && moderation > 0 {
+			// Heavy traffic, all read: let it gather for a moment
+			// rather than wake for every few frames (as a NIC's
+			// interrupt moderation does). Light frames wait that long
+			// at most.
+			ts := unix.NsecToTimespec(int64(moderation))
+			unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
 		}
 	}
-}
-
-func (l *loop) hasKicked() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.kicked) > 0
 }
 
 // serveOne serves s's batch of this round and moves it to the loop its load
@@ -431,6 +443,7 @@ func (l *loop) serveOne(s *source, now time.Time) {
 	r := s.run(l.turn)
 	if express {
 		l.guard.charge(s, time.Since(now))
+		l.queued += r.queued
 	}
 	heavy := s.load.add(now, r.frames, r.more)
 	if r.light {
@@ -470,7 +483,7 @@ func (l *loop) move(s *source, to *loop, now time.Time, more bool) {
 	if err := l.detach(s); err != nil {
 		l.sc.log.Error("moving a source", "err", err)
 	}
-	l.sc.log.Debug("source moves", "fd", s.fd, "to_express", to.isExpress(), "frames", s.load.frames, "full", s.load.full)
+	l.sc.log.Debug("source moves", "fd", s.fd, "to_express", to.isExpress(), "frames", s.load.frames, "full", s.load.full, "light_ago", now.Sub(s.load.lightAt), "heavy_ago", now.Sub(s.load.heavyAt))
 	s.load, s.last = load{from: now, quiet: now, lightAt: s.load.lightAt, heavyAt: s.load.heavyAt}, 0
 	if err := to.attach(s); err != nil {
 		// Its fd is gone (being removed): nothing more to serve.
@@ -479,48 +492,6 @@ func (l *loop) move(s *source, to *loop, now time.Time, more bool) {
 	}
 	if more {
 		s.kick()
-	}
-}
-
-// realtimeThread is the express loop's realtime priority, which belongs to
-// a thread while the loop's goroutine may move between threads. The
-// goroutine is not locked to one: a locked goroutine can yield to the
-// runtime only by handing its P to another thread and waiting for it to
-// hand the P back, and that thread, an ordinary one, waits for the CPU
-// like any other. It waits in its thread instead, keeping its P (so no
-// descheduled thread can hold the P it needs when a frame arrives), and
-// yields every poll.ThreadWait, before the runtime would preempt it (after
-// 10 ms on one P without a scheduler call), which gives its P to whatever
-// else is runnable. After a yield it may run on another thread: follow
-// moves the priority with it.
-type realtimeThread struct {
-	tid    int // the thread that has the priority, 0: none
-	since  time.Time
-	warned bool
-}
-
-func (r *realtimeThread) follow(prio int, log *slog.Logger) {
-	tid := unix.Gettid()
-	if tid == r.tid {
-		return
-	}
-	r.release()
-	if err := rtsched.Realtime(prio); err != nil {
-		if !r.warned {
-			r.warned = true
-			log.Warn("express thread: no realtime priority; light sessions share the CPU as ordinary threads do (give the daemon CAP_SYS_NICE, or an RLIMIT_RTPRIO)", "priority", prio, "err", err)
-		}
-		return
-	}
-	r.tid = tid
-}
-
-// release gives the thread that had the priority (which may now run any
-// goroutine) the ordinary policy back.
-func (r *realtimeThread) release() {
-	if r.tid != 0 {
-		rtsched.OrdinaryThread(r.tid)
-		r.tid = 0
 	}
 }
 

@@ -141,7 +141,7 @@ type Manager struct {
 	epoch    time.Time
 	batches  sync.Pool // for the reorder timers' deliveries: loops have their own (turn)
 	flowSeed tap.FlowSeed
-	helds    heldPool
+	helds    sync.Pool // lock-free: taken by the loop that receives, given back by the one that delivers
 
 	mu         sync.Mutex // serialises control operations
 	closed     bool
@@ -167,6 +167,7 @@ func New(o Options) (*Manager, error) {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	m.batches.New = func() any { return newBatch() }
+	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	var err error
 	if m.sched, err = newScheduler(o.Threads, !o.NoExpress, o.RTPriority, m.log); err != nil {
 		return nil, err
@@ -195,8 +196,8 @@ func (m *Manager) now() int64 { return int64(time.Since(m.epoch)) }
 
 func (m *Manager) getBatch() *batch  { return m.batches.Get().(*batch) }
 func (m *Manager) putBatch(b *batch) { m.batches.Put(b) }
-func (m *Manager) getHeld() *held    { return m.helds.get() }
-func (m *Manager) putHeld(h *held)   { m.helds.put(h) }
+func (m *Manager) getHeld() *held    { return m.helds.Get().(*held) }
+func (m *Manager) putHeld(h *held)   { h.frame = nil; m.helds.Put(h) }
 
 func (m *Manager) record(c Change) error {
 	if m.opt.Recorder == nil {

@@ -88,8 +88,10 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 		}
 		s.countRx(len(msg))
 		frame := msg[d.Offset:]
-		flow, isLight := s.rxFlow(wall, frame)
-		res.light = res.light || isLight
+		flow, isLight, lightSession := s.rxFlow(wall, frame)
+		// Only another session's light flow makes the socket shared:
+		// a session's own flows share its TAP's queue anyway.
+		res.light = res.light || lightSession
 		res.heavy = res.heavy || !isLight
 		// In the express loop a heavy flow's frames queue, and so do
 		// those of one whose frames still wait there (not to overtake

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,112 +28,111 @@ const (
 )
 
 // rxQueue is a session's received frames of heavy flows, waiting for a
-// bulk loop.
+// bulk loop: a ring that one loop fills (the express loop, serving the
+// session's socket) and one empties (the bulk loop serving the queue),
+// without locks: a realtime thread must never wait for an ordinary one.
 type rxQueue struct {
-	mu      sync.Mutex
-	frames  []*held // frames[head:] wait
-	head    int
-	bytes   int
-	pending int     // waiting or being delivered
-	src     *source // the bulk loop's, without an fd: served when kicked
-	drops   atomic.Uint64
-	// flows: made at the session's first frame, so that idle sessions
-	// hold none. Their loads are the socket's loop's; pending is mu's.
-	flows *[flowBuckets]flowState
+	ring  atomic.Pointer[rxRing] // made at the session's first frame: idle sessions hold none
+	src   *source                // the bulk loop's, without an fd: served when kicked
+	drops atomic.Uint64
+}
+
+type rxRing struct {
+	heavyAt time.Time // when a flow of the session was last heavy (the socket's loop's)
+	slots   [rxQueueFrames]*held
+	tail    atomic.Uint64 // the filler's: slots filled
+	done    atomic.Uint64 // the emptier's: slots delivered
+	bytes   atomic.Int64
+	flows   [flowBuckets]flowState
 }
 
 type flowState struct {
-	load    load
-	pending int // frames of it waiting or being delivered: later ones must queue behind them
+	load    load         // the loop serving the socket's
+	pending atomic.Int32 // frames of it queued and not delivered: later ones must queue behind them
 }
 
-// rxFlow counts a frame the session received: its flow's bucket, and
-// whether the flow is light (at most half a light source's frames per
-// window, so that it turns heavy before the socket that brings it does).
-// The loop serving the session's socket asks.
-func (s *session) rxFlow(now time.Time, frame []byte) (bucket int, light bool) {
-	q := &s.rxq
-	if q.flows == nil {
-		q.mu.Lock()
-		q.flows = new([flowBuckets]flowState)
-		q.mu.Unlock()
+// rxFlow counts a frame the session received: its flow's bucket, whether
+// the flow is light (at most half a light source's frames per window, so
+// that it turns heavy before the socket that brings it does), and whether
+// the whole session is (none of its flows heavy lately). The loop serving
+// the session's socket asks.
+func (s *session) rxFlow(now time.Time, frame []byte) (bucket int, light, lightSession bool) {
+	r := s.rxq.ring.Load()
+	if r == nil {
+		r = new(rxRing)
+		s.rxq.ring.Store(r)
 	}
 	bucket = int(tap.FlowHash(s.m.flowSeed, frame) % flowBuckets)
-	return bucket, !q.flows[bucket].load.addOver(now, 1, false, lightFrames/2)
+	light = !r.flows[bucket].load.addOver(now, 1, false, lightFrames/2)
+	if !light {
+		r.heavyAt = now
+	}
+	return bucket, light, now.Sub(r.heavyAt) > 2*window
 }
 
 // rxQueued reports whether frames of the flow wait in the queue (a frame
 // of it delivered now would overtake them).
 func (s *session) rxQueued(bucket int) bool {
-	q := &s.rxq
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.flows[bucket].pending > 0
+	return s.rxq.ring.Load().flows[bucket].pending.Load() > 0
 }
 
 // enqueueRx copies a frame of the flow in bucket into the session's queue,
-// or drops it when the queue is full.
+// or drops it when the queue is full (after rxFlow).
 func (s *session) enqueueRx(frame []byte, msgLen, bucket int) {
-	q := &s.rxq
-	q.mu.Lock()
-	if len(q.frames)-q.head >= rxQueueFrames || q.bytes+len(frame) > rxQueueBytes {
-		q.mu.Unlock()
-		q.drops.Add(1)
+	r := s.rxq.ring.Load()
+	t := r.tail.Load()
+	if t-r.done.Load() >= rxQueueFrames || r.bytes.Load()+int64(len(frame)) > rxQueueBytes {
+		s.rxq.drops.Add(1)
 		return
 	}
 	h := s.m.getHeld()
 	h.hold(frame, msgLen)
 	h.flow = uint8(bucket)
-	q.flows[bucket].pending++
-	if q.head > 0 && q.head == len(q.frames) {
-		q.frames, q.head = q.frames[:0], 0
-	}
-	q.frames = append(q.frames, h)
-	q.bytes += len(frame)
-	q.pending++
-	first := q.pending == 1
-	q.mu.Unlock()
-	if first {
-		q.src.kick()
+	r.flows[bucket].pending.Add(1)
+	r.bytes.Add(int64(len(frame)))
+	r.slots[t%rxQueueFrames] = h
+	r.tail.Store(t + 1)
+	if r.done.Load() == t {
+		// Empty until now: the bulk loop may be waiting. (It checks the
+		// tail after publishing done, so one of the two sees the other.)
+		s.rxq.src.kick()
 	}
 }
 
 // drainRx delivers one batch of the queue (the bulk loop's turn).
 func (s *session) drainRx(t *turn) result {
-	q := &s.rxq
-	hs, bufs := t.held, t.rx.out // the turn's: a queue is not a socket
-	q.mu.Lock()
-	n := copy(hs, q.frames[q.head:])
-	clear(q.frames[q.head : q.head+n])
-	q.head += n
-	for i, h := range hs[:n] {
-		bufs[i] = h.frame
-		q.bytes -= len(h.frame)
+	r := s.rxq.ring.Load()
+	if r == nil {
+		return result{}
 	}
-	q.mu.Unlock()
+	hs, bufs := t.held, t.rx.out // the turn's: a queue is not a socket
+	d := r.done.Load()
+	n := int(min(r.tail.Load()-d, uint64(len(hs))))
+	for i := range n {
+		k := (d + uint64(i)) % rxQueueFrames
+		hs[i], r.slots[k] = r.slots[k], nil
+		bufs[i] = hs[i].frame
+	}
 	if n > 0 {
 		s.deliver(bufs[:n], 0, t.tx)
 	}
-	q.mu.Lock()
 	for _, h := range hs[:n] {
-		q.flows[h.flow].pending--
-	}
-	q.pending -= n
-	more := q.pending > 0
-	q.mu.Unlock()
-	for _, h := range hs[:n] {
+		r.flows[h.flow].pending.Add(-1)
+		r.bytes.Add(-int64(len(h.frame)))
 		s.m.putHeld(h)
 	}
-	return result{frames: n, more: more}
+	clear(hs[:n])
+	r.done.Store(d + uint64(n))
+	return result{frames: n, more: r.tail.Load() > d+uint64(n)}
 }
 
-// purgeRx drops what waits (the session is going).
+// purgeRx drops what waits (the session is going: its sources removed).
 func (s *session) purgeRx() {
-	q := &s.rxq
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, h := range q.frames[q.head:] {
-		s.m.putHeld(h)
+	r := s.rxq.ring.Swap(nil)
+	if r == nil {
+		return
 	}
-	q.frames, q.head, q.bytes, q.pending, q.flows = nil, 0, 0, 0, nil
+	for k := r.done.Load(); k < r.tail.Load(); k++ {
+		s.m.putHeld(r.slots[k%rxQueueFrames])
+	}
 }

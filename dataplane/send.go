@@ -10,7 +10,12 @@ import "github.com/l2tpu/l2tpu/tap"
 // and whether more may be waiting.
 func (s *session) send(q tap.Device, b *batch) result {
 	if q == s.dev {
-		s.rdMu.Lock()
+		if !s.rdMu.TryLock() {
+			// The turnaround is reading it (another loop): this turn
+			// is its; try again next round. (Waiting could leave the
+			// express loop waiting for an ordinary thread.)
+			return result{more: true}
+		}
 		defer s.rdMu.Unlock()
 	}
 	n, _ := q.Read(b.bufs, b.sizes, headroom)

@@ -181,12 +181,14 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		*procs = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	o.Tuning.Threads = *procs
-	// One P for each bulk thread, and one for the express thread, idle
-	// but for light sessions. (A P more than the threads that use them
-	// costs: the runtime then wakes threads to look for work.)
+	// One P for each bulk thread; with the express thread, one for it
+	// and one to spare, so that it never waits for a P when it wakes
+	// (measured: without the spare, 60% of its wake-ups found none free
+	// and waited up to 4 ms). A spare P otherwise costs: the runtime
+	// wakes threads to look for work for it.
 	gmp := *procs
 	if !o.Tuning.NoExpress {
-		gmp++
+		gmp += 2
 	}
 	runtime.GOMAXPROCS(gmp)
 	level := slog.LevelInfo

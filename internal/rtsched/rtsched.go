@@ -1,12 +1,12 @@
-// Package rtsched sets how the kernel schedules the calling thread:
-// realtime (SCHED_FIFO) at a priority, or ordinary (SCHED_NORMAL) at a nice
-// value. The caller has locked its goroutine to the thread
-// (runtime.LockOSThread), or the policy would go with the thread to other
-// goroutines.
+// Package rtsched gives the calling thread a realtime scheduling policy
+// (SCHED_FIFO). The goroutine has the thread to itself
+// (runtime.LockOSThread), or the policy would go with the thread to
+// others.
 package rtsched
 
 import (
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,22 +14,17 @@ import (
 // Realtime gives the calling thread SCHED_FIFO at prio.
 func Realtime(prio int) error {
 	a := &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
-	if err := unix.SchedSetAttr(0, a, 0); err != nil {
+	if err := setattr(0, a); err != nil {
 		return fmt.Errorf("sched_setattr SCHED_FIFO %d: %w", prio, err)
 	}
 	return nil
 }
 
-// Ordinary gives the calling thread SCHED_NORMAL at nice.
-func Ordinary(nice int) error { return ordinary(0, nice) }
-
-// OrdinaryThread gives thread tid SCHED_NORMAL at nice 0.
-func OrdinaryThread(tid int) error { return ordinary(tid, 0) }
-
-func ordinary(tid, nice int) error {
-	a := &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL, Nice: int32(nice)}
-	if err := unix.SchedSetAttr(tid, a, 0); err != nil {
-		return fmt.Errorf("sched_setattr nice %d: %w", nice, err)
+// setattr is sched_setattr(2), which never blocks: a raw system call.
+func setattr(tid int, a *unix.SchedAttr) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SCHED_SETATTR, uintptr(tid), uintptr(unsafe.Pointer(a)), 0)
+	if e != 0 {
+		return e
 	}
 	return nil
 }
