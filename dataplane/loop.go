@@ -57,7 +57,7 @@ const (
 	lightFrames  = 32
 	demoteAfter  = 4
 	promoteAfter = 100 * time.Millisecond
-	lightHold    = time.Second
+	lightHold    = 200 * time.Millisecond
 	// The express loop may be busy expressShare of each guardWindow;
 	// beyond, its costliest sources move to bulk loops.
 	guardWindow  = 100 * time.Millisecond
@@ -126,10 +126,13 @@ type result struct {
 	frames int  // frames the loop moved itself (not those handed to queues)
 	queued int  // a socket's frames handed to heavy sessions' queues
 	more   bool // more may be waiting, possibly where the fd does not show it (the rest of a super-frame being cut)
-	// A socket's: it brought frames of light sessions, of heavy ones.
-	// A socket that brings both belongs to the express loop, which keeps
-	// the light ones from waiting behind the others.
-	light, heavy bool
+	// A socket's: it brought frames of light sessions, of heavy ones,
+	// of a flood (a heavy flow that does not slow down for losses, other
+	// sessions beside it); read by a bulk loop, there was a backlog to
+	// wait in; read by the express loop, the flood's queue stayed deep.
+	// A socket where light sessions wait, or may soon, belongs to the
+	// express loop, which keeps them from waiting behind the others.
+	light, heavy, flood, waited, deep bool
 }
 
 // add makes fd a source, served by run, which serves one batch with the
@@ -191,8 +194,9 @@ type load struct {
 	frames, prev int       // in the window, in the one before
 	full         int       // full batches in a row
 	quiet        time.Time // since when it has been light (bulk)
-	// When a socket last brought frames of a light, of a heavy session.
-	lightAt, heavyAt time.Time
+	// When a socket last brought frames of a light, of a heavy session,
+	// and (express) a flood whose queue was deep.
+	lightAt, heavyAt, floodAt time.Time
 }
 
 // shared reports whether a socket has brought frames of light and of
@@ -367,15 +371,10 @@ func (l *loop) poke() {
 func (l *loop) serve() {
 	defer close(l.done)
 	l.guard.from = time.Now()
-	if l.isExpress() {
-		// The express loop keeps its thread to itself, so that the
-		// thread's realtime priority is the loop's.
-		runtime.LockOSThread() // never unlocked: the thread ends with the loop
-		if l.rtPrio > 0 {
-			if err := rtsched.Realtime(l.rtPrio); err != nil {
-				l.sc.log.Warn("express thread: no realtime priority; light sessions share the CPU as ordinary threads do (give the daemon CAP_SYS_NICE, or an RLIMIT_RTPRIO)", "priority", l.rtPrio, "err", err)
-			}
-		}
+	var rt realtimeThread
+	defer rt.release()
+	if l.rtPrio > 0 {
+		rt.follow(l.rtPrio, l.sc.log)
 	}
 	for !l.stop.Load() {
 		// Sources left with work the fd may not show are served without
@@ -412,12 +411,27 @@ func (l *loop) serve() {
 		}
 		clear(cur)
 		l.next = cur[:0]
-		if l.isExpress() {
-			l.guard.check(l, t0)
-		} else {
-			// Timers (reordering) and the control plane's goroutines
-			// get their turn between rounds.
+		if !l.isExpress() {
+			if l.sc.express == nil {
+				// Timers (reordering) and the control plane's
+				// goroutines get their turn between rounds. (With an
+				// express loop they get it on its P, when it yields:
+				// a yield here could swap the two loops' threads.)
+				runtime.Gosched()
+			}
+			continue
+		}
+		l.guard.check(l, t0)
+		if t0.Sub(rt.since) >= poll.ThreadWait {
+			// Let the runtime schedule now and then (see
+			// realtimeThread), on an ordinary thread: it may run
+			// others' goroutines there meanwhile.
+			rt.release()
 			runtime.Gosched()
+			rt.since = time.Now()
+		}
+		if l.rtPrio > 0 {
+			rt.follow(l.rtPrio, l.sc.log)
 		}
 		if l.queued > 0 && len(l.again) == 0 && moderation > 0 {
 			// Heavy traffic, all read: let it gather for a moment
@@ -452,16 +466,19 @@ func (l *loop) serveOne(s *source, now time.Time) {
 	if r.heavy {
 		s.load.heavyAt = now
 	}
+	if r.deep {
+		s.load.floodAt = now
+	}
 	to := l
 	switch {
 	case l.sc.express == nil || s.pinned:
 	case express:
 		// Heavy itself, or a socket of heavy sessions only: nothing
 		// light waits behind them, and queueing them costs.
-		if heavy || r.queued > 0 && !s.load.shared(now) {
+		if heavy || r.queued > 0 && !s.load.shared(now) && now.Sub(s.load.floodAt) > promoteAfter {
 			to = l.sc.leastBusy()
 		}
-	case s.load.shared(now):
+	case r.waited:
 		to = l.sc.express // at once: a light session waits
 	case heavy || s.load.frames > lightFrames/4:
 		s.load.quiet = now
@@ -484,7 +501,7 @@ func (l *loop) move(s *source, to *loop, now time.Time, more bool) {
 		l.sc.log.Error("moving a source", "err", err)
 	}
 	l.sc.log.Debug("source moves", "fd", s.fd, "to_express", to.isExpress(), "frames", s.load.frames, "full", s.load.full, "light_ago", now.Sub(s.load.lightAt), "heavy_ago", now.Sub(s.load.heavyAt))
-	s.load, s.last = load{from: now, quiet: now, lightAt: s.load.lightAt, heavyAt: s.load.heavyAt}, 0
+	s.load, s.last = load{from: now, quiet: now, lightAt: s.load.lightAt, heavyAt: s.load.heavyAt, floodAt: now}, 0
 	if err := to.attach(s); err != nil {
 		// Its fd is gone (being removed): nothing more to serve.
 		l.sc.log.Error("moving a source", "err", err)
@@ -492,6 +509,48 @@ func (l *loop) move(s *source, to *loop, now time.Time, more bool) {
 	}
 	if more {
 		s.kick()
+	}
+}
+
+// realtimeThread is the express loop's realtime priority, which belongs to
+// a thread while the loop's goroutine may move between threads. The
+// goroutine is not locked to one: a locked goroutine can yield to the
+// runtime only by handing its P to another thread and waiting for it to
+// hand the P back, and that thread, an ordinary one, waits for the CPU
+// like any other. It waits in its thread instead, keeping its P (so no
+// descheduled thread can hold the P it needs when a frame arrives), and
+// yields every poll.ThreadWait, before the runtime would preempt it (after
+// 10 ms on one P without a scheduler call), which gives its P to whatever
+// else is runnable. After a yield it may run on another thread: follow
+// moves the priority with it.
+type realtimeThread struct {
+	tid    int // the thread that has the priority, 0: none
+	since  time.Time
+	warned bool
+}
+
+func (r *realtimeThread) follow(prio int, log *slog.Logger) {
+	tid := unix.Gettid()
+	if tid == r.tid {
+		return
+	}
+	r.release()
+	if err := rtsched.Realtime(prio); err != nil {
+		if !r.warned {
+			r.warned = true
+			log.Warn("express thread: no realtime priority; light sessions share the CPU as ordinary threads do (give the daemon CAP_SYS_NICE, or an RLIMIT_RTPRIO)", "priority", prio, "err", err)
+		}
+		return
+	}
+	r.tid = tid
+}
+
+// release gives the thread that had the priority (which may now run any
+// goroutine) the ordinary policy back.
+func (r *realtimeThread) release() {
+	if r.tid != 0 {
+		rtsched.OrdinaryThread(r.tid)
+		r.tid = 0
 	}
 }
 

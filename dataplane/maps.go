@@ -13,7 +13,11 @@ import (
 // change costs the same at 10 and at 10,000 entries (a shard holds n/64).
 type atomicMap[K ~uint32 | ~int, V any] struct {
 	shards [mapShards]atomic.Pointer[map[K]V]
+	n      atomic.Int64
 }
+
+// len is how many entries there are.
+func (a *atomicMap[K, V]) len() int { return int(a.n.Load()) }
 
 const mapShards = 64
 
@@ -33,6 +37,9 @@ func (a *atomicMap[K, V]) set(k K, v V) {
 	if m := p.Load(); m != nil {
 		n = maps.Clone(*m)
 	}
+	if _, ok := n[k]; !ok {
+		a.n.Add(1)
+	}
 	n[k] = v
 	p.Store(&n)
 }
@@ -43,8 +50,12 @@ func (a *atomicMap[K, V]) del(k K) {
 	if m == nil {
 		return
 	}
+	if _, ok := (*m)[k]; !ok {
+		return
+	}
 	n := maps.Clone(*m)
 	delete(n, k)
+	a.n.Add(-1)
 	p.Store(&n)
 }
 

@@ -26,6 +26,12 @@ func (m *Manager) receiveFrom(tn *turn, r conn.Reader, e encap.Encap, t *tunnel)
 		res = m.receive(tn, e, t, b, n)
 	}
 	b.restore()
+	if !tn.light && (res.light && res.heavy || res.flood) {
+		// A light session's frames came among heavy ones, or a flood
+		// that other sessions' frames may come behind: is there a
+		// backlog to wait in?
+		res.waited = r.Backlogged()
+	}
 	if err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
 		// ECONNREFUSED and the like: an ICMP error reported once on
 		// the connected socket. The tunnel stays up, as the kernel's.
@@ -88,20 +94,26 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 		}
 		s.countRx(len(msg))
 		frame := msg[d.Offset:]
-		flow, isLight, lightSession := s.rxFlow(wall, frame)
+		c := s.rxFlow(wall, frame)
 		// Only another session's light flow makes the socket shared:
 		// a session's own flows share its TAP's queue anyway.
-		res.light = res.light || lightSession
-		res.heavy = res.heavy || !isLight
+		res.light = res.light || c.lightSession
+		res.heavy = res.heavy || !c.light
+		if c.flood && (t == nil && m.ipSessions.len() > 1 || t != nil && t.sessions.len() > 1) {
+			res.flood = true // and other sessions could be waiting behind it
+		}
 		// In the express loop a heavy flow's frames queue, and so do
 		// those of one whose frames still wait there (not to overtake
 		// them). Reordering sessions deliver from their reorder buffer.
-		if tn.light && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!isLight || s.rxQueued(flow)) {
+		if tn.light && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!c.light || s.rxQueued(c.bucket)) {
 			if run == s {
 				flush() // its earlier frames go first
 			}
-			s.enqueueRx(frame, len(msg), flow)
+			s.enqueueRx(frame, len(msg), c.bucket)
 			res.queued++
+			if c.flood && s.rxDepth() > rxQueueFrames/2 {
+				res.deep = true
+			}
 			continue
 		}
 		off := headroom + d.Offset

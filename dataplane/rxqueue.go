@@ -51,23 +51,40 @@ type flowState struct {
 	pending atomic.Int32 // frames of it queued and not delivered: later ones must queue behind them
 }
 
-// rxFlow counts a frame the session received: its flow's bucket, whether
-// the flow is light (at most half a light source's frames per window, so
-// that it turns heavy before the socket that brings it does), and whether
-// the whole session is (none of its flows heavy lately). The loop serving
-// the session's socket asks.
-func (s *session) rxFlow(now time.Time, frame []byte) (bucket int, light, lightSession bool) {
+// rxClass is what rxFlow tells of a received frame.
+type rxClass struct {
+	bucket       int
+	light        bool // its flow is light
+	lightSession bool // so is every flow of its session, lately
+	flood        bool // its flow is heavy and not TCP: it does not slow down for losses
+}
+
+// rxFlow counts a frame the session received and classifies it: its
+// flow's bucket; whether the flow is light (at most half a light source's
+// frames per window, so that it turns heavy before the socket that brings
+// it does), and the whole session (none of its flows heavy lately); and
+// whether it is a flood. The loop serving the session's socket asks.
+func (s *session) rxFlow(now time.Time, frame []byte) rxClass {
 	r := s.rxq.ring.Load()
 	if r == nil {
 		r = new(rxRing)
 		s.rxq.ring.Store(r)
 	}
-	bucket = int(tap.FlowHash(s.m.flowSeed, frame) % flowBuckets)
-	light = !r.flows[bucket].load.addOver(now, 1, false, lightFrames/2)
-	if !light {
+	h, tcp := tap.FlowHash(s.m.flowSeed, frame)
+	c := rxClass{bucket: int(h % flowBuckets)}
+	c.light = !r.flows[c.bucket].load.addOver(now, 1, false, lightFrames/2)
+	if !c.light {
 		r.heavyAt = now
 	}
-	return bucket, light, now.Sub(r.heavyAt) > 2*window
+	c.lightSession = now.Sub(r.heavyAt) > 2*window
+	c.flood = !c.light && !tcp
+	return c
+}
+
+// rxDepth is how many frames wait in the session's queue.
+func (s *session) rxDepth() int {
+	r := s.rxq.ring.Load()
+	return int(r.tail.Load() - r.done.Load())
 }
 
 // rxQueued reports whether frames of the flow wait in the queue (a frame

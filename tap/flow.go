@@ -34,11 +34,12 @@ func NewFlowSeed() FlowSeed { return maphash.MakeSeed() }
 // FlowHash hashes what tells an Ethernet frame's flow apart: for IPv4 and
 // IPv6 the addresses, the protocol and, for TCP and UDP (and not a
 // fragment after the first), the ports; otherwise the EtherType and the
-// MAC addresses. Frames of one flow hash alike.
-func FlowHash(seed FlowSeed, f []byte) uint64 {
+// MAC addresses. Frames of one flow hash alike. It also reports whether
+// the flow is TCP, which slows down when it loses frames.
+func FlowHash(seed FlowSeed, f []byte) (hash uint64, tcp bool) {
 	off, et, ok := l3(f)
 	if !ok {
-		return maphash.Bytes(seed, f[:min(len(f), 12)])
+		return maphash.Bytes(seed, f[:min(len(f), 12)]), false
 	}
 	var key []byte
 	l4, proto := -1, byte(0)
@@ -57,7 +58,7 @@ func FlowHash(seed FlowSeed, f []byte) uint64 {
 		h.SetSeed(seed)
 		h.Write(f[:12])
 		h.Write(f[12:off])
-		return h.Sum64()
+		return h.Sum64(), false
 	}
 	var h maphash.Hash
 	h.SetSeed(seed)
@@ -66,5 +67,5 @@ func FlowHash(seed FlowSeed, f []byte) uint64 {
 	if (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_UDP) && l4 >= 0 && len(f) >= l4+4 {
 		h.Write(f[l4 : l4+4])
 	}
-	return h.Sum64()
+	return h.Sum64(), proto == unix.IPPROTO_TCP
 }

@@ -117,10 +117,11 @@ func (s *Set) poll(fd uintptr, block bool) {
 		var n uintptr
 		var e syscall.Errno
 		if block {
-			// Through the runtime: the P goes to others while the
-			// thread sleeps, and comes back at once when a P is free
-			// (run with one to spare: GOMAXPROCS one over the loops).
-			n, _, e = syscall.Syscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), ^uintptr(0), 0, 0)
+			// Raw: the goroutine keeps its P while the thread sleeps,
+			// so that it runs the moment the kernel wakes the thread.
+			// For at most ThreadWait: the runtime preempts a goroutine
+			// that has not let it schedule for 10 ms.
+			n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), uintptr(ThreadWait.Milliseconds()), 0, 0)
 		} else {
 			n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), 0, 0, 0)
 		}

@@ -1,7 +1,8 @@
-// Package rtsched gives the calling thread a realtime scheduling policy
-// (SCHED_FIFO). The goroutine has the thread to itself
-// (runtime.LockOSThread), or the policy would go with the thread to
-// others.
+// Package rtsched sets a thread's scheduling policy: realtime (SCHED_FIFO)
+// at a priority, or ordinary (SCHED_NORMAL). A goroutine that gives its
+// own thread a realtime policy takes care that no other goroutine runs on
+// the thread meanwhile. The calls never block: raw system calls, during
+// which the runtime cannot move the goroutine to another thread.
 package rtsched
 
 import (
@@ -16,6 +17,19 @@ func Realtime(prio int) error {
 	a := &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
 	if err := setattr(0, a); err != nil {
 		return fmt.Errorf("sched_setattr SCHED_FIFO %d: %w", prio, err)
+	}
+	return nil
+}
+
+// Ordinary gives the calling thread SCHED_NORMAL at nice 0.
+func Ordinary() error { return OrdinaryThread(0) }
+
+// OrdinaryThread gives thread tid (0: the calling one) SCHED_NORMAL at nice
+// 0.
+func OrdinaryThread(tid int) error {
+	a := &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+	if err := setattr(tid, a); err != nil {
+		return fmt.Errorf("sched_setattr SCHED_NORMAL: %w", err)
 	}
 	return nil
 }
