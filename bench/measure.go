@@ -88,12 +88,23 @@ var pingTime = regexp.MustCompile(`time=([\d.]+) ms`)
 // not come count as the longest time seen (p99 then shows them).
 func ping(target string, n int, interval time.Duration) (rttStats, error) {
 	o, _ := sh(in(nsA, "ping", "-n", "-c", strconv.Itoa(n), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", target)...)
+	return pingStats(o)
+}
+
+var pingSent = regexp.MustCompile(`(\d+) packets transmitted`)
+
+// pingStats reads ping's output: each reply's time, and how many were sent.
+func pingStats(o string) (rttStats, error) {
 	var us []float64
 	for _, m := range pingTime.FindAllStringSubmatch(o, -1) {
 		ms, _ := strconv.ParseFloat(m[1], 64)
 		us = append(us, ms*1000)
 	}
-	if len(us) < n/2 {
+	n := len(us)
+	if m := pingSent.FindStringSubmatch(o); m != nil {
+		n, _ = strconv.Atoi(m[1])
+	}
+	if n == 0 || len(us) < n/2 {
 		return rttStats{}, fmt.Errorf("ping: %d of %d replies", len(us), n)
 	}
 	slices.Sort(us)

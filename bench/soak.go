@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,7 +16,9 @@ import (
 
 // The soak: one l2tpu pseudowire (default parameters) under mixed load for
 // a long while: a bulk TCP stream A→B, 64-byte UDP datagrams B→A at a fixed
-// rate well below what the pseudowire carries, and pings A→B every 10 ms.
+// rate well below what the pseudowire carries, and pings A→B every 10 ms;
+// beside it a second session of the same tunnel carries only pings, which
+// must keep their latency (p99 within soakNeighbourP99).
 // Every step it samples each daemon (RSS, goroutines, OS threads, fds) and
 // the session counters. It fails when a figure grows without bound (the
 // second half's peak well above the first half's) or when frames are lost
@@ -41,12 +44,23 @@ var growth = map[string]struct {
 	rel float64
 }{"rss_kib": {16 << 10, 0.25}, "goroutines": {4, 0}, "threads": {4, 0}, "fds": {2, 0}}
 
+// soakNeighbourP99 is the most the quiet session's pings may take at the
+// 99th percentile (lost ones counting as the longest).
+const soakNeighbourP99 = 3 * time.Millisecond
+
 func soak(d, step time.Duration) error {
 	if d < 3*step {
 		return fmt.Errorf("soak: %v is less than three samples of %v: nothing to compare", d, step)
 	}
 	l := setup("l2tpu")
 	cleanups = append(cleanups, l.teardown)
+	// The quiet session: pw1, 198.51.100.0/30.
+	for k, e := range ends {
+		must(in(e.ns, *l2tpu, "add", "session", "name", "pw1", "tunnel_id", e.id, "session_id", fmt.Sprint(sid(k, 1)), "peer_session_id", fmt.Sprint(sid(1-k, 1)))...)
+		a, b := pwAddrs(0)
+		inner(e.ns, "pw1", []string{a, b + "/30"}[k])
+	}
+	_, quietB := pwAddrs(0)
 	dir := filepath.Join(*out, "soak")
 	os.MkdirAll(dir, 0o755)
 	secs := strconv.Itoa(int(d.Seconds()))
@@ -60,6 +74,7 @@ func soak(d, step time.Duration) error {
 	tcp := background(in(nsA, "iperf3", "-c", "203.0.113.2", "-p", "5201", "-t", secs, "-J")...)
 	udp := background(in(nsB, "iperf3", "-c", "203.0.113.1", "-p", "5202", "-u", "-l", "64", "-b", "10M", "-t", secs, "-J")...)
 	pings := background(in(nsA, "ping", "-q", "-n", "-i", "0.01", "-w", secs, "203.0.113.2")...)
+	quiet := background(in(nsA, "ping", "-n", "-i", "0.01", "-w", secs, "-W", "1", quietB)...)
 	progress("soak: %v of bulk TCP A→B, 64-byte UDP B→A at 10 Mb/s, ping every 10 ms; sampling every %v", d, step)
 
 	var samples []soakSample
@@ -81,7 +96,7 @@ func soak(d, step time.Duration) error {
 			break
 		}
 	}
-	tr, ur, pr := tcp(), udp(), pings()
+	tr, ur, pr, qr := tcp(), udp(), pings(), quiet()
 	time.Sleep(2 * time.Second) // let the last frames land
 	final, err := sampleDaemons(time.Since(begin))
 	if err != nil {
@@ -135,10 +150,17 @@ func soak(d, step time.Duration) error {
 	if m := regexp.MustCompile(`([\d.]+)% packet loss`).FindStringSubmatch(pr.out); m != nil {
 		pingLoss = m[1]
 	}
+	qs, qerr := pingStats(qr.out)
+	if qerr != nil {
+		fails = append(fails, "quiet session: "+qerr.Error())
+	} else if p99 := time.Duration(qs.p99 * 1e3); p99 > soakNeighbourP99 {
+		fails = append(fails, fmt.Sprintf("quiet session: ping p99 %v beside the loaded one, more than %v", p99, soakNeighbourP99))
+	}
 
 	var md strings.Builder
-	fmt.Fprintf(&md, "Soak: %v, sampled every %v. Bulk TCP A→B %.2f Gb/s average; UDP 64 B B→A at 10 Mb/s: %.0f of %.0f lost; ping: %s%% lost.\n",
-		d, step, tj.End.SumReceived.BitsPerSecond/1e9, udpLoss, uj.End.Sum.Packets, pingLoss)
+	fmt.Fprintf(&md, "Soak: %v, sampled every %v. Bulk TCP A→B %.2f Gb/s average; UDP 64 B B→A at 10 Mb/s: %.0f of %.0f lost; ping: %s%% lost. "+
+		"Quiet session beside it: ping p50 %.0f µs, p99 %.0f µs, %.2f%% lost.\n",
+		d, step, tj.End.SumReceived.BitsPerSecond/1e9, udpLoss, uj.End.Sum.Packets, pingLoss, qs.p50, qs.p99, qs.lossPct)
 	fmt.Fprintf(&md, "Frames lost in the tunnel (one daemon's tx_packets less the other's rx_packets and rx_errors): A→B %d, B→A %d; "+
 		"drops at the tunnel sockets: in A %d, in B %d. UDP datagrams dropped at iperf3's socket in A %d, at the interfaces %d; "+
 		"UDP input drops in each namespace, all sockets: A %d, B %d.\n\n", lost[0], lost[1], tunDrops[0], tunDrops[1], udpSrvDrops, ifDrops, drops[0], drops[1])
@@ -154,6 +176,7 @@ func soak(d, step time.Duration) error {
 	fmt.Print(md.String())
 	os.WriteFile(filepath.Join(dir, "soak.md"), []byte(md.String()), 0o644)
 	j, _ := json.MarshalIndent(map[string]any{"duration_s": d.Seconds(), "samples": samples, "lost": lost, "tunnel_socket_drops": tunDrops,
+		"quiet_ping_p50_us": qs.p50, "quiet_ping_p99_us": qs.p99, "quiet_ping_loss_pct": qs.lossPct,
 		"udp_lost": udpLoss, "udp_server_drops": udpSrvDrops, "interface_drops": ifDrops, "udp_input_drops": drops, "failures": fails}, "", "  ")
 	os.WriteFile(filepath.Join(dir, "soak.json"), j, 0o644)
 	if len(fails) > 0 {
@@ -237,20 +260,28 @@ func sampleDaemons(at time.Duration) ([]soakSample, error) {
 		if err != nil {
 			return nil, fmt.Errorf("soak: show session in %s: %v", e.ns, err)
 		}
-		var sess []struct {
-			Stats struct {
-				TxPackets uint64 `json:"tx_packets"`
-				RxPackets uint64 `json:"rx_packets"`
-				RxErrors  uint64 `json:"rx_errors"`
-			} `json:"stats"`
-		}
-		if err := json.Unmarshal(o, &sess); err != nil || len(sess) != 1 {
+		var sess []showSession
+		if err := json.Unmarshal(o, &sess); err != nil {
 			return nil, fmt.Errorf("soak: show session in %s: %v %s", e.ns, err, o)
 		}
-		s.TxPackets, s.RxPackets, s.RxErrors = sess[0].Stats.TxPackets, sess[0].Stats.RxPackets, sess[0].Stats.RxErrors
+		i := slices.IndexFunc(sess, func(x showSession) bool { return x.Interface == "pw0" })
+		if i < 0 {
+			return nil, fmt.Errorf("soak: no session pw0 in %s: %s", e.ns, o)
+		}
+		s.TxPackets, s.RxPackets, s.RxErrors = sess[i].Stats.TxPackets, sess[i].Stats.RxPackets, sess[i].Stats.RxErrors
 		got = append(got, s)
 	}
 	return got, nil
+}
+
+// showSession is what the soak reads of l2tpu -s -j show session.
+type showSession struct {
+	Interface string `json:"interface"`
+	Stats     struct {
+		TxPackets uint64 `json:"tx_packets"`
+		RxPackets uint64 `json:"rx_packets"`
+		RxErrors  uint64 `json:"rx_errors"`
+	} `json:"stats"`
 }
 
 // udpDrops is the UDP datagrams a namespace's kernel dropped on input

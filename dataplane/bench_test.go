@@ -32,8 +32,13 @@ var (
 	_ tap.Device = (*fakeDev)(nil)
 )
 
-// fakeDev is a TAP that only counts what it is given.
-type fakeDev struct{ frames int }
+// fakeDev is a TAP that counts what it is given (and, with record, keeps a
+// copy of each frame).
+type fakeDev struct {
+	frames int
+	record bool
+	got    [][]byte
+}
 
 func (f *fakeDev) Name() string                           { return "fake0" }
 func (f *fakeDev) WaitRead() error                        { return nil }
@@ -41,6 +46,11 @@ func (f *fakeDev) PollFD() int                            { return -1 }
 func (f *fakeDev) Read([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeDev) Write(bufs [][]byte, off int) (int, error) {
 	f.frames += len(bufs)
+	if f.record {
+		for _, b := range bufs {
+			f.got = append(f.got, append([]byte(nil), b[off:]...))
+		}
+	}
 	return len(bufs), nil
 }
 func (f *fakeDev) Close() error  { return nil }
@@ -50,13 +60,14 @@ func (f *fakeDev) SetPersist(bool) error { return nil }
 func (f *fakeDev) SetCarrier(bool) error { return nil }
 
 // benchSession wires one session of cfg to fakes, without any I/O.
-func benchSession(b *testing.B, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {
-	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}}
+func benchSession(tb testing.TB, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {
+	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}, flowSeed: tap.NewFlowSeed()}
 	m.batches.New = func() any { return newBatch() }
+	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	fc, fd := &fakeConn{}, &fakeDev{}
 	t := &tunnel{cfg: TunnelConfig{TunnelID: 1, Encap: e}, conn: fc}
 	wire := cfg.wire(e)
-	s := &session{m: m, cfg: cfg, t: t, dev: fd, tx: encap.NewTxHeader(&wire), rx: encap.NewRxHeader(&wire),
+	s := &session{m: m, cfg: cfg, t: t, dev: fd, queues: []tap.Device{fd}, tx: encap.NewTxHeader(&wire), rx: encap.NewRxHeader(&wire),
 		hasL2S: cfg.L2Spec == encap.L2SpecDefault,
 		seq:    encap.NewSeq[*held](encap.SeqConfig{SendSeq: cfg.SendSeq, RecvSeq: cfg.RecvSeq, ReorderTimeout: cfg.ReorderTimeout})}
 	s.setMTU(1446)
