@@ -748,6 +748,11 @@ type SessionInfo struct {
 	RecvSeq      bool
 	NextNS       uint32 // sequence number to send next
 	Stats        Stats
+	// QueueDrops: frames received and counted (rx_packets), then dropped
+	// because the session's queue of heavy flows was full (rxqueue.go):
+	// where the kernel's l2tp_eth would count rx_dropped on the
+	// interface, which only the TUN driver counts for a TAP.
+	QueueDrops uint64
 }
 
 // RefreshCarrier makes each session interface's carrier say whether its
@@ -818,7 +823,8 @@ func (m *Manager) Sessions() []SessionInfo {
 	for _, t := range m.tunnels {
 		for _, s := range t.sessions.all() {
 			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.name(),
-				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot()})
+				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot(),
+				QueueDrops: s.rxq.drops.Load()})
 		}
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int {

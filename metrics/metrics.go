@@ -85,6 +85,7 @@ type Collector struct {
 	stats            []stat
 	tunnel, session  []*prometheus.Desc // by stats' order
 	up, carrier, mtu *prometheus.Desc
+	queueDrops       *prometheus.Desc
 	build            *prometheus.Desc
 }
 
@@ -104,6 +105,8 @@ func NewCollector(src Source, version string) *Collector {
 		"1 if the session's interface has carrier (IFF_RUNNING: up, its TAP held by the daemon, and its tunnel's local address present), else 0. Absent when the interface cannot be found.", sl, nil)
 	c.mtu = prometheus.NewDesc("l2tpu_session_mtu_bytes",
 		"The current MTU of the session's interface. Absent when the interface cannot be found.", sl, nil)
+	c.queueDrops = prometheus.NewDesc("l2tpu_session_rx_queue_dropped_total",
+		"Frames received (and counted in rx_packets) that were dropped because the session's queue of busy flows was full: the session received more than the daemon could deliver to its interface.", sl, nil)
 	c.build = prometheus.NewDesc("l2tpu_build_info",
 		"Always 1; the labels say which l2tpu runs and the Go release it was built with.", []string{"version", "goversion"}, nil)
 	return c
@@ -118,6 +121,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.carrier
 	ch <- c.mtu
+	ch <- c.queueDrops
 	ch <- c.build
 }
 
@@ -148,6 +152,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for i, s := range c.stats {
 			ch <- prometheus.MustNewConstMetric(c.session[i], prometheus.CounterValue, float64(s.get(&x.Stats)), lv...)
 		}
+		ch <- prometheus.MustNewConstMetric(c.queueDrops, prometheus.CounterValue, float64(x.QueueDrops), lv...)
 		ifi, ok := byName[x.Interface]
 		if !ok {
 			continue
