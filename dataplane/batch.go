@@ -45,16 +45,17 @@ func (b *batch) restore() { copy(b.bufs, b.own) }
 
 // turn is what a loop lends a source for one batch: its buffers (a loop
 // serves one source at a time, so they are reused without a pool), and
-// whether it is the express loop.
+// whether a socket's heavy flows go to their sessions' queues (the express
+// loop's turn: loop.go).
 type turn struct {
-	light bool
+	queue bool
 	rx    *batch  // what a socket is read into
 	tx    *batch  // what a TAP is read into: a session's batch, or the turnaround's
 	held  []*held // a queue's batch (rxqueue.go)
 }
 
-func newTurn(light bool) *turn {
-	return &turn{light: light, rx: newBatch(), tx: newBatch(), held: make([]*held, batchSize)}
+func newTurn(queue bool) *turn {
+	return &turn{queue: queue, rx: newBatch(), tx: newBatch(), held: make([]*held, batchSize)}
 }
 
 // held is a received frame waiting in a reorder buffer or a heavy session's

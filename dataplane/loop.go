@@ -47,24 +47,29 @@ import (
 // more than a share of the CPU, so it can never take the machine from the
 // programs.
 
-// Policy constants (measured on a 2-vCPU guest; see README "Isolation").
+// Policy constants (measured on a 2-vCPU guest; see README "Isolation
+// under load").
 const (
 	// A source is light while it brings at most lightFrames frames per
-	// window (3,200 a second) and never a backlog of demoteAfter full
-	// batches in a row; heavier, it moves to a bulk loop, and comes back
-	// after promoteAfter at under a quarter of that rate.
+	// window (3,200 a second; a session's flow, half that) and never a
+	// backlog of demoteAfter full batches in a row; heavier, it moves to
+	// a bulk loop, and comes back after promoteAfter at under a quarter
+	// of that rate.
 	window       = 10 * time.Millisecond
 	lightFrames  = 32
 	demoteAfter  = 4
 	promoteAfter = 100 * time.Millisecond
-	lightHold    = 200 * time.Millisecond
+	// A socket stays the express loop's while light sessions came in it
+	// within lightHold (a sparse flow's next frame is served as its last
+	// was), or a flood's queue was deep within promoteAfter.
+	lightHold = 200 * time.Millisecond
 	// The express loop may be busy expressShare of each guardWindow;
 	// beyond, its costliest sources move to bulk loops.
 	guardWindow  = 100 * time.Millisecond
 	expressShare = 0.3
 	// moderation is how long the express loop lets heavy traffic gather
-	// after a round that queued frames.
-	moderation = 200 * time.Microsecond
+	// after a round that queued frames and left nothing unread.
+	moderation = 50 * time.Microsecond
 	// maxReady is how many ready fds one round takes from the kernel;
 	// more wait for the next round (the set keeps their order).
 	maxReady = 256

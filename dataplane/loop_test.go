@@ -72,7 +72,7 @@ func (ts *testSource) ready() {
 
 func (ts *testSource) run(tn *turn) result {
 	ts.runs.Add(1)
-	ts.express.Store(tn.light)
+	ts.express.Store(tn.queue)
 	if ts.drain {
 		var b [8]byte
 		unix.Read(ts.fd, b[:])

@@ -88,9 +88,10 @@ func (r *rig) send(t *testing.T, c conn.Conn, msgs ...[]byte) {
 	}
 }
 
-// delivered returns the test frames that reached B's interface.
-func (r *rig) delivered() [][]byte {
-	return r.capt.Collect(300*time.Millisecond, func(f []byte, out bool) bool {
+// delivered returns the test frames that reached B's interface: it waits
+// for want of them, then sees whether more come.
+func (r *rig) delivered(want int) [][]byte {
+	return r.capt.CollectN(want, 10*time.Second, 300*time.Millisecond, func(f []byte, out bool) bool {
 		return !out && len(f) >= 14 && binary.BigEndian.Uint16(f[12:]) == etherTest
 	})
 }
@@ -117,7 +118,7 @@ func TestReceiveClassificationAndCounters(t *testing.T) {
 		good = append(good, r.msg(0, testFrame(i, 100)))
 	}
 	r.send(t, r.peer, good...)
-	got := r.delivered()
+	got := r.delivered(5)
 	if len(got) != 5 {
 		t.Fatalf("delivered %d of 5", len(got))
 	}
@@ -164,7 +165,7 @@ func TestReceiveClassificationAndCounters(t *testing.T) {
 	}
 	r.send(t, r.peer, junk...)
 
-	got = r.delivered()
+	got = r.delivered(1)
 	if len(got) != 1 || len(got[0]) != mtu+18 {
 		t.Fatalf("delivered %d frames, want only the MTU+18 one", len(got))
 	}
@@ -181,7 +182,7 @@ func TestReceiveClassificationAndCounters(t *testing.T) {
 	// Interface down: dropped (l2tp_eth), still counted as received.
 	r.e.b.Run(t, "ip", "link", "set", r.ifb, "down")
 	r.send(t, r.peer, r.msg(0, testFrame(60, 100)))
-	if got := r.delivered(); len(got) != 0 {
+	if got := r.delivered(0); len(got) != 0 {
 		t.Fatalf("delivered %d frames to a down interface", len(got))
 	}
 	privtest.Eventually(t, 3*time.Second, func() error {
@@ -199,14 +200,14 @@ func TestOnlyPeerAccepted(t *testing.T) {
 	otherAddr := r.dialPeer(t, netip.MustParseAddr("192.0.2.3"), 1701)
 	r.send(t, otherPort, r.msg(0, testFrame(1, 100)))
 	r.send(t, otherAddr, r.msg(0, testFrame(2, 100)))
-	if got := r.delivered(); len(got) != 0 {
+	if got := r.delivered(0); len(got) != 0 {
 		t.Fatalf("%d frames from non-peers delivered", len(got))
 	}
 	if ss, ts := r.stats(t); ss != (Stats{}) || ts != (Stats{}) {
 		t.Fatalf("non-peer traffic counted: %+v %+v", ss, ts)
 	}
 	r.send(t, r.peer, r.msg(0, testFrame(3, 100)))
-	if got := r.delivered(); len(got) != 1 {
+	if got := r.delivered(1); len(got) != 1 {
 		t.Fatal("peer frame not delivered")
 	}
 }
@@ -221,7 +222,7 @@ func TestIPAnySource(t *testing.T) {
 	r.send(t, r.peer, r.msg(0, testFrame(2, 100)), []byte{0, 0, 0, 0, 0xc8, 3, 0, 12, 0, 0, 0, 1}, []byte{0, 0, 7})
 	cut := r.msg(0, testFrame(3, 100))[:10] // session ID + cookie + half a sublayer: discarded
 	r.send(t, r.peer, cut)
-	if got := r.delivered(); len(got) != 2 {
+	if got := r.delivered(2); len(got) != 2 {
 		t.Fatalf("delivered %d, want 2", len(got))
 	}
 	hdr := r.wire.TxHeaderLen() // 4 + 4 + 4 = 12
@@ -289,7 +290,7 @@ func TestSeqRecvAgainstUnsequencedPeer(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		r.send(t, r.peer, r.msg(0, testFrame(i, 100)))
 	}
-	if got := r.delivered(); len(got) != 0 {
+	if got := r.delivered(0); len(got) != 0 {
 		t.Fatal("unsequenced frames delivered with seq recv")
 	}
 	if ss, _ := r.stats(t); ss != (Stats{RxSeqDiscards: 4, RxErrors: 4}) {
@@ -338,7 +339,7 @@ func TestReorderTimeout(t *testing.T) {
 	r.send(t, r.peer, seqMsg(0), seqMsg(2), seqMsg(1), seqMsg(4), seqMsg(3))
 	// 5 is lost: 6 and 7 wait for it, then go out after the timeout.
 	r.send(t, r.peer, seqMsg(6), seqMsg(7))
-	got := r.delivered()
+	got := r.delivered(7)
 	var order []uint32
 	for _, f := range got {
 		order = append(order, binary.BigEndian.Uint32(f[14:]))
@@ -352,7 +353,7 @@ func TestReorderTimeout(t *testing.T) {
 	}
 	// A late 5 is now behind: dropped by the window rule (rx_errors only).
 	r.send(t, r.peer, seqMsg(5))
-	if got := r.delivered(); len(got) != 0 {
+	if got := r.delivered(0); len(got) != 0 {
 		t.Fatal("late packet delivered")
 	}
 	if ss, _ := r.stats(t); ss.RxErrors != 1 || ss.RxSeqDiscards != 0 {

@@ -16,8 +16,8 @@ import (
 // batch per turn of the socket's loop (loop.go).
 
 // receiveFrom serves one batch of r. t is the receiving tunnel for UDP,
-// nil for IP encapsulation. In the express loop (tn.light), heavy sessions'
-// frames go to their queues (rxqueue.go).
+// nil for IP encapsulation. With tn.queue, heavy flows' frames go to their
+// sessions' queues (rxqueue.go).
 func (m *Manager) receiveFrom(tn *turn, r conn.Reader, e encap.Encap, t *tunnel) result {
 	b := tn.rx
 	n, err := r.ReadBatch(b.bufs, b.sizes, headroom)
@@ -26,7 +26,7 @@ func (m *Manager) receiveFrom(tn *turn, r conn.Reader, e encap.Encap, t *tunnel)
 		res = m.receive(tn, e, t, b, n)
 	}
 	b.restore()
-	if !tn.light && (res.light && res.heavy || res.flood) {
+	if !tn.queue && (res.light && res.heavy || res.flood) {
 		// A light session's frames came among heavy ones, or a flood
 		// that other sessions' frames may come behind: is there a
 		// backlog to wait in?
@@ -43,8 +43,8 @@ func (m *Manager) receiveFrom(tn *turn, r conn.Reader, e encap.Encap, t *tunnel)
 
 // receive classifies a batch of L2TP messages (at headroom in b) and
 // delivers the frames, consecutive frames of one session in one write.
-// t is the receiving tunnel for UDP, nil for IP encapsulation. In the
-// express loop (tn.light), heavy sessions' frames go to their queues.
+// t is the receiving tunnel for UDP, nil for IP encapsulation. With
+// tn.queue, heavy flows' frames go to their sessions' queues.
 func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) result {
 	now := m.now()
 	wall := time.Now()
@@ -102,10 +102,10 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 		if c.flood && (t == nil && m.ipSessions.len() > 1 || t != nil && t.sessions.len() > 1) {
 			res.flood = true // and other sessions could be waiting behind it
 		}
-		// In the express loop a heavy flow's frames queue, and so do
+		// Queueing, a heavy flow's frames go to the queue, and so do
 		// those of one whose frames still wait there (not to overtake
 		// them). Reordering sessions deliver from their reorder buffer.
-		if tn.light && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!c.light || s.rxQueued(c.bucket)) {
+		if tn.queue && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!c.light || s.rxQueued(c.bucket)) {
 			if run == s {
 				flush() // its earlier frames go first
 			}

@@ -87,4 +87,26 @@ func (c *Capture) Collect(quiet time.Duration, keep func(frame []byte, outgoing 
 	}
 }
 
+// CollectN gathers frames until want of them are kept (waiting up to
+// patience for them: a loaded machine may stall the writer that long),
+// then until quiet for the given time, to see any beyond want.
+func (c *Capture) CollectN(want int, patience, quiet time.Duration, keep func(frame []byte, outgoing bool) bool) [][]byte {
+	var out [][]byte
+	deadline := time.Now().Add(patience)
+	for len(out) < want {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return out
+		}
+		f, o := c.Next(left)
+		if f == nil {
+			return out
+		}
+		if keep(f, o) {
+			out = append(out, f)
+		}
+	}
+	return append(out, c.Collect(quiet, keep)...)
+}
+
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -112,6 +112,24 @@ func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 	Run(t, "ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name)
 	a.Run(t, "ip", "link", "set", aName, "up")
 	b.Run(t, "ip", "link", "set", bName, "up")
+	// Until the kernel's linkwatch has seen the carrier (it batches events,
+	// up to a second apart on a busy host), the link transmits nothing:
+	// a test's first packets would wait that long behind ARP.
+	for _, e := range []struct {
+		ns   *NS
+		name string
+	}{{a, aName}, {b, bName}} {
+		Eventually(t, 5*time.Second, func() error {
+			out, err := e.ns.Try("ip", "-o", "link", "show", "dev", e.name)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, " state UP ") {
+				return fmt.Errorf("veth %s not up after 5 s: %s", e.name, out)
+			}
+			return nil
+		})
+	}
 }
 
 // Eventually retries f until it returns nil or the deadline passes; it is
