@@ -79,6 +79,7 @@ type sendHdrs struct {
 	got     int // messages sent so far
 	errno   syscall.Errno
 	blocked bool // the last try met a full send buffer
+	retried bool // a send failed with a socket error ICMP may have set
 	sendFn  func(uintptr) bool
 	tryFn   func(uintptr)
 }
@@ -115,7 +116,7 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 		}
 		setControl(hd, m.OOB)
 	}
-	h.n, h.got, h.errno = n, 0, 0
+	h.n, h.got, h.errno, h.retried = n, 0, 0, false
 	// Through the fd's reference, not its write lock: senders of
 	// several sessions (threads) share a tunnel's socket, and one that
 	// the kernel preempts in sendmmsg must not hold the others. Only a
@@ -151,6 +152,13 @@ func (h *sendHdrs) send(fd uintptr) bool {
 			continue
 		case e == unix.EAGAIN:
 			return false // wait until writable, then go on from h.got
+		case isReportedICMP(e) && !h.retried:
+			// Most likely not this message's error but one an ICMP
+			// message left on the connected socket (anyone can forge
+			// one), which this call consumed: the kernel's tunnels
+			// never consult it, so send again, once.
+			h.retried = true
+			continue
 		case e != 0:
 			h.errno = e
 			return true
@@ -161,6 +169,17 @@ func (h *sendHdrs) send(fd uintptr) bool {
 		h.got += int(n)
 	}
 	return true
+}
+
+// isReportedICMP reports whether e is an error that an ICMP message (port
+// or host unreachable, and the like) sets on a connected socket, to be
+// returned by its next call whatever that call does.
+func isReportedICMP(e syscall.Errno) bool {
+	switch e {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET, unix.EPROTO, unix.EACCES, unix.EMSGSIZE:
+		return true
+	}
+	return false
 }
 
 // setControl points a connected socket's message header at its control
