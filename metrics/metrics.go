@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -148,7 +150,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, x := range sessions {
 		lv := []string{strconv.FormatUint(uint64(x.Config.TunnelID), 10),
-			strconv.FormatUint(uint64(x.Config.SessionID), 10), x.Interface}
+			strconv.FormatUint(uint64(x.Config.SessionID), 10), labelValue(x.Interface)}
 		for i, s := range c.stats {
 			ch <- prometheus.MustNewConstMetric(c.session[i], prometheus.CounterValue, float64(s.get(&x.Stats)), lv...)
 		}
@@ -202,3 +204,24 @@ func Handler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
 type errorLog struct{ log *slog.Logger }
 
 func (e errorLog) Println(v ...any) { e.log.Warn("metrics", "err", fmt.Sprint(v...)) }
+
+// labelValue is name as a label value, which must be UTF-8: a Linux
+// interface name is any bytes (root may rename a TAP so), and a metric with
+// an invalid label would be dropped from the scrape with every one after
+// it. Bytes that are not UTF-8 are written \xNN.
+func labelValue(name string) string {
+	if utf8.ValidString(name) {
+		return name
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); {
+		r, n := utf8.DecodeRuneInString(name[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, "\\x%02x", name[i])
+		} else {
+			b.WriteString(name[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}

@@ -1,12 +1,14 @@
 package metrics
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
 type fakeSource struct {
@@ -279,5 +282,48 @@ func TestMetricsHandler(t *testing.T) {
 		if !strings.Contains(string(body), w) {
 			t.Errorf("no %q in\n%s", w, body)
 		}
+	}
+}
+
+// TestMetricsNonUTF8Interface: an interface name that is not UTF-8 (root
+// may rename a TAP so) is escaped in its label, and neither its session's
+// series nor any other's go missing from the scrape, which promtool
+// accepts. (Issue 18, finding 9.)
+func TestMetricsNonUTF8Interface(t *testing.T) {
+	privtest.RequireCommand(t, "promtool", "prometheus")
+	src := &fakeSource{sessions: []dataplane.SessionInfo{
+		{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 1}, Interface: "pw\xff\xfe0", Stats: seqStats(100)},
+		{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 2}, Interface: "pw1", Stats: seqStats(200)},
+	}}
+	reg, err := NewRegistry(src, "v-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(Handler(reg, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s", resp.Status)
+	}
+	for _, w := range []string{
+		`l2tpu_session_rx_packets_total{interface="pw\\xff\\xfe0",session_id="1",tunnel_id="7"} 104`,
+		`l2tpu_session_rx_packets_total{interface="pw1",session_id="2",tunnel_id="7"} 204`,
+	} {
+		if !strings.Contains(string(body), w) {
+			t.Errorf("no %q in\n%s", w, body)
+		}
+	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	// promtool's lint exits 3 for lint problems only (the Go collectors'
+	// help texts pass); a parse error is 1.
+	if code := cmd.ProcessState.ExitCode(); code != 0 && code != 3 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }
