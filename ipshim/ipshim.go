@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/daemon"
 )
@@ -197,11 +199,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // handOver replaces this process with the system's ip, given args as they
 // came: its output and exit status are the caller's.
 func handOver(args []string, stderr io.Writer) int {
-	ip, err := SystemIP()
+	ip, done, err := SystemIP()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return cli.ExitUsage
 	}
+	defer done()
 	err = syscall.Exec(ip, append([]string{"ip"}, args...), os.Environ())
 	fmt.Fprintf(stderr, "ipshim: exec %s: %v\n", ip, err)
 	return cli.ExitUsage
@@ -210,11 +213,12 @@ func handOver(args []string, stderr io.Writer) int {
 // runIP runs the system's ip with args (a batch line) and returns its exit
 // status.
 func runIP(args []string, stdout, stderr io.Writer) int {
-	ip, err := SystemIP()
+	ip, done, err := SystemIP()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return cli.ExitUsage
 	}
+	defer done()
 	cmd := exec.Command(ip, args...)
 	cmd.Args[0] = "ip"
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -232,16 +236,18 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 
 // SystemIP is the ip commands are handed to: $L2TPU_IP, else the first ip
 // on PATH after this binary's own entry (so that another copy of the shim
-// further on does not hand back to this one) that is not this binary.
-func SystemIP() (string, error) {
+// further on does not hand back to this one) that is not this binary. The
+// path is valid until done is called.
+func SystemIP() (path string, done func(), err error) {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if p := os.Getenv(EnvIP); p != "" {
-		return checkEnvIP(p, self)
+		return openEnvIP(p, self)
 	}
 	var found []string
+	seen := false // the shim's own entry (which may be on PATH twice)
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
 		if dir == "" {
 			dir = "." // as execvp
@@ -252,33 +258,51 @@ func SystemIP() (string, error) {
 			continue
 		}
 		if os.SameFile(st, self) {
-			found = found[:0] // only what comes after the shim
+			if !seen {
+				found = found[:0] // only what comes after the shim
+			}
+			seen = true
 			continue
 		}
 		found = append(found, p)
 	}
 	if len(found) == 0 {
-		return "", ErrNoIP
+		return "", nil, ErrNoIP
 	}
-	return found[0], nil
+	return found[0], func() {}, nil
 }
 
-// checkEnvIP accepts $L2TPU_IP unless it is the shim itself, or, for root,
+// openEnvIP accepts $L2TPU_IP unless it is the shim itself, or, for root,
 // anything but an absolute path to a file only root may change: an
-// environment kept across sudo or su must not choose what root runs.
-func checkEnvIP(p string, self os.FileInfo) (string, error) {
-	st, err := os.Stat(p)
+// environment kept across sudo or su must not choose what root runs. The
+// file is judged and run through one descriptor (opened without following
+// a final symlink), so that no one who can write its directory can swap
+// it between the check and the exec; the path returned names that
+// descriptor.
+func openEnvIP(p string, self os.FileInfo) (string, func(), error) {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", fmt.Errorf("ipshim: $%s: %w", EnvIP, err)
+		return "", nil, fmt.Errorf("ipshim: $%s=%s: %w", EnvIP, p, err)
 	}
-	if os.SameFile(st, self) {
-		return "", fmt.Errorf("ipshim: $%s=%s is the shim itself; name the system's ip", EnvIP, p)
+	f := os.NewFile(uintptr(fd), p)
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return "", nil, fmt.Errorf("ipshim: $%s: %w", EnvIP, err)
 	}
-	if os.Geteuid() == 0 {
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !filepath.IsAbs(p) || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0 {
-			return "", fmt.Errorf("ipshim: $%s=%s: root runs only an absolute path to a root-owned file no one else may write", EnvIP, p)
-		}
+	fail := func(format string, a ...any) (string, func(), error) {
+		f.Close()
+		return "", nil, fmt.Errorf("ipshim: $%s=%s: "+format, append([]any{EnvIP, p}, a...)...)
 	}
-	return p, nil
+	switch sys, ok := st.Sys().(*syscall.Stat_t); {
+	case os.SameFile(st, self):
+		return fail("is the shim itself; name the system's ip")
+	case st.Mode()&os.ModeSymlink != 0: // O_PATH|O_NOFOLLOW opens the link itself
+		return fail("a symlink; name the file itself")
+	case !st.Mode().IsRegular():
+		return fail("not a regular file")
+	case os.Geteuid() == 0 && (!filepath.IsAbs(p) || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0):
+		return fail("root runs only an absolute path to a root-owned file no one else may write")
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { f.Close() }, nil
 }

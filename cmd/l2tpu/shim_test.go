@@ -153,8 +153,33 @@ func TestIPShim(t *testing.T) {
 	if got, sys := runCmd(t, loop, ip, "-o", "link", "show", "lo"), runCmd(t, nil, sysIP, "-o", "link", "show", "lo"); got != sys {
 		t.Errorf("two shims on PATH: %+v, want %+v", got, sys)
 	}
-	if r := runCmd(t, []string{"L2TPU_IP=" + ip}, ip, "link", "show", "lo"); r.code != 255 || !strings.Contains(r.err, "is the shim itself") {
+	if r := runCmd(t, []string{"L2TPU_IP=" + binary(t)}, ip, "link", "show", "lo"); r.code != 255 || !strings.Contains(r.err, "is the shim itself") {
 		t.Errorf("L2TPU_IP naming the shim: %+v", r)
+	}
+	// The shim's directory twice on PATH (issue 18, finding 8): what comes
+	// after its first entry is the system's ip.
+	sys := runCmd(t, nil, sysIP, "-o", "link", "show", "lo")
+	for _, path := range []string{dir + ":" + dir + ":" + os.Getenv("PATH"), dir + ":" + os.Getenv("PATH") + ":" + dir} {
+		if got := runCmd(t, []string{"PATH=" + path}, ip, "-o", "link", "show", "lo"); got != sys {
+			t.Errorf("PATH=%s: %+v, want %+v", path, got, sys)
+		}
+	}
+	// $L2TPU_IP is judged and run through one descriptor: the system's ip
+	// named itself runs (the positive control); a symlink to it, which its
+	// directory's owner could swap between a check and the exec, does not.
+	sysFile, err := filepath.EvalSymlinks(sysIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runCmd(t, []string{"L2TPU_IP=" + sysFile}, ip, "-o", "link", "show", "lo"); got != sys {
+		t.Errorf("L2TPU_IP=%s: %+v, want %+v", sysFile, got, sys)
+	}
+	link := filepath.Join(t.TempDir(), "ip")
+	if err := os.Symlink(sysFile, link); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCmd(t, []string{"L2TPU_IP=" + link}, ip, "-o", "link", "show", "lo"); r.code != 255 || !strings.Contains(r.err, "a symlink") {
+		t.Errorf("L2TPU_IP naming a symlink: %+v", r)
 	}
 	if r := runCmd(t, nil, ip, "-n", ns.Name, "link", "show", "nosuchdev"); r.code == 0 {
 		t.Fatal("a failing command succeeded through the shim") // the status is passed on
