@@ -256,10 +256,11 @@ func TestMetricsCollectorEmpty(t *testing.T) {
 	}
 }
 
-// TestMetricsHandler: over HTTP, the handler serves the collector and the
-// Go and process collectors in the text format.
-func TestMetricsHandler(t *testing.T) {
-	reg, err := NewRegistry(testSource(), "v-test")
+// scrape is what the handler serves for src over HTTP: 200, in the text
+// format.
+func scrape(t *testing.T, src Source) []byte {
+	t.Helper()
+	reg, err := NewRegistry(src, "v-test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,6 +275,13 @@ func TestMetricsHandler(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("%s %q", resp.Status, resp.Header.Get("Content-Type"))
 	}
+	return body
+}
+
+// TestMetricsHandler: over HTTP, the handler serves the collector and the
+// Go and process collectors in the text format.
+func TestMetricsHandler(t *testing.T) {
+	body := scrape(t, testSource())
 	for _, w := range []string{
 		`l2tpu_build_info{goversion="` + runtime.Version() + `",version="v-test"} 1`,
 		`l2tpu_session_rx_packets_total{interface="pw0",session_id="1",tunnel_id="7"} 104`,
@@ -295,21 +303,7 @@ func TestMetricsNonUTF8Interface(t *testing.T) {
 		{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 1}, Interface: "pw\xff\xfe0", Stats: seqStats(100)},
 		{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 2}, Interface: "pw1", Stats: seqStats(200)},
 	}}
-	reg, err := NewRegistry(src, "v-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(Handler(reg, slog.New(slog.DiscardHandler)))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("%s", resp.Status)
-	}
+	body := scrape(t, src)
 	for _, w := range []string{
 		`l2tpu_session_rx_packets_total{interface="pw\\xff\\xfe0",session_id="1",tunnel_id="7"} 104`,
 		`l2tpu_session_rx_packets_total{interface="pw1",session_id="2",tunnel_id="7"} 204`,
