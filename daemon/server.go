@@ -629,8 +629,10 @@ func (s *Server) retries(ctx context.Context) {
 func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 	self, points := nsMounts()
 	if len(points) == 0 {
+		s.log.Info("the network namespace has no name (ip netns) in this mount table: the daemon stays until stopped", "netns", self)
 		return // never mounted: never given up
 	}
+	s.log.Info("watching the network namespace: the daemon stops once it is deleted and empty", "netns", self, "mounted_at", points)
 	every(ctx, s.opt.OrphanCheck, func() bool {
 		if !orphaned(self) {
 			return true
