@@ -410,7 +410,9 @@ func TestKillDuringChanges(t *testing.T) {
 				}
 			}
 		}()
-		for range 15 {
+		// At least 15 commands, and on until the kill has come (it must
+		// land among commands, however fast they run), 100 at most.
+		for n := 0; n < 100 && (n < 15 || !closed(killed)); n++ {
 			id := 1 + rng.IntN(ids)
 			name := fmt.Sprintf("k%d", id)
 			var args []string
@@ -502,6 +504,16 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon lives on in a deleted namespace")
+	}
+}
+
+// closed reports whether c is closed, without waiting.
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
