@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 
 	"github.com/l2tpu/l2tpu/daemon"
@@ -146,11 +145,7 @@ func daemonPIDs() []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(p.PID)
-		if err != nil {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+		if pid, err := daemon.RecordedPID(p.PID); err == nil {
 			pids = append(pids, pid)
 		}
 	}

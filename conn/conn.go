@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -66,6 +67,9 @@ type Conn interface {
 	Writer
 	// PathMTU is the MTU of the route to the peer (0 if unknown).
 	PathMTU() int
+	// File is a duplicate of the socket's descriptor, for a keeper that
+	// holds it across a restart (see AdoptUDP).
+	File() (*os.File, error)
 	Close() error
 }
 
@@ -423,6 +427,66 @@ func network(proto string, a netip.Addr) string {
 func dial(network string, laddr net.Addr, raddr string, set func(fd int) error) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: laddr, Control: sockopts(set)}
 	return d.DialContext(context.Background(), network, raddr)
+}
+
+// adopt checks that f is a socket of network ("udp" or "ip") bound to
+// local and, where remote is valid, connected to remote, applies set to
+// it, and makes it a net.Conn; f is closed either way.
+func adopt(f *os.File, network string, local, remote netip.AddrPort, set func(fd int) error) (net.Conn, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	var la, ra netip.AddrPort
+	switch a := c.LocalAddr().(type) {
+	case *net.UDPAddr:
+		la = a.AddrPort()
+		if r, _ := c.RemoteAddr().(*net.UDPAddr); r != nil {
+			ra = r.AddrPort()
+		}
+	case *net.IPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		la = netip.AddrPortFrom(ip, 0)
+		if r, _ := c.RemoteAddr().(*net.IPAddr); r != nil {
+			rip, _ := netip.AddrFromSlice(r.IP)
+			ra = netip.AddrPortFrom(rip, 0)
+		}
+	default:
+		return nil, fmt.Errorf("conn: adopt: a %T, not a %s socket: %w", c, network, unix.EINVAL)
+	}
+	unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+	if (network == "udp") != (la.Port() != 0) || unmap(la) != unmap(local) || (remote.IsValid() && unmap(ra) != unmap(remote)) {
+		return nil, fmt.Errorf("conn: adopt: the socket is %s→%s, not %s→%s: %w", la, ra, local, remote, unix.EINVAL)
+	}
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = set(int(fd)) }); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	ok = true
+	return c, nil
+}
+
+// File is a duplicate of the socket's descriptor.
+func (s *sock) File() (*os.File, error) {
+	fc, ok := s.c.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("conn: %T cannot be duplicated", s.c)
+	}
+	return fc.File()
 }
 
 // wrap turns a dialled socket into a Conn, closing it on failure.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,12 +30,26 @@ type UDPOptions struct {
 // so only datagrams from remote reach it. Errors carry the kernel's errno
 // (EADDRINUSE, EADDRNOTAVAIL, ENETUNREACH, ...) for errors.Is.
 func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
+	return openUDP(nil, local, remote, o)
+}
+
+// AdoptUDP is DialUDP for a socket an earlier process made (kept for its
+// successor, see File): it must be the UDP socket bound to local and
+// connected to remote, or it is closed and an error returned.
+func AdoptUDP(f *os.File, local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
+	return openUDP(f, local, remote, o)
+}
+
+func openUDP(f *os.File, local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 	v6 := local.Addr().Is6()
 	if remote.Addr().Is6() != v6 {
+		if f != nil {
+			f.Close()
+		}
 		return nil, fmt.Errorf("conn: local %s and remote %s differ in family: %w", local.Addr(), remote.Addr(), unix.EINVAL)
 	}
 	gso := false
-	c, err := dial(network("udp", local.Addr()), net.UDPAddrFromAddrPort(local), remote.String(), func(fd int) error {
+	set := func(fd int) error {
 		bufSize(fd, SocketBuffer)
 		if err := noDF(fd, v6); err != nil {
 			return err
@@ -55,7 +70,14 @@ func DialUDP(local, remote netip.AddrPort, o UDPOptions) (Conn, error) {
 			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
 		}
 		return nil
-	})
+	}
+	var c net.Conn
+	var err error
+	if f == nil {
+		c, err = dial(network("udp", local.Addr()), net.UDPAddrFromAddrPort(local), remote.String(), set)
+	} else {
+		c, err = adopt(f, "udp", netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), remote, set)
+	}
 	conn, err := wrap(c, v6, err)
 	if err == nil && o.GRO {
 		s := conn.(*sock)

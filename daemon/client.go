@@ -14,14 +14,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/peer"
 )
 
 // ErrNotRunning: no daemon serves this network namespace.
 var ErrNotRunning = errors.New("no l2tpu daemon runs in this network namespace")
 
-// ErrImpostor: the control socket is held by a process that does not run
-// as root; the client sends it nothing.
-var ErrImpostor = errors.New("the control socket @l2tpu of this network namespace is not held by root")
+// ErrImpostor: the control socket is held by a process that is not root
+// with CAP_NET_ADMIN over this network namespace, as a daemon is; the
+// client sends it nothing.
+var ErrImpostor = errors.New("the control socket @l2tpu of this network namespace is not held by root with CAP_NET_ADMIN")
 
 // MaxResponse bounds a reply the client reads (show with 10,000 sessions
 // is a few MiB).
@@ -32,32 +35,55 @@ const MaxResponse = 64 << 20
 const callTimeout = 5 * time.Minute
 
 // Call sends one request to this namespace's daemon, after checking that
-// the daemon runs as root (SO_PEERCRED of the listening socket): anyone
-// can bind an abstract name, and a request may carry cookies.
+// the process listening is root with CAP_NET_ADMIN over the namespace
+// (judged through the pidfd the kernel took when it listened): anyone can
+// bind an abstract name, and a request may carry cookies.
 func Call(req Request) (Response, error) {
-	r, _, err := call(req)
+	r, p, err := call(req)
+	if p != nil {
+		p.Close()
+	}
 	return r, err
 }
 
-// call is Call, also returning the daemon's PID (SO_PEERCRED).
-func call(req Request) (_ Response, pid int, _ error) {
+// call is Call, also returning the daemon (for Stop to wait on; the
+// caller closes it).
+func call(req Request) (_ Response, daemon *peer.Process, _ error) {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: SocketName, Net: "unix"})
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return Response{}, 0, ErrNotRunning
+			return Response{}, nil, ErrNotRunning
 		}
-		return Response{}, 0, err
+		return Response{}, nil, err
 	}
 	defer c.Close()
-	cred, err := peerCred(c)
+	p, err := peer.Of(c)
 	if err != nil {
-		return Response{}, 0, fmt.Errorf("%w: cannot identify it (%v); nothing was sent", ErrImpostor, err)
+		return Response{}, nil, fmt.Errorf("%w: cannot identify it (%v); nothing was sent", ErrImpostor, err)
 	}
-	if cred.Uid != 0 {
-		return Response{}, 0, fmt.Errorf("%w: pid %d (%s) of uid %d holds it; nothing was sent. Stop that process and retry",
-			ErrImpostor, cred.Pid, procComm(cred.Pid), cred.Uid)
+	ok, why, err := p.NetAdmin()
+	if !ok {
+		defer p.Close()
+		if r, ok := refusal(c); ok {
+			return r, nil, nil
+		}
+		if err != nil {
+			why = "cannot judge it: " + err.Error()
+		}
+		return Response{}, nil, fmt.Errorf("%w: pid %d (%s) of uid %d holds it, and %s; nothing was sent. Stop that process and retry",
+			ErrImpostor, p.PID(), p.Comm(), p.UID, why)
 	}
-	pid = int(cred.Pid)
+	if p.UID != 0 {
+		defer p.Close()
+		return Response{}, nil, fmt.Errorf("%w: pid %d (%s) of uid %d holds it; nothing was sent. Stop that process and retry",
+			ErrImpostor, p.PID(), p.Comm(), p.UID)
+	}
+	daemon = p
+	defer func() {
+		if daemon == nil {
+			p.Close()
+		}
+	}()
 	c.SetDeadline(time.Now().Add(callTimeout))
 	werr := json.NewEncoder(c).Encode(req)
 	// A daemon that refuses the caller answers without reading the
@@ -65,11 +91,24 @@ func call(req Request) (_ Response, pid int, _ error) {
 	var r Response
 	if err := json.NewDecoder(io.LimitReader(c, MaxResponse)).Decode(&r); err != nil {
 		if werr != nil {
-			return Response{}, pid, fmt.Errorf("daemon: %w", werr)
+			return Response{}, daemon, fmt.Errorf("daemon: %w", werr)
 		}
-		return Response{}, pid, fmt.Errorf("daemon: no answer: %w", err)
+		return Response{}, daemon, fmt.Errorf("daemon: no answer: %w", err)
 	}
-	return r, pid, nil
+	return r, daemon, nil
+}
+
+// refusal is the answer a daemon sends at once, unasked, to a caller it
+// refuses (admit): where the caller cannot judge the daemon (a caller that
+// is root only of a user namespace of its own cannot see into the daemon's),
+// the refusal is still worth believing, as it reveals and costs nothing.
+func refusal(c *net.UnixConn) (Response, bool) {
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	var r Response
+	if err := json.NewDecoder(io.LimitReader(c, MaxRequest)).Decode(&r); err != nil || r.Errno != int(syscall.EPERM) {
+		return Response{}, false
+	}
+	return r, true
 }
 
 // Start runs `exe daemon` detached (its own session, no terminal, cwd /,

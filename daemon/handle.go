@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -10,16 +8,12 @@ import (
 	"io"
 	"maps"
 	"net"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/internal/peer"
 	"github.com/l2tpu/l2tpu/tap"
 )
 
@@ -29,13 +23,14 @@ import (
 // connection holds its slot at most requestTimeout before its request is
 // read.
 func (s *Server) admit(c *net.UnixConn) {
-	cred, err := peerCred(c)
+	cred, err := peer.Of(c)
 	if err != nil {
 		c.Close()
 		return
 	}
 	if !s.allowed(cred) {
-		s.limit.warn("refused", "uid", cred.Uid, "pid", cred.Pid)
+		s.limit.warn("refused", "uid", cred.UID, "pid", cred.PID())
+		cred.Close()
 		c.SetWriteDeadline(time.Now().Add(requestTimeout))
 		s.reply(c, errResponse(syscall.EPERM, "only root or the daemon's group may use l2tpu"))
 		c.Close()
@@ -43,24 +38,26 @@ func (s *Server) admit(c *net.UnixConn) {
 	}
 	s.connMu.Lock()
 	// Root is never kept out by other users' connections.
-	if cred.Uid != 0 && (s.conns >= maxConns || s.byUser[cred.Uid] >= maxConnsPerUser) {
+	if cred.UID != 0 && (s.conns >= maxConns || s.byUser[cred.UID] >= maxConnsPerUser) {
 		s.connMu.Unlock()
-		s.limit.warn("connection refused: too many", "uid", cred.Uid, "pid", cred.Pid)
+		s.limit.warn("connection refused: too many", "uid", cred.UID, "pid", cred.PID())
+		cred.Close()
 		c.Close()
 		return
 	}
 	s.conns++
-	s.byUser[cred.Uid]++
+	s.byUser[cred.UID]++
 	s.connMu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer func() {
 			s.connMu.Lock()
 			s.conns--
-			if s.byUser[cred.Uid]--; s.byUser[cred.Uid] == 0 {
-				delete(s.byUser, cred.Uid)
+			if s.byUser[cred.UID]--; s.byUser[cred.UID] == 0 {
+				delete(s.byUser, cred.UID)
 			}
 			s.connMu.Unlock()
+			cred.Close()
 			s.wg.Done()
 		}()
 		s.handle(c, cred)
@@ -72,7 +69,7 @@ func (s *Server) admit(c *net.UnixConn) {
 // contained to this connection. The request must arrive within
 // requestTimeout; the operation itself has no deadline (deleting a tunnel
 // with thousands of sessions takes a while), the reply again requestTimeout.
-func (s *Server) handle(c *net.UnixConn, cred *unix.Ucred) {
+func (s *Server) handle(c *net.UnixConn, cred *peer.Process) {
 	defer c.Close()
 	defer func() {
 		if r := recover(); r != nil {
@@ -82,7 +79,7 @@ func (s *Server) handle(c *net.UnixConn, cred *unix.Ucred) {
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	req, err := DecodeRequest(c)
 	if err != nil {
-		s.limit.warn("malformed request", "pid", cred.Pid, "uid", cred.Uid, "err", err)
+		s.limit.warn("malformed request", "pid", cred.PID(), "uid", cred.UID, "err", err)
 		s.reply(c, errResponse(syscall.EINVAL, "malformed request: "+err.Error()))
 		return
 	}
@@ -107,7 +104,7 @@ func DecodeRequest(r io.Reader) (Request, error) {
 		if req.Session == nil {
 			return req, errors.New("add_session needs a session")
 		}
-	case OpDelTunnel, OpDelSession, OpList, OpStop:
+	case OpDelTunnel, OpDelSession, OpList, OpStop, OpRestart:
 	default:
 		return req, fmt.Errorf("unknown operation %q", req.Op)
 	}
@@ -132,13 +129,13 @@ func failure(err error) Response {
 	return r
 }
 
-func (s *Server) do(req Request, cred *unix.Ucred) Response {
+func (s *Server) do(req Request, cred *peer.Process) Response {
 	// Every operation needs what the kernel's genl L2TP operations need
 	// (GENL_UNS_ADMIN_PERM: CAP_NET_ADMIN), show included: it reveals
 	// cookies. admit checked the caller; check again, as the process
-	// behind the connection may have changed its credentials since.
+	// behind the connection may have dropped its capabilities since.
 	if !s.allowed(cred) {
-		s.limit.warn("refused", "op", req.Op, "uid", cred.Uid, "pid", cred.Pid)
+		s.limit.warn("refused", "op", req.Op, "uid", cred.UID, "pid", cred.PID())
 		return errResponse(syscall.EPERM, "only root or the daemon's group may use l2tpu")
 	}
 	s.mu.Lock()
@@ -148,7 +145,15 @@ func (s *Server) do(req Request, cred *unix.Ucred) Response {
 		return s.list()
 	case OpStop:
 		s.opt.Keep = false
-		s.log.Info("stop requested", "uid", cred.Uid, "pid", cred.Pid)
+		s.log.Info("stop requested", "uid", cred.UID, "pid", cred.PID())
+		s.stopServe()
+		return Response{}
+	case OpRestart:
+		if s.opt.KeeperExe == "" {
+			return errResponse(syscall.EOPNOTSUPP, "this daemon cannot restart itself (it was not started as l2tpu daemon)")
+		}
+		s.opt.Keep, s.restarting = true, true
+		s.log.Info("restart requested", "uid", cred.UID, "pid", cred.PID())
 		s.stopServe()
 		return Response{}
 	}
@@ -278,64 +283,19 @@ func (s *Server) list() Response {
 	return r
 }
 
-// allowed is the kernel's ns_capable(CAP_NET_ADMIN) for the caller, as far
-// as the daemon can see it: uid 0 in the daemon's user namespace (SO_PEERCRED
-// translates uids into it; root of a user namespace below shows as its
-// owner's uid, or the overflow uid) with CAP_NET_ADMIN in effect, or a
-// member of the configured group. /proc/PID/status is readable without
-// privilege, so this works under a restricted capability set too.
-func (s *Server) allowed(c *unix.Ucred) bool {
-	st, err := readStatus(c.Pid)
-	if err != nil {
-		return false
-	}
-	if c.Uid == 0 && st.euid == 0 && st.capEff&(1<<unix.CAP_NET_ADMIN) != 0 {
+// allowed is the kernel's ns_capable(CAP_NET_ADMIN) for the caller (see
+// peer.Process.NetAdmin), judged through the pidfd the kernel took at
+// connect, so that a PID reused by another process cannot answer for it;
+// or membership of the configured group when it connected (SO_PEERCRED,
+// SO_PEERGROUPS).
+func (s *Server) allowed(c *peer.Process) bool {
+	if ok, _, err := c.NetAdmin(); ok && err == nil {
 		return true
 	}
 	if s.gid < 0 {
 		return false
 	}
-	return int(c.Gid) == s.gid || slices.Contains(st.groups, s.gid)
-}
-
-// procStatus is what allowed reads of /proc/PID/status.
-type procStatus struct {
-	euid   int
-	capEff uint64
-	groups []int
-}
-
-func readStatus(pid int32) (procStatus, error) {
-	st := procStatus{euid: -1}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return st, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		switch k {
-		case "Uid":
-			if len(f) >= 2 {
-				st.euid, _ = strconv.Atoi(f[1])
-			}
-		case "CapEff":
-			if len(f) == 1 {
-				st.capEff, _ = strconv.ParseUint(f[0], 16, 64)
-			}
-		case "Groups":
-			for _, g := range f {
-				if n, err := strconv.Atoi(g); err == nil {
-					st.groups = append(st.groups, n)
-				}
-			}
-		}
-	}
-	return st, nil
+	return int(c.GID) == s.gid || slices.Contains(c.Groups, uint32(s.gid))
 }
 
 // sortedKeys orders session keys by tunnel, then session.

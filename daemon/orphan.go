@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -46,8 +47,9 @@ func nsMounts() (self string, points []string) {
 }
 
 // orphaned reports whether the namespace named self, mounted when the
-// daemon started, is now unmounted and has no other thread in it.
-func orphaned(self string) bool {
+// daemon started, is now unmounted and has no other thread in it but
+// those of except (the daemon's keeper).
+func orphaned(self string, except ...int) bool {
 	if _, points := nsMounts(); len(points) > 0 {
 		return false
 	}
@@ -58,7 +60,7 @@ func orphaned(self string) bool {
 	}
 	for _, p := range procs {
 		pid := p.Name()
-		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) {
+		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == itoa(e) }) {
 			continue
 		}
 		tasks, err := filepath.Glob("/proc/" + pid + "/task/*/ns/net")

@@ -22,6 +22,10 @@ const (
 	// OpStop stops the daemon as SIGTERM without -keep does: everything
 	// it holds is deleted (l2tpu daemon stop).
 	OpStop = "stop"
+	// OpRestart makes the daemon stop as with -keep and execute its
+	// executable again, same PID and arguments (l2tpu daemon restart: an
+	// upgrade); the keeper holds its sockets and queues meanwhile.
+	OpRestart = "restart"
 )
 
 // MaxRequest bounds a request's size: anything larger is refused unread.

@@ -18,9 +18,10 @@ import (
 	"time"
 
 	"golang.org/x/net/netutil"
-	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/peer"
 	"github.com/l2tpu/l2tpu/metrics"
 	"github.com/l2tpu/l2tpu/tap"
 )
@@ -53,7 +54,16 @@ type Options struct {
 	MetricsAddr string
 	// Version is the daemon's version, for l2tpu_build_info.
 	Version string
+	// KeeperExe, if set, is the l2tpu executable that runs this
+	// namespace's descriptor keeper (`KeeperExe daemon keeper`, see
+	// RunKeeper), started if none runs, so that a crash releases no
+	// socket: only where state is kept (a journal).
+	KeeperExe string
 }
+
+// ErrRestart: Serve stopped for a restart (OpRestart): the caller executes
+// the daemon again (Options.KeeperExe), same PID and arguments.
+var ErrRestart = errors.New("restart requested")
 
 // ErrRunning: another daemon already serves this network namespace.
 var ErrRunning = errors.New("an l2tpu daemon already runs in this network namespace")
@@ -81,14 +91,16 @@ type Server struct {
 	msrv   *http.Server                 // metrics; nil when off
 	gid    int                          // -1 when no group is configured
 	limit  *logLimiter
+	keeper *keeperClient // nil: none
 
-	mu        sync.Mutex // serialises changes and restores
-	j         *journal   // nil: nothing is kept across restarts
-	pendingT  map[uint32]string
-	pendingS  map[sessionKey]string
-	lastNS    map[sessionKey]uint32
-	retry     chan struct{}
-	stopServe context.CancelFunc // ends Serve (OpStop)
+	mu         sync.Mutex // serialises changes and restores
+	j          *journal   // nil: nothing is kept across restarts
+	pendingT   map[uint32]string
+	pendingS   map[sessionKey]string
+	lastNS     map[sessionKey]uint32
+	retry      chan struct{}
+	stopServe  context.CancelFunc // ends Serve (OpStop, OpRestart)
+	restarting bool               // OpRestart: Serve returns ErrRestart
 
 	connMu sync.Mutex
 	conns  int
@@ -169,12 +181,24 @@ func Listen(o Options) (*Server, error) {
 		}
 	}
 	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
-	s.m, err = dataplane.New(dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning,
-		Owner: owner, Recorder: s})
+	dopt := dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning, Owner: owner, Recorder: s}
+	if s.j != nil && o.KeeperExe != "" {
+		k, err := connectKeeper(o.KeeperExe, os.Stderr, o.OrphanCheck)
+		if err != nil {
+			s.log.Warn("sockets are not kept across a crash: a restart opens them again", "err", err)
+		} else {
+			s.keeper, dopt.Keeper = k, k
+			s.log.Info("descriptor keeper", "holds", len(k.kept), "pid", k.pid)
+		}
+	}
+	s.m, err = dataplane.New(dopt)
 	if err != nil {
 		s.closeListeners()
 		if s.j != nil {
 			s.j.close()
+		}
+		if s.keeper != nil {
+			s.keeper.close()
 		}
 		return nil, err
 	}
@@ -188,9 +212,25 @@ func Listen(o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	// What waits in adopted sockets is for sessions restored after their
+	// tunnels: read on once all are.
+	s.m.PauseReceive()
 	s.mu.Lock()
 	s.restoreAll(t)
 	s.mu.Unlock()
+	if err := s.m.ResumeReceive(); err != nil {
+		s.log.Error("tunnel sockets not served", "err", err)
+	}
+	// A tunnel whose kept socket was adopted is restored even while its
+	// address is gone (as the kernel's socket stays): its carrier says so.
+	if err := s.m.RefreshCarrier(); err != nil {
+		s.log.Warn("carrier not updated", "err", err)
+	}
+	if s.keeper != nil {
+		if err := s.keeper.dropUnclaimed(keptFor(t)); err != nil {
+			s.log.Error("keeper", "err", err)
+		}
+	}
 	return s, nil
 }
 
@@ -292,7 +332,9 @@ func (s *Server) stopMetrics() {
 	}
 }
 
-// holderError says who holds the control socket.
+// holderError says who holds the control socket: another daemon of this
+// namespace (it runs as this daemon would, with CAP_NET_ADMIN over the
+// namespace) or a squatter.
 func holderError() error {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: SocketName, Net: "unix"})
 	if err != nil {
@@ -300,29 +342,21 @@ func holderError() error {
 		return fmt.Errorf("%w: bound by a process that does not accept connections (%v); find it with `ss -xlp src @l2tpu` and stop it", ErrSquatted, err)
 	}
 	defer c.Close()
-	cred, err := peerCred(c)
+	p, err := peer.Of(c)
 	if err != nil {
 		return fmt.Errorf("%w (cannot identify it: %v)", ErrSquatted, err)
 	}
-	if int(cred.Uid) == os.Geteuid() {
-		return fmt.Errorf("%w (pid %d)", ErrRunning, cred.Pid)
+	defer p.Close()
+	ok, why, err := p.NetAdmin()
+	switch {
+	case err != nil:
+		why = err.Error()
+	case ok && int(p.UID) == os.Geteuid():
+		return fmt.Errorf("%w (pid %d)", ErrRunning, p.PID())
+	case ok:
+		why = "it is not root"
 	}
-	return fmt.Errorf("%w: pid %d (%s), uid %d: stop that process", ErrSquatted, cred.Pid, procComm(cred.Pid), cred.Uid)
-}
-
-func procComm(pid int32) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return "?"
-	}
-	return string(trimNL(b))
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
+	return fmt.Errorf("%w: pid %d (%s), uid %d: %s; stop that process", ErrSquatted, p.PID(), p.Comm(), p.UID, why)
 }
 
 var _ dataplane.Recorder = (*Server)(nil)
@@ -426,6 +460,11 @@ func (s *Server) restoreSession(r *sessionRecord) bool {
 			s.log.Warn("session not restored yet: kept, and retried", "tunnel_id", r.TunnelID, "session_id", r.SessionID, "err", err)
 		}
 		s.pendingS[k] = err.Error()
+		if s.keeper != nil {
+			// Its queue is still attached (the keeper's): say the
+			// link is down, as with no process behind it.
+			s.keeper.carrierOff(r.Index)
+		}
 		return false
 	}
 	if _, was := s.pendingS[k]; was {
@@ -471,7 +510,7 @@ func (s *Server) allRestored() {
 func (s *Server) Serve(ctx context.Context) error {
 	if s.j != nil {
 		os.MkdirAll(s.paths.Dir, 0o700)
-		if err := os.WriteFile(s.paths.PID, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(s.paths.PID, pidRecord(), 0o644); err != nil {
 			s.log.Warn("pid file", "err", err)
 		}
 		defer os.Remove(s.paths.PID)
@@ -506,13 +545,23 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		s.admit(c)
 	}
-	notify("STOPPING=1")
+	s.mu.Lock()
+	restarting := s.restarting
+	s.mu.Unlock()
+	if restarting {
+		notify("RELOADING=1") // the same PID says READY=1 again
+	} else {
+		notify("STOPPING=1")
+	}
 	s.stopMetrics()
 	stopBG()
 	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stop()
+	if err := s.stop(); err != nil || !restarting {
+		return err
+	}
+	return ErrRestart
 }
 
 // stop ends the dataplane. With Keep the journal gets the exact sequence
@@ -533,6 +582,14 @@ func (s *Server) stop() error {
 	}
 	if err := s.m.Close(!s.opt.Keep); err != nil {
 		errs = append(errs, err)
+	}
+	if s.keeper != nil {
+		if !s.opt.Keep {
+			if err := s.keeper.quit(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		s.keeper.close()
 	}
 	if s.j != nil {
 		s.j.close()
@@ -634,7 +691,7 @@ func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 	}
 	s.log.Info("watching the network namespace: the daemon stops once it is deleted and empty", "netns", self, "mounted_at", points)
 	every(ctx, s.opt.OrphanCheck, func() bool {
-		if !orphaned(self) {
+		if !orphaned(self, s.keeperPID()) {
 			return true
 		}
 		s.log.Info("the network namespace was deleted and nothing else is in it: stopping", "mounted_at", points)
@@ -644,6 +701,40 @@ func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 		stop()
 		return false
 	})
+}
+
+// keptFor says which kept descriptors the state t names: those of its
+// tunnels, of the IP listeners its IP tunnels need, and of the interfaces
+// of its sessions.
+func keptFor(t *table) func(name string) bool {
+	ifindexes := map[int]bool{}
+	for _, r := range t.sessions {
+		ifindexes[r.Index] = true
+	}
+	return func(name string) bool {
+		kind, id, ok := dataplane.ParseKept(name)
+		switch {
+		case !ok:
+			return false
+		case kind == dataplane.KeptTunnel:
+			return t.tunnels[uint32(id)] != nil
+		case kind == dataplane.KeptQueue:
+			return ifindexes[id]
+		}
+		for _, r := range t.tunnels {
+			if c, err := r.config(); err == nil && c.Encap == encap.EncapIP && c.IPv6() == (id == 6) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func (s *Server) keeperPID() int {
+	if s.keeper == nil {
+		return 0
+	}
+	return s.keeper.pid
 }
 
 // Close stops the server without Serve (tests).
@@ -666,19 +757,4 @@ func notify(state string) {
 	}
 	defer c.Close()
 	c.Write([]byte(state))
-}
-
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }

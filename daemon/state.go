@@ -4,12 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/l2tpu/l2tpu/internal/netns"
+	"github.com/l2tpu/l2tpu/internal/peer"
 )
 
 // RunDir holds runtime state: cleared at boot (tmpfs), like the kernel's.
@@ -21,61 +20,112 @@ var ErrStopTimeout = errors.New("the daemon did not stop within a minute")
 // Stop ends the daemon serving the network namespace mounted at nsPath ("":
 // the caller's) and waits for it: asked over its socket (OpStop) it deletes
 // its tunnels and sessions and its journal; where it does not answer it gets
-// SIGTERM, which does the same unless it runs with -keep. The PID it recorded
-// is signalled only if that process is an l2tpu daemon in that namespace (a
-// PID file left by a daemon killed with -9 may name another process now).
-// After a clean stop (no journal left) its log goes too. It returns the
-// daemon's runtime files.
+// SIGTERM, which does the same unless it runs with -keep. The daemon is
+// judged and signalled through a pidfd: the one the kernel took when it
+// listened, or else the one its PID file names, if that PID is still the
+// process that wrote it (the PID file records its start time too: a daemon
+// killed with -9 leaves a PID that another process may have now). After a
+// clean stop (no journal left) its log goes too. It returns the daemon's
+// runtime files.
 func Stop(nsPath string) (Paths, error) {
 	p, err := PathsAt(nsPath)
 	if err != nil {
 		return p, err
 	}
-	pid := 0
-	if b, err := os.ReadFile(p.PID); err == nil {
-		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || !isDaemonIn(pid, nsPath) {
-			os.Remove(p.PID) // stale
-			pid = 0
-		}
-	}
+	recorded := recordedDaemon(p.PID)
 	// Ask it (a daemon started on demand keeps its state on SIGTERM);
 	// signal it where it does not answer. One whose runtime files are
-	// elsewhere (another container's /run) answers too: its PID is the
-	// socket's peer.
+	// elsewhere (another container's /run) answers too.
 	var resp Response
-	var peer int
-	cerr := netns.Do(nsPath, func() (err error) { resp, peer, err = call(Request{Op: OpStop}); return err })
+	var d *peer.Process
+	cerr := netns.Do(nsPath, func() (err error) { resp, d, err = call(Request{Op: OpStop}); return err })
 	if cerr == nil && resp.Errno != 0 {
+		d.Close()
+		if recorded != nil {
+			recorded.Close()
+		}
 		return p, fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
 	}
-	ours := pid != 0 // its runtime files are p's
-	if pid == 0 && cerr == nil {
-		if !isDaemonIn(peer, nsPath) {
-			// Stopping, but its PID is not to be seen (another PID
-			// namespace's): wait until its socket is gone.
-			return p, waitGone(nsPath)
-		}
-		pid = peer
+	ours := recorded != nil // its runtime files are p's
+	switch {
+	case d == nil:
+		d = recorded
+	case recorded != nil:
+		recorded.Close()
 	}
-	if pid == 0 {
-		return p, nil // none runs
+	if d == nil {
+		// None runs (it died): a keeper may still hold its sockets.
+		netns.Do(nsPath, quitKeeper)
+		return p, nil
 	}
+	defer d.Close()
 	if cerr != nil {
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if err := d.Signal(syscall.SIGTERM); err != nil {
 			return p, nil
 		}
+	}
+	if d.PID() == 0 {
+		// Its PID is not to be seen (another PID namespace's): wait
+		// until its socket is gone.
+		return p, waitGone(nsPath)
+	}
+	if !d.Wait(time.Minute) {
+		return p, fmt.Errorf("pid %d: %w", d.PID(), ErrStopTimeout)
+	}
+	if _, err := os.Stat(p.State); ours && errors.Is(err, os.ErrNotExist) {
+		os.Remove(p.Log) // a clean stop: nothing of it is left
+	}
+	return p, nil
+}
+
+// Restart makes this namespace's daemon execute itself again (OpRestart),
+// as an upgrade does, and waits until it answers again: its sockets and
+// queues stay with the keeper meanwhile, so the frames that arrive wait in
+// them. Where no daemon runs there is nothing to restart.
+func Restart() error {
+	resp, d, err := call(Request{Op: OpRestart})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if resp.Errno != 0 {
+		return fmt.Errorf("%s: %w", resp.Error, syscall.Errno(resp.Errno))
 	}
 	for i := 0; i < 3000; i++ {
-		if syscall.Kill(pid, 0) != nil {
-			if _, err := os.Stat(p.State); ours && errors.Is(err, os.ErrNotExist) {
-				os.Remove(p.Log) // a clean stop: nothing of it is left
-			}
-			return p, nil
+		if d.Wait(0) {
+			return errors.New("the daemon exited instead of restarting; see its log")
 		}
-		time.Sleep(20 * time.Millisecond)
+		if _, err := Call(Request{Op: OpList}); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return p, fmt.Errorf("pid %d: %w", pid, ErrStopTimeout)
+	return fmt.Errorf("the daemon did not answer within 30s after restarting: %w", ErrStopTimeout)
+}
+
+// pidRecord is what a PID file holds: the daemon's PID and start time.
+func pidRecord() []byte {
+	st, _ := os.ReadFile("/proc/self/stat")
+	start, _ := peer.StartOf(st)
+	return fmt.Appendf(nil, "%d %d\n", os.Getpid(), start)
+}
+
+// recordedDaemon is the daemon a PID file names, if it still runs; a stale
+// file is removed.
+func recordedDaemon(path string) *peer.Process {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscan(string(b), &pid, &start); err == nil && pid > 0 {
+		if d, err := peer.Open(pid, start); err == nil {
+			return d
+		}
+	}
+	os.Remove(path) // stale, or from a version that recorded no start time
+	return nil
 }
 
 // waitGone waits until no daemon answers in the namespace at nsPath.
@@ -91,29 +141,6 @@ func waitGone(nsPath string) error {
 	return ErrStopTimeout
 }
 
-// isDaemonIn reports whether pid is `l2tpu daemon` (or a binary run as
-// such) in the network namespace at nsPath ("": the caller's).
-func isDaemonIn(pid int, nsPath string) bool {
-	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
-	if len(args) < 2 || args[1] != "daemon" {
-		return false
-	}
-	var want string
-	err = netns.Do(nsPath, func() (err error) {
-		want, err = os.Readlink("/proc/thread-self/ns/net")
-		return err
-	})
-	if err != nil {
-		return false
-	}
-	got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-	return err == nil && got == want
-}
-
 // StopInNamespace is Stop, then removes every runtime file of the
 // namespace's daemon (journal, log, PID file): for tools and tests that
 // start daemons in namespaces they made and delete afterwards.
@@ -123,4 +150,18 @@ func StopInNamespace(nsPath string) error {
 		p.removeRuntime()
 	}
 	return err
+}
+
+// RecordedPID is the PID a daemon's PID file names (the daemon may have
+// gone since): for tools and tests that signal it.
+func RecordedPID(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return pid, nil
 }

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ type fakeConn struct{ msgs, bytes int }
 func (f *fakeConn) WaitRead() error                             { return nil }
 func (f *fakeConn) PollFD() int                                 { return -1 }
 func (f *fakeConn) Backlogged() bool                            { return false }
+func (f *fakeConn) File() (*os.File, error)                     { return nil, os.ErrInvalid }
 func (f *fakeConn) ReadBatch([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeConn) PathMTU() int                                { return 1500 }
 func (f *fakeConn) Close() error                                { return nil }

@@ -52,6 +52,9 @@ type Options struct {
 	// Recorder, when set, makes each change durable before it is
 	// reported done: see Recorder.
 	Recorder Recorder
+	// Keeper, when set, holds every tunnel socket and session queue
+	// across a crash, and restores adopt what it held: see Keeper.
+	Keeper Keeper
 }
 
 // Tuning are the dataplane's performance choices, each a daemon flag; the
@@ -145,6 +148,8 @@ type Manager struct {
 
 	mu         sync.Mutex // serialises control operations
 	closed     bool
+	dropKept   bool // Close(remove): the keeper lets go of everything too
+	rxPaused   bool // PauseReceive
 	tunnels    map[uint32]*tunnel
 	ipSessions atomicMap[uint32, *session]
 	byIndex    atomicMap[int, *session]
@@ -155,9 +160,15 @@ type Manager struct {
 }
 
 type ipListener struct {
+	r     conn.Reader
 	close func() error
 	refs  int
-	src   *source
+	src   *source // nil while receiving is paused
+}
+
+func (l *ipListener) serve(m *Manager) (err error) {
+	l.src, err = m.sched.add(l.r.PollFD(), func(t *turn) result { return m.receiveFrom(t, l.r, encap.EncapIP, nil) })
+	return err
 }
 
 // New starts a Manager.
@@ -304,15 +315,41 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 		return fmt.Errorf("tunnel %d: %w", c.TunnelID, ErrTunnelExists)
 	}
 	t := &tunnel{cfg: c}
+	// A restore adopts the socket a keeper held (the frames that came
+	// meanwhile are in it); a new tunnel makes its own, after the keeper
+	// let go of any stale one of its ID.
+	kept := m.take(keptTunnel(c.TunnelID))
+	if kept != nil && record {
+		kept.Close()
+		kept = nil
+		m.drop(keptTunnel(c.TunnelID))
+	}
 	err := m.inNS(func() (err error) {
 		if c.Encap == encap.EncapUDP {
-			t.conn, err = conn.DialUDP(
-				netipAddrPort(c.Local, c.UDPSourcePort), netipAddrPort(c.Remote, c.UDPDestPort),
-				conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx, GSO: !m.opt.NoGSO, GRO: !m.opt.NoGRO})
+			local, remote := netipAddrPort(c.Local, c.UDPSourcePort), netipAddrPort(c.Remote, c.UDPDestPort)
+			o := conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx, GSO: !m.opt.NoGSO, GRO: !m.opt.NoGRO}
+			if kept != nil {
+				if t.conn, err = conn.AdoptUDP(kept, local, remote, o); err == nil {
+					return nil
+				}
+				m.log.Warn("cannot adopt the kept socket: opening another", "tunnel_id", c.TunnelID, "err", err)
+				m.drop(keptTunnel(c.TunnelID))
+				kept = nil
+			}
+			t.conn, err = conn.DialUDP(local, remote, o)
 			return err
 		}
-		if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {
-			return needRaw(err)
+		if kept != nil {
+			if t.conn, err = conn.AdoptIP(kept, c.Local, c.Remote); err != nil {
+				m.log.Warn("cannot adopt the kept socket: opening another", "tunnel_id", c.TunnelID, "err", err)
+				m.drop(keptTunnel(c.TunnelID))
+				kept = nil
+			}
+		}
+		if t.conn == nil {
+			if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {
+				return needRaw(err)
+			}
 		}
 		if err := m.holdIPListener(c.IPv6()); err != nil {
 			t.conn.Close()
@@ -323,7 +360,7 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	if err != nil {
 		return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
 	}
-	if c.Encap == encap.EncapUDP {
+	if c.Encap == encap.EncapUDP && !m.rxPaused {
 		if err := t.serve(m); err != nil {
 			t.conn.Close()
 			return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
@@ -332,9 +369,12 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	m.tunnels[c.TunnelID] = t
 	if record {
 		if err := m.record(Change{Op: TunnelAdded, Tunnel: c}); err != nil {
-			m.removeTunnel(t)
+			m.removeTunnel(t, true)
 			return fmt.Errorf("tunnel %d: %w", c.TunnelID, err)
 		}
+	}
+	if kept == nil {
+		m.keep(keptTunnel(c.TunnelID), t.conn.File)
 	}
 	m.log.Info("tunnel added", "tunnel_id", c.TunnelID, "encap", c.Encap.String(), "local", c.Local, "remote", c.Remote)
 	return nil
@@ -357,16 +397,33 @@ func (m *Manager) holdIPListener(v6 bool) error {
 		l.refs++
 		return nil
 	}
-	r, closeFn, err := conn.ListenIP(v6)
-	if err != nil {
-		return err
+	var (
+		r       conn.Reader
+		closeFn func() error
+		err     error
+	)
+	kept := m.take(keptListener(v6))
+	if kept != nil {
+		if r, closeFn, err = conn.AdoptListenIP(kept, v6); err != nil {
+			m.log.Warn("cannot adopt the kept IP listener: opening another", "err", err)
+			m.drop(keptListener(v6))
+			kept = nil
+		}
 	}
-	src, err := m.sched.add(r.PollFD(), func(t *turn) result { return m.receiveFrom(t, r, encap.EncapIP, nil) })
-	if err != nil {
-		closeFn()
-		return err
+	if kept == nil {
+		if r, closeFn, err = conn.ListenIP(v6); err != nil {
+			return err
+		}
+		m.keep(keptListener(v6), connFile(r))
 	}
-	m.ipRx[i] = &ipListener{close: closeFn, refs: 1, src: src}
+	l := &ipListener{r: r, close: closeFn, refs: 1}
+	if !m.rxPaused {
+		if err := l.serve(m); err != nil {
+			closeFn()
+			return err
+		}
+	}
+	m.ipRx[i] = l
 	return nil
 }
 
@@ -380,11 +437,16 @@ func (m *Manager) releaseIPListener(v6 bool) {
 		return
 	}
 	if l.refs--; l.refs == 0 {
-		if err := l.src.remove(); err != nil {
-			m.log.Error("IP listener", "err", err)
+		if l.src != nil {
+			if err := l.src.remove(); err != nil {
+				m.log.Error("IP listener", "err", err)
+			}
 		}
 		l.close()
 		m.ipRx[i] = nil
+		if !m.closed || m.dropKept {
+			m.drop(keptListener(v6))
+		}
 	}
 }
 
@@ -404,12 +466,66 @@ func (m *Manager) DeleteTunnel(id uint32) error {
 	if err := m.deleteSessions(ss, Change{Op: TunnelDeleted, TunnelID: id}); err != nil {
 		return fmt.Errorf("tunnel %d: %w", id, err)
 	}
-	m.removeTunnel(t)
+	m.removeTunnel(t, true)
 	m.log.Info("tunnel deleted", "tunnel_id", id)
 	return nil
 }
 
-func (m *Manager) removeTunnel(t *tunnel) {
+// PauseReceive holds back the reading of tunnel sockets until
+// ResumeReceive: a daemon restoring its state adopts sockets with frames
+// waiting in them, which must wait until their sessions are restored too.
+func (m *Manager) PauseReceive() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rxPaused = true
+}
+
+// ResumeReceive serves the sockets PauseReceive held back.
+func (m *Manager) ResumeReceive() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.rxPaused || m.closed {
+		return nil
+	}
+	m.rxPaused = false
+	var errs []error
+	for _, t := range m.tunnels {
+		if t.cfg.Encap == encap.EncapUDP && t.src == nil {
+			errs = append(errs, t.serve(m))
+		}
+	}
+	for _, l := range m.ipRx {
+		if l != nil && l.src == nil {
+			errs = append(errs, l.serve(m))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopReceiving stops serving every tunnel socket and IP listener (their
+// batches under way finish first).
+func (m *Manager) stopReceiving() {
+	for _, t := range m.tunnels {
+		if t.src != nil {
+			if err := t.src.remove(); err != nil {
+				m.log.Error("tunnel socket", "tunnel_id", t.cfg.TunnelID, "err", err)
+			}
+			t.src = nil
+		}
+	}
+	for _, l := range m.ipRx {
+		if l != nil && l.src != nil {
+			if err := l.src.remove(); err != nil {
+				m.log.Error("IP listener", "err", err)
+			}
+			l.src = nil
+		}
+	}
+}
+
+// removeTunnel closes a tunnel's socket; drop makes the keeper close its
+// copy too (not when the process stops keeping its state).
+func (m *Manager) removeTunnel(t *tunnel, drop bool) {
 	delete(m.tunnels, t.cfg.TunnelID)
 	if t.src != nil {
 		if err := t.src.remove(); err != nil {
@@ -417,6 +533,9 @@ func (m *Manager) removeTunnel(t *tunnel) {
 		}
 	}
 	t.conn.Close()
+	if drop {
+		m.drop(keptTunnel(t.cfg.TunnelID))
+	}
 	if t.cfg.Encap == encap.EncapIP {
 		m.releaseIPListener(t.cfg.IPv6())
 	}
@@ -478,10 +597,17 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		hasL2S: c.L2Spec == encap.L2SpecDefault,
 		seq:    encap.NewSeq[*held](encap.SeqConfig{SendSeq: c.SendSeq, RecvSeq: c.RecvSeq, ReorderTimeout: c.ReorderTimeout})}
 	s.mtu = wire.DefaultMTU(t.conn.PathMTU(), t.cfg.IPv6())
+	adopted := false // the queues a keeper held
 	err := m.inNS(func() error {
 		name := c.Name
 		attach, target := false, 0
+		var qs []tap.Device
 		if r != nil {
+			qs = m.adoptQueues(r.Index)
+		}
+		if qs != nil {
+			adopted, attach = true, true
+		} else if r != nil {
 			var err error
 			if name, target, attach, err = m.restoreTarget(r); err != nil {
 				return err
@@ -493,8 +619,10 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		}
 		// A new interface is made persistent only once recorded (below):
 		// if the process dies before, the kernel removes it.
-		qs, err := tap.OpenQueues(tap.Config{Name: name, Persist: attach, Attach: attach, Backend: m.opt.TAPBackend,
-			VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO, Queues: m.opt.TAPQueues, Owner: m.opt.Owner})
+		var err error
+		if !adopted {
+			qs, err = tap.OpenQueues(m.tapConfig(name, attach))
+		}
 		if attach && errors.Is(err, syscall.EBUSY) {
 			// A single-queue device with its queue taken (rtnetlink
 			// counts only a multi-queue device's queues).
@@ -508,6 +636,12 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 		}
 		dev := qs[0]
 		s.dev, s.queues = dev, qs
+		if adopted && !t.noAddr {
+			// The keeper turned it off when the last process died.
+			if err := dev.SetCarrier(true); err != nil {
+				m.log.Warn("cannot turn the carrier on", "interface", dev.Name(), "err", err)
+			}
+		}
 		if t.noAddr {
 			// Attaching turned the carrier on: off again before the
 			// interface is configured (RefreshCarrier).
@@ -579,8 +713,63 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 			return undo(err)
 		}
 	}
-	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.name(), "mtu", s.mtu, "queues", len(s.queues))
+	if !adopted {
+		for i, q := range s.queues {
+			m.keep(keptQueue(s.ifindex, i), func() (*os.File, error) { return tap.File(q) })
+		}
+	}
+	m.log.Info("session added", "tunnel_id", c.TunnelID, "session_id", c.SessionID, "interface", s.name(), "mtu", s.mtu, "queues", len(s.queues),
+		"adopted", adopted)
 	return s.name(), nil
+}
+
+func (m *Manager) tapConfig(name string, attach bool) tap.Config {
+	return tap.Config{Name: name, Persist: attach, Attach: attach, Backend: m.opt.TAPBackend,
+		VnetHdr: !m.opt.NoTAPGRO, TSO: !m.opt.NoTSO, Queues: m.opt.TAPQueues, Owner: m.opt.Owner}
+}
+
+// adoptQueues takes the queues a keeper held of the interface with index
+// ifindex, or nil: where there are none, or they do not fit this Manager's
+// configuration (then the keeper lets go of them, and the restore attaches
+// to the interface as after a crash without a keeper).
+func (m *Manager) adoptQueues(ifindex int) []tap.Device {
+	if ifindex <= 0 {
+		return nil
+	}
+	var qs []tap.Device
+	var err error
+	taken := 0
+	for q := 0; q < tap.MaxQueues; q++ {
+		f := m.take(keptQueue(ifindex, q))
+		if f == nil {
+			break
+		}
+		taken++
+		if err != nil {
+			f.Close()
+			continue
+		}
+		var d tap.Device
+		if d, err = tap.Adopt(f, m.tapConfig("", true)); err == nil {
+			qs = append(qs, d)
+		}
+	}
+	if err == nil && len(qs) > 0 {
+		if idx, ierr := tap.InterfaceIndex(qs[0].Name()); ierr != nil || idx != ifindex {
+			err = fmt.Errorf("the kept queue is of interface %d, not %d", idx, ifindex)
+		}
+	}
+	if err == nil {
+		return qs
+	}
+	m.log.Warn("cannot adopt the kept queues: attaching again", "ifindex", ifindex, "err", err)
+	for _, d := range qs {
+		d.Close()
+	}
+	for q := range taken {
+		m.drop(keptQueue(ifindex, q))
+	}
+	return nil
 }
 
 // restoreTarget finds the interface a restored session attaches to: the
@@ -868,9 +1057,16 @@ func (m *Manager) Close(remove bool) error {
 			ss = append(ss, s)
 		}
 	}
+	m.dropKept = remove
+	if !remove {
+		// A stop for a restart (the keeper holds everything): stop
+		// reading the sockets first, so that no frame is read and then
+		// lost to a TAP already closed; the next process reads on.
+		m.stopReceiving()
+	}
 	stopAll(ss, remove || !m.opt.PersistTAP)
 	for _, t := range m.tunnels {
-		m.removeTunnel(t)
+		m.removeTunnel(t, remove)
 	}
 	m.mu.Unlock()
 	m.mon.Close()

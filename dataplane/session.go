@@ -93,6 +93,13 @@ func (s *session) stop(remove bool) {
 	if err := s.stopSources(); err != nil {
 		s.m.log.Error("session stop", "interface", s.name(), "err", err)
 	}
+	if !remove {
+		// A stop for a restart: what its queue holds goes to the TAP
+		// first, not to waste (the sockets are read no more).
+		t := newTurn(true)
+		for r := s.drainRx(t); r.frames > 0 && r.more; r = s.drainRx(t) {
+		}
+	}
 	if remove {
 		s.dev.Remove()
 	} else {
@@ -100,6 +107,11 @@ func (s *session) stop(remove bool) {
 	}
 	for _, q := range s.queues[1:] {
 		q.Close()
+	}
+	if remove {
+		for i := range s.queues {
+			s.m.drop(keptQueue(s.ifindex, i)) // the interface goes with the keeper's copy
+		}
 	}
 	s.rxMu.Lock()
 	defer s.rxMu.Unlock()

@@ -167,6 +167,58 @@ func Open(c Config) (Device, error) {
 	return d, nil
 }
 
+// Adopt makes a Device of a queue an earlier process opened (kept for its
+// successor, see File): a TAP queue whose IFF_VNET_HDR matches c.VnetHdr,
+// or it is closed and an error returned. Its name, multi-queue flag and
+// persistence are the device's; offloads are set again as Open sets them.
+func Adopt(f *os.File, c Config) (Device, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var req ifreqFlags
+	var uso bool
+	if err := control(rc, func(fd int) error {
+		if err := ioctlPtr(fd, unix.TUNGETIFF, &req); err != nil {
+			return err
+		}
+		if req.flags&(unix.IFF_TAP|unix.IFF_TUN) != unix.IFF_TAP || (req.flags&unix.IFF_VNET_HDR != 0) != c.VnetHdr {
+			return fmt.Errorf("flags %#x: %w", req.flags, unix.EINVAL)
+		}
+		if c.VnetHdr && c.TSO {
+			var err error
+			uso, err = setOffload(fd)
+			return err
+		}
+		return nil
+	}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tap: adopt: %w", err)
+	}
+	d := &fileDevice{f: f, rc: rc, waiter: poll.NewWaiter(rc), name: unix.ByteSliceToString(req.name[:]),
+		persist: req.flags&unix.IFF_PERSIST != 0, vnet: c.VnetHdr, offload: c.VnetHdr && c.TSO,
+		mq: req.flags&unix.IFF_MULTI_QUEUE != 0, uso: uso}
+	d.rd.fn = d.readOne
+	d.idle.Store(true)
+	rc.Control(func(fd uintptr) { d.fd = int(fd) })
+	return d, nil
+}
+
+// File is a duplicate of a queue's descriptor, for a keeper that holds the
+// queue across a restart (see Adopt).
+func File(d Device) (*os.File, error) {
+	fd, ok := d.(*fileDevice)
+	if !ok {
+		return nil, fmt.Errorf("tap: %T cannot be duplicated", d)
+	}
+	nfd, err := unix.FcntlInt(uintptr(fd.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), fd.name), nil
+}
+
 // MaxQueues is the most queues a TAP device can have (the kernel's
 // MAX_TAP_QUEUES).
 const MaxQueues = 256
@@ -438,6 +490,20 @@ func (d *fileDevice) SetCarrier(on bool) error {
 		return fmt.Errorf("tap: carrier of %s: %w", d.name, err)
 	}
 	return nil
+}
+
+// SetCarrierOf sets the carrier of the device a queue's descriptor f
+// belongs to (see Adopt), without making a Device of it.
+func SetCarrierOf(f *os.File, on bool) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	return control(rc, func(fd int) error { return unix.IoctlSetPointerInt(fd, unix.TUNSETCARRIER, v) })
 }
 
 func (d *fileDevice) SetPersist(on bool) error {

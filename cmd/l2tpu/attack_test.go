@@ -100,6 +100,155 @@ func TestSquattedControlSocket(t *testing.T) {
 	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
 }
 
+// TestCapabilityLessImpostor: after kill -9, a root that holds no
+// capability (a host-network container's root, a service that dropped its
+// capabilities) listens on @l2tpu. Root's commands refuse to talk to it
+// (exit 2, nothing sent: the request would carry cookies), and a daemon
+// started by hand says who holds the socket and exits 1, not 0 as if a
+// daemon ran. A caller that is root only of a user namespace of its own is
+// refused by the daemon, as by the kernel. Controls: real root sees the
+// tunnel; the same listener with CAP_NET_ADMIN is taken for the daemon (it
+// gets the request); once it is gone the daemon restarts and restores.
+func TestCapabilityLessImpostor(t *testing.T) {
+	privtest.Require(t)
+	privtest.RequireCommand(t, "setpriv", "util-linux")
+	ns := cliNS(t)
+	bin := binary(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "udp", "local", "192.0.2.1", "remote", "198.51.100.1",
+		"udp_sport", "5000", "udp_dport", "5000")
+	must(t, ns, "add", "session", "tid", "1", "sid", "1", "psid", "1", "cookie", "0011223344556677")
+	o, err := exec.Command("nsenter", "--net="+ns.Path(), "unshare", "--user", "--map-root-user", bin, "show", "session").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || string(o) != "RTNETLINK answers: Operation not permitted\nDump terminated\n" {
+		t.Fatalf("show as root of its own user namespace: %v %q", err, o)
+	}
+	if out := must(t, ns, "show", "session"); !strings.Contains(out, "cookie 0011223344556677") {
+		t.Fatalf("show as root: %q", out)
+	}
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	squat := func(wrap ...string) (*exec.Cmd, string) {
+		got := filepath.Join(t.TempDir(), "received")
+		args := append(append([]string{"--net=" + ns.Path()}, wrap...), attacker(t), "squat", got)
+		sq := exec.Command("nsenter", args...)
+		out, _ := sq.StdoutPipe()
+		if err := sq.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
+		buf := make([]byte, 64)
+		if n, _ := out.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
+			t.Fatalf("squatter: %q", buf[:n])
+		}
+		return sq, got
+	}
+	sq, got := squat("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--")
+	for _, args := range [][]string{
+		{"add", "session", "tid", "1", "sid", "2", "psid", "2", "cookie", "8899aabbccddeeff"},
+		{"show", "session"},
+	} {
+		_, errs, code := l2tpu(t, ns, args...)
+		if code != 2 || !strings.Contains(errs, "not held by root with CAP_NET_ADMIN") || !strings.Contains(errs, "lacks CAP_NET_ADMIN") ||
+			!strings.Contains(errs, "nothing was sent") {
+			t.Fatalf("%v: status %d: %q", args, code, errs)
+		}
+	}
+	o, err = exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(o), "uid 0: it lacks CAP_NET_ADMIN") {
+		t.Fatalf("daemon behind a capability-less root: %v\n%s", err, o)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if b, _ := os.ReadFile(got); len(b) != 0 {
+		t.Fatalf("the impostor received %q", b)
+	}
+	sq.Process.Kill()
+	sq.Wait()
+	// Control: with CAP_NET_ADMIN the same listener passes for the
+	// daemon, and the test sees what it is sent.
+	sq, got = squat()
+	l2tpu(t, ns, "show", "session")
+	privtest.Eventually(t, 3*time.Second, func() error {
+		if b, _ := os.ReadFile(got); !strings.Contains(string(b), `"op":"list"`) {
+			return fmt.Errorf("the listener with CAP_NET_ADMIN received %q", b)
+		}
+		return nil
+	})
+	sq.Process.Kill()
+	sq.Wait()
+	if out := must(t, ns, "show", "session"); !strings.Contains(out, "cookie 0011223344556677") {
+		t.Fatalf("not restored after the impostors:\n%s", out)
+	}
+}
+
+// TestStopStalePIDFile: a daemon killed with -9 leaves its PID file; its
+// PID may be another process's by then, even one named like a daemon in the
+// same namespace. `l2tpu daemon stop` must not signal it. The control: a
+// PID file that names that process's own start time is believed.
+func TestStopStalePIDFile(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := os.ReadFile(paths.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscan(string(rec), &pid, &start); err != nil {
+		t.Fatalf("PID file %q: %v", rec, err)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	os.Remove(paths.State) // nothing to restore: daemon stop must not start one
+	t.Cleanup(func() { os.Remove(paths.PID); os.Remove(paths.Log) })
+	poser := asNobody(ns, attacker(t), "daemon")
+	out, _ := poser.StdoutPipe()
+	if err := poser.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { poser.Process.Kill(); poser.Wait() })
+	buf := make([]byte, 8)
+	if n, _ := out.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
+		t.Fatalf("poser: %q", buf[:n])
+	}
+	exited := make(chan struct{})
+	go func() { poser.Wait(); close(exited) }()
+	stop := func(record string) {
+		t.Helper()
+		if err := os.WriteFile(paths.PID, []byte(record), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, e, c := l2tpu(t, ns, "daemon", "stop"); c != 0 {
+			t.Fatalf("daemon stop: %d %q", c, e)
+		}
+	}
+	// The dead daemon's record, with the poser's PID: as if it had taken it.
+	for _, record := range []string{fmt.Sprintf("%d %d\n", poser.Process.Pid, start), fmt.Sprintf("%d\n", poser.Process.Pid)} {
+		stop(record)
+		select {
+		case <-exited:
+			t.Fatalf("daemon stop signalled pid %d on the PID file %q", poser.Process.Pid, record)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// Control: the poser's own start time makes the record its own.
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", poser.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+	stop(fmt.Sprintf("%d %s\n", poser.Process.Pid, f[19]))
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("daemon stop did not signal the process its PID file names")
+	}
+}
+
 // TestTAPHijack: after kill -9 of the daemon its persistent session
 // interfaces have no process behind them; nobody must not be able to
 // attach a queue (TUNSETIFF) and read or inject the pseudowire's frames,
@@ -359,7 +508,7 @@ func TestFullStateFilesystem(t *testing.T) {
 	if _, e, c := run("add", "session", "name", "full0", "tid", "1", "sid", strconv.Itoa(failed), "psid", "1"); c != 0 {
 		t.Fatalf("add with room again: %d %s", c, e)
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(sh("cat " + daemon.RunDir + "/*.pid")))
+	pid, _ := strconv.Atoi(strings.Fields(sh("cat " + daemon.RunDir + "/*.pid"))[0])
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitGone(pid)
 	o, _, _ = run("show", "session")
@@ -404,10 +553,11 @@ func TestKillDuringChanges(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if b, err := os.ReadFile(p.PID); err == nil {
-				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
+			if pid, err := daemon.RecordedPID(p.PID); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+				// Until it is gone its socket takes connections, and
+				// resets them as it goes.
+				waitGone(pid)
 			}
 		}()
 		// At least 15 commands, and on until the kill has come (it must

@@ -128,6 +128,18 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if len(args) == 1 && args[0] == "restart" {
+		// An upgrade: the daemon executes its (new) executable again,
+		// same PID, keeping everything.
+		if err := daemon.Restart(); err != nil {
+			fmt.Fprintf(stderr, "l2tpu daemon restart: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if len(args) > 0 && args[0] == "keeper" {
+		return runKeeper(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("l2tpu daemon", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o daemon.Options
@@ -197,6 +209,9 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	}
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	o.Version = version
+	if exe, err := os.Executable(); err == nil {
+		o.KeeperExe = exe
+	}
 	s, err := daemon.Listen(o)
 	if err != nil {
 		o.Logger.Error("cannot start", "err", err)
@@ -220,6 +235,33 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	go logRuntimeOnSignal(ctx, usr1, o.Logger)
 	o.Logger.Info("l2tpu daemon ready", "version", version, "pid", os.Getpid())
 	if err := s.Serve(ctx); err != nil {
+		if errors.Is(err, daemon.ErrRestart) {
+			stop()
+			if p := os.Getenv("L2TPU_CPUPROFILE"); p != "" {
+				pprof.StopCPUProfile()
+			}
+			o.Logger.Info("restarting", "exe", o.KeeperExe)
+			err = syscall.Exec(o.KeeperExe, os.Args, os.Environ())
+			o.Logger.Error("cannot restart", "err", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// runKeeper is `l2tpu daemon keeper`, which a daemon starts: the process
+// that holds its sockets and queues across a crash (daemon.RunKeeper).
+func runKeeper(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("l2tpu daemon keeper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	orphanCheck := fs.Duration("orphan-check", 10*time.Second, "how often to check, while no daemon is connected, that the network namespace still exists for someone else")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *orphanCheck <= 0 {
+		return cli.ExitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT) // it goes when its daemon says so (or on SIGTERM)
+	if err := daemon.RunKeeper(log, *orphanCheck); err != nil {
+		log.Error("keeper", "err", err)
 		return 1
 	}
 	return 0

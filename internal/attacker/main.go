@@ -7,6 +7,12 @@
 //	attacker hold N         open N connections to @l2tpu, send nothing, and
 //	                        print how many the daemon kept ("held H closed C"),
 //	                        holding them 3 s
+//	attacker daemon         sleep 60 s under a daemon's argv[1] ("daemon"),
+//	                        as a process that took a dead daemon's PID
+//	attacker udp ADDR:PORT    bind a UDP socket there (SO_REUSEADDR and
+//	                        SO_REUSEPORT, as a squatter would), print "ok"
+//	                        or the error, then for 3 s count what arrives
+//	                        ("received N")
 //	attacker attach IFNAME TUN  attach a queue to a TAP device (TUNSETIFF)
 //	                        through TUN, a node of /dev/net/tun: mode 0666
 //	                        on stock distributions, where anyone opens it
@@ -15,11 +21,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -51,6 +59,11 @@ func main() {
 			os.Exit(2)
 		}
 		hold(n)
+	case "daemon":
+		fmt.Println("ok")
+		time.Sleep(60 * time.Second)
+	case "udp":
+		squatUDP(os.Args[2])
 	case "attach":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -59,6 +72,34 @@ func main() {
 	default:
 		os.Exit(2)
 	}
+}
+
+func squatUDP(addr string) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			if err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err == nil {
+				err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
+		})
+		return err
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("ok")
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n := 0
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			break
+		}
+		n++
+	}
+	fmt.Println("received", n)
 }
 
 func squat(file string) {

@@ -9,12 +9,18 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
 var names = map[string]int{"net_admin": unix.CAP_NET_ADMIN, "net_raw": unix.CAP_NET_RAW}
+
+// The bounding set is a thread's: drops and exec must happen on one thread
+// (an exec from a thread the runtime moved to keeps what another dropped,
+// seen as a daemon holding CAP_CHOWN).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) < 4 || os.Args[2] != "--" {

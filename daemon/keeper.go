@@ -1,0 +1,393 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/dataplane"
+	"github.com/l2tpu/l2tpu/internal/peer"
+	"github.com/l2tpu/l2tpu/tap"
+)
+
+// The keeper is a small process of its own (`l2tpu daemon keeper`) that
+// holds a duplicate of every tunnel socket and session queue of its
+// namespace's daemon, so that a daemon's crash releases nothing: no other
+// user can bind a tunnel's port meanwhile, the frames that arrive wait in
+// the sockets and queues, and the next daemon adopts them (what the kernel
+// does by never letting go of its sockets). It answers one daemon at a
+// time over a seqpacket socket, each judged as the daemon judges its
+// callers (root with CAP_NET_ADMIN over the namespace), and it judges the
+// keeper the same way before it hands it anything.
+//
+// Messages, one per packet: the keeper first sends "fd NAME" with the
+// descriptor for each it holds, then "end"; the daemon sends "put NAME"
+// with a descriptor, "drop NAME", "quit" (close everything and exit) or
+// "bye" (a stop that keeps its state), each answered "ok" or "err TEXT".
+// A daemon that goes without "bye" or "quit" died: the keeper turns the
+// carrier of its interfaces off until the next one adopts them.
+
+// KeeperSocket is the abstract seqpacket socket of a namespace's keeper.
+const KeeperSocket = "@l2tpu-keeper"
+
+// ErrNoKeeper: the daemon runs without a keeper; a crash then releases its
+// sockets until it is restarted, as before keepers.
+var ErrNoKeeper = errors.New("no descriptor keeper")
+
+const keeperMsg = 512 // the longest message: a verb and a name
+
+// RunKeeper is the keeper process: it serves daemons until one says quit,
+// or, with none connected, its network namespace is deleted and empty (the
+// check as the daemon's, every orphanCheck).
+func RunKeeper(log *slog.Logger, orphanCheck time.Duration) error {
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: KeeperSocket, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("keeper: %w", err)
+	}
+	defer ln.Close()
+	self, points := nsMounts()
+	held := map[string]*os.File{}
+	defer func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}()
+	log.Info("keeper ready", "pid", os.Getpid())
+	for {
+		ln.SetDeadline(time.Now().Add(orphanCheck))
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if len(points) > 0 && orphaned(self) {
+					log.Info("keeper: the network namespace was deleted and nothing else is in it: stopping")
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("keeper: %w", err)
+		}
+		quit := serveKeeper(log, c, held)
+		c.Close()
+		if quit {
+			log.Info("keeper: asked to stop", "closed", len(held))
+			return nil
+		}
+	}
+}
+
+// serveKeeper serves one daemon until it goes; it reports whether it said
+// quit (then held is closed and emptied).
+func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]*os.File) (quit bool) {
+	p, err := peer.Of(c)
+	if err != nil {
+		return false
+	}
+	ok, why, err := p.NetAdmin()
+	p.Close()
+	if err != nil || !ok || int(p.UID) != os.Geteuid() {
+		log.Warn("keeper: refused a caller", "uid", p.UID, "pid", p.PID(), "why", why, "err", err)
+		c.Write([]byte("err refused"))
+		return false
+	}
+	for name, f := range held {
+		if _, _, err := c.WriteMsgUnix([]byte("fd "+name), unix.UnixRights(int(f.Fd())), nil); err != nil {
+			return false
+		}
+	}
+	if _, err := c.Write([]byte("end")); err != nil {
+		return false
+	}
+	buf, oob := make([]byte, keeperMsg), make([]byte, unix.CmsgSpace(4*4))
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil || n == 0 {
+			// The daemon died: keep everything for the next, but say
+			// that nothing moves frames meanwhile (bridges and routing
+			// daemons read the carrier).
+			for name, f := range held {
+				if kind, _, _ := dataplane.ParseKept(name); kind == dataplane.KeptQueue && strings.HasSuffix(name, "/0") {
+					tap.SetCarrierOf(f, false)
+				}
+			}
+			log.Warn("keeper: the daemon went without a word: holding everything for the next", "held", len(held))
+			return false
+		}
+		files := receivedFiles(oob[:oobn])
+		verb, name, _ := strings.Cut(string(buf[:n]), " ")
+		answer := "ok"
+		switch {
+		case verb == "put" && len(files) == 1 && name != "":
+			if old := held[name]; old != nil {
+				old.Close()
+			}
+			held[name] = files[0]
+			files = nil
+		case verb == "drop" && name != "":
+			if f := held[name]; f != nil {
+				f.Close()
+				delete(held, name)
+			}
+		case verb == "bye":
+			c.Write([]byte(answer))
+			return false // a stop that keeps its state: the next daemon follows
+		case verb == "quit":
+			for name, f := range held {
+				f.Close()
+				delete(held, name)
+			}
+			c.Write([]byte(answer))
+			return true
+		default:
+			answer = "err malformed message"
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		if _, err := c.Write([]byte(answer)); err != nil {
+			return false
+		}
+	}
+}
+
+// receivedFiles are the descriptors an SCM_RIGHTS message carried.
+func receivedFiles(oob []byte) []*os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "kept"))
+		}
+	}
+	return files
+}
+
+// keeperClient is the daemon's side: a dataplane.Keeper.
+type keeperClient struct {
+	mu   sync.Mutex
+	pid  int // the keeper's
+	c    *net.UnixConn
+	kept map[string]*os.File // what the keeper held at start, until taken
+}
+
+var _ dataplane.Keeper = (*keeperClient)(nil)
+
+// connectKeeper connects to the namespace's keeper, starting one (exe
+// daemon keeper, logging to logf) where none runs, and receives what it
+// holds. It returns ErrNoKeeper, wrapped with the reason, where it cannot:
+// the daemon then runs without one.
+func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration) (*keeperClient, error) {
+	c, pid, err := dialKeeper()
+	if errors.Is(err, ErrNotRunning) {
+		cmd := exec.Command(exe, "daemon", "keeper", "-orphan-check", orphanCheck.String())
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Dir = "/"
+		cmd.Env = []string{}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("%w: cannot start one: %v", ErrNoKeeper, err)
+		}
+		go cmd.Wait() // reaped if it fails; it outlives the daemon otherwise
+		for i := 0; i < 200 && errors.Is(err, ErrNotRunning); i++ {
+			time.Sleep(10 * time.Millisecond)
+			c, pid, err = dialKeeper()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoKeeper, err)
+	}
+	// The keeper serves one daemon at a time: one that is stopping may
+	// still hold it for a moment.
+	kept, err := receiveHeld(c, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: %v", ErrNoKeeper, err)
+	}
+	return &keeperClient{c: c, pid: pid, kept: kept}, nil
+}
+
+// receiveHeld reads what the keeper holds, up to its "end", within d.
+func receiveHeld(c *net.UnixConn, d time.Duration) (map[string]*os.File, error) {
+	kept := map[string]*os.File{}
+	c.SetReadDeadline(time.Now().Add(d))
+	defer c.SetReadDeadline(time.Time{})
+	buf, oob := make([]byte, keeperMsg), make([]byte, unix.CmsgSpace(4*4))
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		files := receivedFiles(oob[:oobn])
+		msg := string(buf[:n])
+		if err == nil && msg == "end" {
+			return kept, nil
+		}
+		name, ok := strings.CutPrefix(msg, "fd ")
+		if err != nil || !ok || len(files) != 1 {
+			for _, f := range files {
+				f.Close()
+			}
+			for _, f := range kept {
+				f.Close()
+			}
+			if err == nil {
+				err = fmt.Errorf("unexpected %q", msg)
+			}
+			return nil, err
+		}
+		kept[name] = files[0]
+	}
+}
+
+// dialKeeper connects to the keeper and judges it; it returns its PID.
+func dialKeeper() (*net.UnixConn, int, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: KeeperSocket, Net: "unixpacket"})
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return nil, 0, ErrNotRunning
+		}
+		return nil, 0, err
+	}
+	p, err := peer.Of(c)
+	if err != nil {
+		c.Close()
+		return nil, 0, err
+	}
+	defer p.Close()
+	ok, why, err := p.NetAdmin()
+	if err != nil || !ok || int(p.UID) != os.Geteuid() {
+		c.Close()
+		if err == nil {
+			err = fmt.Errorf("pid %d (%s), uid %d, holds %s: %s", p.PID(), p.Comm(), p.UID, KeeperSocket, why)
+		}
+		return nil, 0, err
+	}
+	return c, p.PID(), nil
+}
+
+// ask sends one message and reads the answer.
+func (k *keeperClient) ask(msg string, f *os.File) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.c == nil {
+		return ErrNoKeeper
+	}
+	var oob []byte
+	if f != nil {
+		oob = unix.UnixRights(int(f.Fd()))
+	}
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := k.c.WriteMsgUnix([]byte(msg), oob, nil); err != nil {
+		return fmt.Errorf("keeper: %w", err)
+	}
+	buf := make([]byte, keeperMsg)
+	n, err := k.c.Read(buf)
+	if err != nil {
+		return fmt.Errorf("keeper: %w", err)
+	}
+	if a := string(buf[:n]); a != "ok" {
+		return fmt.Errorf("keeper: %s", a)
+	}
+	return nil
+}
+
+func (k *keeperClient) Keep(name string, f *os.File) error {
+	defer f.Close() // the keeper has its own once sent
+	return k.ask("put "+name, f)
+}
+
+func (k *keeperClient) Take(name string) *os.File {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	f := k.kept[name]
+	delete(k.kept, name)
+	return f
+}
+
+func (k *keeperClient) Drop(name string) error { return k.ask("drop "+name, nil) }
+
+// dropUnclaimed makes the keeper let go of what it held at start that no
+// restore took and want does not claim (a change cut short by a crash).
+func (k *keeperClient) dropUnclaimed(want func(name string) bool) error {
+	k.mu.Lock()
+	var names []string
+	for name, f := range k.kept {
+		if !want(name) {
+			names = append(names, name)
+			f.Close()
+			delete(k.kept, name)
+		}
+	}
+	k.mu.Unlock()
+	var errs []error
+	for _, name := range names {
+		errs = append(errs, k.Drop(name))
+	}
+	return errors.Join(errs...)
+}
+
+// quitKeeper makes a keeper that serves no daemon close everything and
+// exit (a stop with no daemon left to ask).
+func quitKeeper() error {
+	c, _, err := dialKeeper()
+	if err != nil {
+		if errors.Is(err, ErrNotRunning) {
+			return nil
+		}
+		return err
+	}
+	// Not within a second: it serves a daemon, which then is no
+	// business of this stop's.
+	kept, err := receiveHeld(c, time.Second)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	k := &keeperClient{c: c, kept: kept}
+	defer k.close()
+	return k.quit()
+}
+
+// carrierOff turns off the carrier of the interface with index ifindex
+// through a queue the keeper held, if there is one: a session whose restore
+// is pending carries nothing.
+func (k *keeperClient) carrierOff(ifindex int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if f := k.kept[dataplane.KeptQueueName(ifindex, 0)]; f != nil {
+		tap.SetCarrierOf(f, false)
+	}
+}
+
+// quit makes the keeper close everything and exit (a stop that keeps
+// nothing).
+func (k *keeperClient) quit() error { return k.ask("quit", nil) }
+
+// close leaves the keeper holding what it holds, for the next daemon,
+// which follows at once (a restart: the carriers stay on).
+func (k *keeperClient) close() {
+	k.ask("bye", nil)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.c != nil {
+		k.c.Close()
+		k.c = nil
+	}
+	for name, f := range k.kept {
+		f.Close()
+		delete(k.kept, name)
+	}
+}
