@@ -115,12 +115,15 @@ func refusal(c *net.UnixConn) (Response, bool) {
 // a minimal environment, only fds 0-2: /dev/null and the log), logging to
 // logPath, and waits until it answers.
 func Start(exe, logPath string, args ...string) error {
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-		return err
-	}
+	os.MkdirAll(filepath.Dir(logPath), 0o700) // where it fails, so does the open below
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		// A full filesystem must not keep the daemon from starting (and
+		// restoring): it then logs nowhere.
+		fmt.Fprintf(os.Stderr, "l2tpu: the daemon's log %s: %v; it starts without one\n", logPath, err)
+		if logf, err = os.OpenFile(os.DevNull, os.O_WRONLY, 0); err != nil {
+			return err
+		}
 	}
 	defer logf.Close()
 	// Descriptors the caller inherited without close-on-exec would leak

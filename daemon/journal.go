@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"os"
@@ -365,10 +366,43 @@ func strictUnmarshal(b []byte, v any) error {
 // appending.
 func openJournal(path string, cookie uint64, t *table) (*journal, error) {
 	j := &journal{path: path, cookie: cookie, t: t}
-	if err := j.compact(); err != nil {
+	err := j.compact()
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// A full filesystem must not keep the state from being restored:
+		// go on appending to the journal as it is (a change that finds no
+		// room then fails, as it would anyway).
+		if oerr := j.reopen(); oerr == nil {
+			return j, nil
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return j, nil
+}
+
+// reopen takes the journal file as it is for appending, cut after its last
+// whole record (a torn one is never followed by more); it needs no space.
+func (j *journal) reopen() error {
+	f, err := os.OpenFile(j.path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(f)
+	if err == nil && len(b) == 0 {
+		err = errors.New("empty")
+	}
+	if err != nil {
+		f.Close()
+		return err
+	}
+	end := int64(bytes.LastIndexByte(b, '\n') + 1)
+	if err := f.Truncate(end); err != nil {
+		f.Close()
+		return err
+	}
+	j.f, j.size, j.snapshot = f, end, end
+	return nil
 }
 
 // compact rewrites the journal as a snapshot of the table (j.mu held, or

@@ -504,11 +504,29 @@ func TestFullStateFilesystem(t *testing.T) {
 	if o, _, _ := run("show", "tunnel"); strings.Contains(o, "Tunnel 2,") {
 		t.Fatalf("a refused tunnel is there:\n%s", o)
 	}
+	// kill -9 with the filesystem still full: the next command starts a
+	// daemon, which restores everything acknowledged, and adds still fail
+	// with the reason.
+	pid, _ := strconv.Atoi(strings.Fields(sh("cat " + daemon.RunDir + "/*.pid"))[0])
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	o, e, c := run("show", "session")
+	if c != 0 {
+		t.Fatalf("show after kill -9 on a full filesystem: %d %q", c, e)
+	}
+	for _, id := range acked {
+		if !strings.Contains(o, fmt.Sprintf("Session %d in tunnel 1\n", id)) {
+			t.Fatalf("acknowledged session %d lost after kill -9 on a full filesystem:\n%s", id, o)
+		}
+	}
+	if _, e, c := run("add", "session", "name", "full0", "tid", "1", "sid", strconv.Itoa(failed), "psid", "1"); c != 2 || e != "RTNETLINK answers: No space left on device\n" {
+		t.Fatalf("add after the restart on a full filesystem: %d %q", c, e)
+	}
 	sh("rm " + daemon.RunDir + "/filler")
 	if _, e, c := run("add", "session", "name", "full0", "tid", "1", "sid", strconv.Itoa(failed), "psid", "1"); c != 0 {
 		t.Fatalf("add with room again: %d %s", c, e)
 	}
-	pid, _ := strconv.Atoi(strings.Fields(sh("cat " + daemon.RunDir + "/*.pid"))[0])
+	pid, _ = strconv.Atoi(strings.Fields(sh("cat " + daemon.RunDir + "/*.pid"))[0])
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitGone(pid)
 	o, _, _ = run("show", "session")
