@@ -73,6 +73,13 @@ func startHere() error {
 	// -keep: a SIGTERM that reaches it with its caller's session or
 	// service (it starts in the caller's cgroup) must not delete what it
 	// holds; the next command restores it. l2tpu daemon stop deletes.
+	// After a crash, the options of the daemon that died (a service's
+	// -group, -metrics, tuning...), which it recorded.
+	if args, err := recordedArgs(p.Options); err == nil {
+		return start(exe, p.Log, []string{OptionsFromRecord + "=1"}, args)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(os.Stderr, "l2tpu: %v; the daemon starts with -keep only\n", err)
+	}
 	return Start(exe, p.Log, "-keep")
 }
 

@@ -114,7 +114,9 @@ func refusal(c *net.UnixConn) (Response, bool) {
 // Start runs `exe daemon` detached (its own session, no terminal, cwd /,
 // a minimal environment, only fds 0-2: /dev/null and the log), logging to
 // logPath, and waits until it answers.
-func Start(exe, logPath string, args ...string) error {
+func Start(exe, logPath string, args ...string) error { return start(exe, logPath, nil, args) }
+
+func start(exe, logPath string, env []string, args []string) error {
 	os.MkdirAll(filepath.Dir(logPath), 0o700) // where it fails, so does the open below
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -138,6 +140,7 @@ func Start(exe, logPath string, args ...string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = append(cmd.Env, env...)
 	if x, ok := os.LookupEnv("XDG_RUNTIME_DIR"); ok {
 		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+x) // where its runtime files are (RuntimeDir)
 	}

@@ -104,7 +104,7 @@ func DecodeRequest(r io.Reader) (Request, error) {
 		if req.Session == nil {
 			return req, errors.New("add_session needs a session")
 		}
-	case OpDelTunnel, OpDelSession, OpList, OpStop, OpRestart:
+	case OpDelTunnel, OpDelSession, OpList, OpStop, OpRestart, OpYield:
 	default:
 		return req, fmt.Errorf("unknown operation %q", req.Op)
 	}
@@ -146,6 +146,11 @@ func (s *Server) do(req Request, cred *peer.Process) Response {
 	case OpStop:
 		s.opt.Keep = false
 		s.log.Info("stop requested", "uid", cred.UID, "pid", cred.PID())
+		s.stopServe()
+		return Response{}
+	case OpYield:
+		s.opt.Keep = true
+		s.log.Info("yielding to another daemon", "uid", cred.UID, "pid", cred.PID())
 		s.stopServe()
 		return Response{}
 	case OpRestart:

@@ -75,11 +75,14 @@ type Paths struct {
 	State string // the journal (id.state)
 	PID   string
 	Log   string
+	// Options are the options the daemon was started with (options.go).
+	Options string
 }
 
 func pathsFor(dir, id string) Paths {
 	base := filepath.Join(dir, id)
-	return Paths{Dir: dir, ID: id, State: base + ".state", PID: base + ".pid", Log: base + ".log"}
+	return Paths{Dir: dir, ID: id, State: base + ".state", PID: base + ".pid", Log: base + ".log",
+		Options: base + ".options"}
 }
 
 // DefaultPaths are the runtime files of the caller's namespace's daemon.
@@ -110,7 +113,7 @@ func PathsAt(nsPath string) (Paths, error) {
 
 // removeRuntime removes a stopped daemon's runtime files.
 func (p Paths) removeRuntime() {
-	for _, f := range []string{p.State, p.State + ".tmp", p.PID, p.Log} {
+	for _, f := range []string{p.State, p.State + ".tmp", p.PID, p.Log, p.Options, p.Options + ".tmp"} {
 		os.Remove(f)
 	}
 }

@@ -26,6 +26,9 @@ const (
 	// executable again, same PID and arguments (l2tpu daemon restart: an
 	// upgrade); the keeper holds its sockets and queues meanwhile.
 	OpRestart = "restart"
+	// OpYield makes the daemon stop as with -keep for another to take its
+	// place (Options.TakeOver).
+	OpYield = "yield"
 )
 
 // MaxRequest bounds a request's size: anything larger is refused unread.

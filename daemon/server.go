@@ -54,6 +54,15 @@ type Options struct {
 	MetricsAddr string
 	// Version is the daemon's version, for l2tpu_build_info.
 	Version string
+	// Args are the daemon's flags as given (l2tpu daemon ARGS...), recorded
+	// with the state so that a daemon started on demand after a crash runs
+	// with them too (options.go).
+	Args []string
+	// TakeOver makes a daemon that finds another serving the namespace
+	// take its place (the other stops as with -keep, its keeper holding
+	// everything) instead of exiting: what a service manager's daemon
+	// does to one that a command started meanwhile.
+	TakeOver bool
 	// KeeperExe, if set, is the l2tpu executable that runs this
 	// namespace's descriptor keeper (`KeeperExe daemon keeper`, see
 	// RunKeeper), started if none runs, so that a crash releases no
@@ -145,10 +154,14 @@ func Listen(o Options) (*Server, error) {
 		s.cookie, _ = NamespaceCookie()
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, holderError()
+	if errors.Is(err, syscall.EADDRINUSE) {
+		err = holderError()
+		if errors.Is(err, ErrRunning) && o.TakeOver {
+			s.log.Info("another daemon serves the namespace: taking its place", "other", err)
+			ln, err = takeOver()
 		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	s.ln = ln
@@ -178,6 +191,16 @@ func Listen(o Options) (*Server, error) {
 		if s.j, err = openJournal(statePath, s.cookie, t); err != nil {
 			s.closeListeners()
 			return nil, fmt.Errorf("state file %s: %w", statePath, err)
+		}
+	}
+	from := "the command line"
+	if os.Getenv(OptionsFromRecord) == "1" {
+		from = "the record of the daemon before (started on demand after it died)"
+	}
+	s.log.Info("options", "args", o.Args, "from", from)
+	if s.j != nil && o.Args != nil {
+		if err := recordOptions(s.paths.Options, o.Args); err != nil {
+			s.log.Warn("options not recorded: a daemon started on demand after a crash would run without them", "err", err)
 		}
 	}
 	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
@@ -329,6 +352,27 @@ func (s *Server) stopMetrics() {
 	if err := s.msrv.Shutdown(ctx); err != nil {
 		s.log.Warn("metrics server: scrapes cut short at stop", "err", err)
 		s.msrv.Close()
+	}
+}
+
+// takeOver asks the daemon serving the namespace to yield (OpYield) and
+// claims the control socket once it has.
+func takeOver() (*net.UnixListener, error) {
+	resp, d, err := call(Request{Op: OpYield})
+	if err != nil {
+		return nil, fmt.Errorf("taking over: %w", err)
+	}
+	defer d.Close()
+	if resp.Errno != 0 {
+		return nil, fmt.Errorf("taking over: %s: %w", resp.Error, syscall.Errno(resp.Errno))
+	}
+	d.Wait(time.Minute)
+	for i := 0; ; i++ {
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || i == 500 {
+			return ln, err
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -595,6 +639,7 @@ func (s *Server) stop() error {
 		s.j.close()
 		if !s.opt.Keep {
 			os.Remove(s.j.path)
+			os.Remove(s.paths.Options)
 		}
 	}
 	s.log.Info("stopped", "kept", s.opt.Keep)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -168,5 +169,73 @@ func TestUpgradeLosesNothing(t *testing.T) {
 	})
 	if lost == 0 {
 		t.Fatal("control: a link down for 200 ms lost nothing")
+	}
+}
+
+// TestOptionsSurviveCrash: a daemon run with -group (as by its service)
+// dies; the next root command starts one, which runs with the options the
+// first recorded (and says so), so the group's members keep their access.
+// Then the service manager's own restart (NOTIFY_SOCKET set) takes that
+// daemon's place instead of exiting because one runs. The control: a
+// member is refused by a daemon without -group.
+func TestOptionsSurviveCrash(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	bin := binary(t)
+	member := func() result {
+		return runCmd(t, nil, "ip", "netns", "exec", ns.Name, "setpriv", "--reuid", "nobody", "--regid", "nogroup",
+			"--groups", "users", "--", bin, "show", "tunnel")
+	}
+	serve := func(env ...string) *exec.Cmd {
+		d := exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon", "-group", "users")
+		d.Env = append(d.Environ(), env...)
+		if err := d.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
+		return d
+	}
+	// Control: a daemon started on demand (no record yet) refuses members.
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	if r := member(); r.code != 1 {
+		t.Fatalf("a member, no -group: %+v", r)
+	}
+	stopDaemon(t, ns)
+	serve()
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if r := member(); r.code != 0 {
+			return fmt.Errorf("a member with -group: %+v", r)
+		}
+		return nil
+	})
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	if out := must(t, ns, "show", "tunnel"); !strings.Contains(out, "Tunnel 1,") {
+		t.Fatalf("after kill -9 and a root command:\n%s", out)
+	}
+	if r := member(); r.code != 0 || !strings.Contains(r.out, "Tunnel 1,") {
+		t.Fatalf("a member after kill -9 and a root command: %+v", r)
+	}
+	p, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := daemonPID(t, ns)
+	if log, _ := os.ReadFile(p.Log); !regexp.MustCompile(`msg=options args="\[-group users -keep\]" from="the record`).Match(log) {
+		t.Fatalf("the daemon started on demand does not say it runs with the recorded options:\n%s", log)
+	}
+	// The service's restart takes its place.
+	serve("NOTIFY_SOCKET=@l2tpu-test-no-such-socket")
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if got, err := daemon.RecordedPID(p.PID); err != nil || got == started {
+			return fmt.Errorf("the daemon started on demand (%d) still serves, or none yet (%v)", started, err)
+		}
+		return nil
+	})
+	waitGone(started)
+	if r := member(); r.code != 0 || !strings.Contains(r.out, "Tunnel 1,") {
+		t.Fatalf("a member after the service took over: %+v", r)
 	}
 }

@@ -209,6 +209,10 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	}
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	o.Version = version
+	o.Args = args
+	// Under a service manager (systemd's NOTIFY_SOCKET), the service's
+	// daemon takes the place of one a command started meanwhile.
+	o.TakeOver = os.Getenv("NOTIFY_SOCKET") != ""
 	if exe, err := os.Executable(); err == nil {
 		o.KeeperExe = exe
 	}

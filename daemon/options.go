@@ -1,0 +1,71 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+)
+
+// The options a daemon was started with are recorded beside its journal,
+// so that whichever way the next daemon of the namespace starts after a
+// crash (the next command, or the service manager), it runs with what the
+// administrator configured: -group, -metrics, -state and the tuning flags.
+
+// optionsVersion is the recorded options' format.
+const optionsVersion = 1
+
+type recordedOptions struct {
+	Version int      `json:"version"`
+	Args    []string `json:"args"` // the daemon's flags, as given to l2tpu daemon
+}
+
+// OptionsFromRecord is the environment variable (set to "1") with which
+// the client starts a daemon with recorded options, so that it says so.
+const OptionsFromRecord = "L2TPU_RECORDED_OPTIONS"
+
+// recordOptions writes args to path (atomically); a failure is the
+// caller's to log: the daemon runs on.
+func recordOptions(path string, args []string) error {
+	b, err := json.Marshal(recordedOptions{Version: optionsVersion, Args: args})
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_SYNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// recordedArgs are the flags recorded at path, for a daemon started on
+// demand: with -keep, as every daemon started on demand runs.
+func recordedArgs(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r recordedOptions
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Version != optionsVersion {
+		return nil, fmt.Errorf("%s: version %d, not %d", path, r.Version, optionsVersion)
+	}
+	if !slices.Contains(r.Args, "-keep") && !slices.Contains(r.Args, "--keep") {
+		r.Args = append(r.Args, "-keep")
+	}
+	return r.Args, nil
+}
