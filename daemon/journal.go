@@ -39,6 +39,21 @@ type header struct {
 	// boot, so BootID says which boot it is of.
 	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	BootID      string `json:"boot_id,omitempty"`
+	// InitialNetns: the state is of the initial network namespace (PID
+	// 1's), the one namespace that is the same one after a reboot; the
+	// state of any other is of another namespace once the boot changed.
+	InitialNetns bool `json:"initial_netns,omitempty"`
+}
+
+// initialNetns reports whether the caller's network namespace is PID 1's
+// (false where PID 1's cannot be read).
+func initialNetns() bool {
+	self, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		return false
+	}
+	init, err := os.Readlink("/proc/1/ns/net")
+	return err == nil && init == self
 }
 
 // bootID is the kernel's random ID of this boot ("" if unknown).
@@ -283,6 +298,11 @@ func (j *journal) session(k sessionKey) (sessionRecord, bool) {
 	return *r, true
 }
 
+// ErrEarlierBoot: the state file is of an earlier boot and of a namespace
+// other than the initial one: namespace cookies count from boot, so nothing
+// says it is this namespace's.
+var ErrEarlierBoot = errors.New("the state file is of an earlier boot, and of a network namespace that cannot be this one")
+
 // ErrForeignState: the state file belongs to another network namespace.
 var ErrForeignState = errors.New("the state file belongs to another network namespace")
 
@@ -335,6 +355,9 @@ func parseJournal(b []byte, cookie uint64) (*table, string, error) {
 		return nil, "", fmt.Errorf("version %d, newer than this l2tpu's (%d): run the l2tpu that wrote it, or move it away", h.Version, stateVersion)
 	}
 	t.bootID = h.BootID
+	if !t.sameBoot() && !(h.InitialNetns && initialNetns()) {
+		return nil, "", fmt.Errorf("%w (boot %s)", ErrEarlierBoot, h.BootID)
+	}
 	if t.sameBoot() && h.NetnsCookie != 0 && cookie != 0 && h.NetnsCookie != cookie {
 		return nil, "", fmt.Errorf("%w (cookie %d, this one %d): move it away", ErrForeignState, h.NetnsCookie, cookie)
 	}
@@ -412,7 +435,7 @@ func (j *journal) compact() error {
 		return err
 	}
 	var buf bytes.Buffer
-	hb, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: j.cookie, BootID: j.t.bootID})
+	hb, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: j.cookie, BootID: j.t.bootID, InitialNetns: initialNetns()})
 	buf.Write(append(hb, '\n'))
 	recs := j.t.records()
 	for i := range recs {

@@ -3,10 +3,14 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The kernel destroys a network namespace, and its L2TP state with it,
@@ -18,7 +22,10 @@ import (
 // whose namespace the daemon may not read (a sandbox's init, or any other
 // process when the daemon runs without CAP_SYS_PTRACE) is not seen: the
 // daemon therefore stops as with -keep, so that a holder it missed loses
-// nothing but the daemon until its next l2tpu command restarts it.
+// nothing but the daemon until its next l2tpu command restarts it, unless
+// it is sure (heldElsewhere: no process it can see, and it can see every
+// process's descriptors and mounts, holds the namespace): then its state
+// goes with it, files and all, as the kernel's does.
 
 // nsMounts returns the mount points of the caller's network namespace
 // (nsfs mounts of it) in this mount namespace, and the namespace's name
@@ -32,18 +39,24 @@ func nsMounts() (self string, points []string) {
 	if err != nil {
 		return self, nil
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
+	return self, mountsOf(b, self)
+}
+
+// mountsOf are the mount points of the namespace named ns in a mountinfo
+// table.
+func mountsOf(mountinfo []byte, ns string) (points []string) {
+	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
 	for sc.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
 		if !ok || !strings.HasPrefix(post, "nsfs ") {
 			continue
 		}
-		if f := strings.Fields(pre); len(f) >= 5 && f[3] == self {
+		if f := strings.Fields(pre); len(f) >= 5 && f[3] == ns {
 			points = append(points, f[4])
 		}
 	}
-	return self, points
+	return points
 }
 
 // orphaned reports whether the namespace named self, mounted when the
@@ -74,6 +87,54 @@ func orphaned(self string, except ...int) bool {
 		}
 	}
 	return true
+}
+
+// heldElsewhere reports whether any process the daemon can see holds the
+// namespace named self other than by running in it: an open descriptor of
+// it, or a mount of it in another mount namespace. why says what holds it,
+// or what could not be seen (then it may be held: the daemon is not sure).
+// except are the daemon's own (its keeper).
+func heldElsewhere(self string, except ...int) (held bool, why string) {
+	me := os.Getpid()
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return true, err.Error()
+	}
+	var want unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &want); err != nil {
+		return true, err.Error()
+	}
+	mountNS := map[string]bool{}
+	for _, p := range procs {
+		pid := p.Name()
+		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == itoa(e) }) {
+			continue
+		}
+		fds, err := os.ReadDir("/proc/" + pid + "/fd")
+		if errors.Is(err, os.ErrNotExist) {
+			continue // gone
+		}
+		if err != nil {
+			return true, fmt.Sprintf("cannot see the descriptors of pid %s: %v", pid, err)
+		}
+		for _, fd := range fds {
+			// The link names the path it was opened by (/run/netns/X):
+			// what it is, the file says.
+			var st unix.Stat_t
+			if unix.Stat("/proc/"+pid+"/fd/"+fd.Name(), &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+				return true, fmt.Sprintf("pid %s holds it open", pid)
+			}
+		}
+		mnt, err := os.Readlink("/proc/" + pid + "/ns/mnt")
+		if err != nil || mountNS[mnt] {
+			continue
+		}
+		mountNS[mnt] = true
+		if b, err := os.ReadFile("/proc/" + pid + "/mountinfo"); err == nil && mountsOf(b, self) != nil {
+			return true, fmt.Sprintf("it is mounted in the mount namespace of pid %s", pid)
+		}
+	}
+	return false, ""
 }
 
 func itoa(n int) string {

@@ -110,6 +110,7 @@ type Server struct {
 	retry      chan struct{}
 	stopServe  context.CancelFunc // ends Serve (OpStop, OpRestart)
 	restarting bool               // OpRestart: Serve returns ErrRestart
+	gone       bool               // the namespace is gone: its files go too
 
 	connMu sync.Mutex
 	conns  int
@@ -181,6 +182,15 @@ func Listen(o Options) (*Server, error) {
 	} else {
 		var note string
 		t, note, err = loadJournal(statePath, s.cookie)
+		if errors.Is(err, ErrEarlierBoot) {
+			// Not this namespace's: set aside (for an administrator to
+			// look at), never restored here.
+			aside := statePath + ".earlier-boot"
+			if rerr := os.Rename(statePath, aside); rerr == nil {
+				s.log.Warn("state file set aside, not restored", "file", aside, "why", err)
+				t, note, err = newTable(), "", nil
+			}
+		}
 		if err != nil {
 			s.closeListeners()
 			return nil, err
@@ -641,6 +651,9 @@ func (s *Server) stop() error {
 			os.Remove(s.j.path)
 			os.Remove(s.paths.Options)
 		}
+		if s.gone && s.j.path == s.paths.State {
+			os.Remove(s.paths.Log)
+		}
 	}
 	s.log.Info("stopped", "kept", s.opt.Keep)
 	return errors.Join(errs...)
@@ -739,9 +752,18 @@ func (s *Server) watchNamespace(ctx context.Context, stop func()) {
 		if !orphaned(self, s.keeperPID()) {
 			return true
 		}
-		s.log.Info("the network namespace was deleted and nothing else is in it: stopping", "mounted_at", points)
+		held, why := heldElsewhere(self, s.keeperPID())
 		s.mu.Lock()
-		s.opt.Keep = true
+		if held {
+			s.log.Info("the network namespace was deleted and nothing else is in it, but it may be held: stopping as with -keep",
+				"mounted_at", points, "why", why)
+			s.opt.Keep = true
+		} else {
+			// No namespace can ever have this one's cookie, so no
+			// daemon would ever read its files again.
+			s.log.Info("the network namespace is gone: stopping, its state and files with it", "mounted_at", points)
+			s.opt.Keep, s.gone = false, true
+		}
 		s.mu.Unlock()
 		stop()
 		return false

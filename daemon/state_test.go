@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -243,5 +245,30 @@ func TestJournalConcurrentAppends(t *testing.T) {
 	tb, note, err := loadJournal(p, 0)
 	if err != nil || note != "" || len(tb.sessions) != 200 {
 		t.Fatalf("%v %q %d sessions", err, note, len(tb.sessions))
+	}
+}
+
+// A journal of an earlier boot is restored only where it is of the initial
+// network namespace and the caller is in it: namespace cookies restart at
+// boot, so for any other namespace nothing says it is the same one.
+func TestJournalOfEarlierBoot(t *testing.T) {
+	tunnel := `{"op":"tunnel","tunnel":{"tunnel_id":1,"peer_tunnel_id":2,"encap":"ip","local":"192.0.2.1","remote":"198.51.100.1"}}` + "\n"
+	journal := func(boot string, initial bool) []byte {
+		h, _ := json.Marshal(header{Version: stateVersion, NetnsCookie: 7, BootID: boot, InitialNetns: initial})
+		return append(append(h, '\n'), tunnel...)
+	}
+	// Control: this boot's is restored.
+	if tb, _, err := parseJournal(journal(bootID(), false), 7); err != nil || len(tb.tunnels) != 1 {
+		t.Fatalf("this boot's: %v", err)
+	}
+	if _, _, err := parseJournal(journal("0f0f0f0f-earlier-boot", false), 7); !errors.Is(err, ErrEarlierBoot) {
+		t.Fatalf("an earlier boot's, not the initial namespace's: %v", err)
+	}
+	tb, _, err := parseJournal(journal("0f0f0f0f-earlier-boot", true), 7)
+	switch {
+	case initialNetns() && (err != nil || len(tb.tunnels) != 1):
+		t.Fatalf("an earlier boot's of the initial namespace, read in it: %v", err)
+	case !initialNetns() && !errors.Is(err, ErrEarlierBoot):
+		t.Fatalf("an earlier boot's of the initial namespace, read elsewhere: %v", err)
 	}
 }

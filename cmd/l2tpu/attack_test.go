@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -664,6 +666,24 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 		t.Fatalf("daemon left a namespace that exists: %v", err)
 	case <-time.After(time.Second):
 	}
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(paths.State); err != nil {
+		t.Fatalf("no journal while it runs: %v", err)
+	}
+	// Control: held by a descriptor only, the namespace may live on: the
+	// daemon stops as with -keep, its files kept.
+	holder := exec.Command("sh", "-c", "exec 3<"+ns.Path()+"; echo ok; exec sleep 60")
+	out, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	if l, _ := bufio.NewReader(out).ReadString('\n'); l != "ok\n" {
+		t.Fatalf("holder: %q", l)
+	}
 	privtest.Run(t, "ip", "netns", "del", ns.Name)
 	select {
 	case err := <-exited:
@@ -672,6 +692,45 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon lives on in a deleted namespace")
+	}
+	for _, f := range []string{paths.State, paths.Options} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("the namespace may be held (an open descriptor), but %s is gone: %v", f, err)
+		}
+	}
+}
+
+// TestDeletedNamespaceFilesGo: a daemon sure that its namespace is gone
+// (deleted, nothing in it, no process holding it open or mounted) removes
+// its runtime files: no namespace can ever have its cookie again.
+func TestDeletedNamespaceFilesGo(t *testing.T) {
+	privtest.Require(t)
+	ns, exited := daemonInOwnNS(t, "g")
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{paths.State, paths.Options, paths.PID} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("while it runs: %v", err)
+		}
+	}
+	privtest.Run(t, "ip", "netns", "del", ns.Name)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("daemon exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon lives on in a deleted namespace")
+	}
+	for _, f := range []string{paths.State, paths.Options, paths.PID} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind by a namespace that is gone: %v", f, err)
+		}
 	}
 }
 
@@ -714,7 +773,7 @@ func startInOwnNS(t *testing.T, suffix string) (*privtest.NS, <-chan error, bool
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID) })
+	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID); os.Remove(paths.Options) })
 	logf, err := os.Create(filepath.Join(t.TempDir(), "daemon.log"))
 	if err != nil {
 		t.Fatal(err)
