@@ -67,6 +67,10 @@ type Conn interface {
 	Writer
 	// PathMTU is the MTU of the route to the peer (0 if unknown).
 	PathMTU() int
+	// ICMPErrors counts the errors that ICMP messages (port or host
+	// unreachable, forged or not) left on the socket and a read or send
+	// consumed: each was made again, no frame lost.
+	ICMPErrors() uint64
 	// File is a duplicate of the socket's descriptor, for a keeper that
 	// holds it across a restart (see AdoptUDP).
 	File() (*os.File, error)
@@ -478,6 +482,13 @@ func adopt(f *os.File, network string, local, remote netip.AddrPort, set func(fd
 	}
 	ok = true
 	return c, nil
+}
+
+func (s *sock) ICMPErrors() uint64 {
+	if rb, ok := s.bc.(*recvBatch); ok {
+		return rb.icmp.Load()
+	}
+	return 0
 }
 
 // File is a duplicate of the socket's descriptor.

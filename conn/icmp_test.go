@@ -1,7 +1,6 @@
 package conn
 
 import (
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"testing"
@@ -9,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/l2tpu/l2tpu/internal/fixture"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
@@ -22,33 +22,11 @@ func forgeUnreachable(t *testing.T, local, remote netip.AddrPort) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	m := make([]byte, 8+20+8)
-	m[0], m[1] = 3, 3 // destination unreachable, port unreachable
-	ip := m[8:]
-	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
-	binary.BigEndian.PutUint16(ip[2:], 20+8+16)
-	l, r := local.Addr().As4(), remote.Addr().As4()
-	copy(ip[12:], l[:])
-	copy(ip[16:], r[:])
-	binary.BigEndian.PutUint16(ip[10:], ^sum(ip[:20]))
-	binary.BigEndian.PutUint16(ip[20:], local.Port())
-	binary.BigEndian.PutUint16(ip[22:], remote.Port())
-	binary.BigEndian.PutUint16(ip[24:], 8+16)
-	binary.BigEndian.PutUint16(m[2:], ^sum(m))
+	m := fixture.PortUnreachable(local, remote)
+	r := remote.Addr().As4()
 	if err := unix.Sendto(fd, m, 0, &unix.SockaddrInet4{Addr: r}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func sum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
 
 // A forged ICMP error must not cost a frame: the kernel's tunnels never
@@ -98,6 +76,9 @@ func TestForgedICMPDropsNothing(t *testing.T) {
 			if n, err := a.WriteBatch(msgs, 0); n != len(msgs) || err != nil {
 				t.Fatalf("gso %v, round %d: sent %d of %d after a forged ICMP: %v", o.GSO, round, n, len(msgs), err)
 			}
+		}
+		if got := a.ICMPErrors(); got != 3 {
+			t.Errorf("gso %v: %d ICMP errors counted, want 3", o.GSO, got)
 		}
 		bufs, sizes := make([][]byte, MaxBatch), make([]int, MaxBatch)
 		for i := range bufs {

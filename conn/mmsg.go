@@ -2,6 +2,7 @@ package conn
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -17,7 +18,8 @@ import (
 // allocated once per socket, write headers pooled (writers may run
 // concurrently).
 type recvBatch struct {
-	batchConn // WriteBatch
+	icmp      atomic.Uint64 // ICMP errors consumed by reads and sends (ICMPErrors)
+	batchConn               // WriteBatch
 	rc        syscall.RawConn
 	hs        [MaxBatch]unix.Mmsghdr
 	iovs      [MaxBatch]unix.Iovec
@@ -61,9 +63,17 @@ func (r *recvBatch) ReadBatch(ms []Message, flags int) (int, error) {
 }
 
 func (r *recvBatch) recv(fd uintptr) {
-	for {
+	for retries := 0; ; {
 		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(r.n), uintptr(r.flags), 0, 0)
 		if e == unix.EINTR {
+			continue
+		}
+		if isReportedICMP(e) && retries < maxICMPRetries {
+			// An error an ICMP message left on the socket, which this
+			// read consumed instead of the datagrams waiting: count
+			// it, read again.
+			retries++
+			r.icmp.Add(1)
 			continue
 		}
 		r.got, r.errno = int(n), e
@@ -79,7 +89,8 @@ type sendHdrs struct {
 	got     int // messages sent so far
 	errno   syscall.Errno
 	blocked bool // the last try met a full send buffer
-	retried bool // a send failed with a socket error ICMP may have set
+	retries int  // sends that failed with a socket error ICMP may have set
+	icmp    *atomic.Uint64
 	sendFn  func(uintptr) bool
 	tryFn   func(uintptr)
 }
@@ -116,7 +127,7 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 		}
 		setControl(hd, m.OOB)
 	}
-	h.n, h.got, h.errno, h.retried = n, 0, 0, false
+	h.n, h.got, h.errno, h.retries, h.icmp = n, 0, 0, 0, &r.icmp
 	// Through the fd's reference, not its write lock: senders of
 	// several sessions (threads) share a tunnel's socket, and one that
 	// the kernel preempts in sendmmsg must not hold the others. Only a
@@ -152,12 +163,14 @@ func (h *sendHdrs) send(fd uintptr) bool {
 			continue
 		case e == unix.EAGAIN:
 			return false // wait until writable, then go on from h.got
-		case isReportedICMP(e) && !h.retried:
+		case isReportedICMP(e) && h.retries < maxICMPRetries:
 			// Most likely not this message's error but one an ICMP
 			// message left on the connected socket (anyone can forge
 			// one), which this call consumed: the kernel's tunnels
-			// never consult it, so send again, once.
-			h.retried = true
+			// never consult it, so count it and send again. (A real
+			// error, such as no route, comes back every time: bounded.)
+			h.retries++
+			h.icmp.Add(1)
 			continue
 		case e != 0:
 			h.errno = e
@@ -170,6 +183,11 @@ func (h *sendHdrs) send(fd uintptr) bool {
 	}
 	return true
 }
+
+// maxICMPRetries bounds the sends of one batch that an error ICMP may have
+// left makes again: each consumes one, so a flood of forged errors costs a
+// batch nothing until this many land within one sendmmsg.
+const maxICMPRetries = 8
 
 // isReportedICMP reports whether e is an error that an ICMP message (port
 // or host unreachable, and the like) sets on a connected socket, to be

@@ -17,6 +17,7 @@ type fakeConn struct{ msgs, bytes int }
 func (f *fakeConn) WaitRead() error                             { return nil }
 func (f *fakeConn) PollFD() int                                 { return -1 }
 func (f *fakeConn) Backlogged() bool                            { return false }
+func (f *fakeConn) ICMPErrors() uint64                          { return 0 }
 func (f *fakeConn) File() (*os.File, error)                     { return nil, os.ErrInvalid }
 func (f *fakeConn) ReadBatch([][]byte, []int, int) (int, error) { return 0, nil }
 func (f *fakeConn) PathMTU() int                                { return 1500 }

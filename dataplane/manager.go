@@ -924,6 +924,10 @@ func (m *Manager) removeSession(s *session, removeIf bool) {
 type TunnelInfo struct {
 	Config TunnelConfig
 	Stats  Stats
+	// ICMPErrors: errors ICMP messages left on the tunnel's socket, each
+	// consumed by a read or send that was then made again (the kernel's tunnels
+	// ignore them): not one of the kernel's counters, so not in show.
+	ICMPErrors uint64 `json:"icmp_errors,omitempty"`
 }
 
 // SessionInfo is a session as `show session` reports it. SendSeq and
@@ -998,7 +1002,7 @@ func (m *Manager) Tunnels() []TunnelInfo {
 	defer m.mu.Unlock()
 	out := make([]TunnelInfo, 0, len(m.tunnels))
 	for _, t := range m.tunnels {
-		out = append(out, TunnelInfo{Config: t.cfg, Stats: t.stats.snapshot()})
+		out = append(out, TunnelInfo{Config: t.cfg, Stats: t.stats.snapshot(), ICMPErrors: t.conn.ICMPErrors()})
 	}
 	slices.SortFunc(out, func(a, b TunnelInfo) int { return cmpU32(a.Config.TunnelID, b.Config.TunnelID) })
 	return out

@@ -88,6 +88,7 @@ type Collector struct {
 	tunnel, session  []*prometheus.Desc // by stats' order
 	up, carrier, mtu *prometheus.Desc
 	queueDrops       *prometheus.Desc
+	icmpErrors       *prometheus.Desc
 	build            *prometheus.Desc
 }
 
@@ -109,6 +110,8 @@ func NewCollector(src Source, version string) *Collector {
 		"The current MTU of the session's interface. Absent when the interface cannot be found.", sl, nil)
 	c.queueDrops = prometheus.NewDesc("l2tpu_session_rx_queue_dropped_total",
 		"Frames received (and counted in rx_packets) that were dropped because the session's queue of busy flows was full: the session received more than the daemon could deliver to its interface.", sl, nil)
+	c.icmpErrors = prometheus.NewDesc("l2tpu_tunnel_icmp_errors_total",
+		"Errors that ICMP messages (port or host unreachable, forged or not) left on the tunnel's socket: each was consumed by a read or a send, which was then made again, so no frame was lost (the kernel's tunnels ignore them too).", tl, nil)
 	c.build = prometheus.NewDesc("l2tpu_build_info",
 		"Always 1; the labels say which l2tpu runs and the Go release it was built with.", []string{"version", "goversion"}, nil)
 	return c
@@ -124,6 +127,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.carrier
 	ch <- c.mtu
 	ch <- c.queueDrops
+	ch <- c.icmpErrors
 	ch <- c.build
 }
 
@@ -135,6 +139,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for i, s := range c.stats {
 			ch <- prometheus.MustNewConstMetric(c.tunnel[i], prometheus.CounterValue, float64(s.get(&t.Stats)), id)
 		}
+		ch <- prometheus.MustNewConstMetric(c.icmpErrors, prometheus.CounterValue, float64(t.ICMPErrors), id)
 	}
 	sessions := c.src.Sessions()
 	if len(sessions) == 0 {

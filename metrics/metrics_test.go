@@ -124,7 +124,7 @@ func TestMetricsCollector(t *testing.T) {
 	for _, n := range statNames {
 		want = append(want, "l2tpu_tunnel_"+n, "l2tpu_session_"+n)
 	}
-	want = append(want, "l2tpu_session_up", "l2tpu_session_carrier", "l2tpu_session_mtu_bytes", "l2tpu_session_rx_queue_dropped_total", "l2tpu_build_info")
+	want = append(want, "l2tpu_session_up", "l2tpu_session_carrier", "l2tpu_session_mtu_bytes", "l2tpu_session_rx_queue_dropped_total", "l2tpu_tunnel_icmp_errors_total", "l2tpu_build_info")
 	var got []string
 	for n := range fams {
 		got = append(got, n)

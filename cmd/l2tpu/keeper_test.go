@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/netns"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
@@ -238,4 +239,42 @@ func TestOptionsSurviveCrash(t *testing.T) {
 	if r := member(); r.code != 0 || !strings.Contains(r.out, "Tunnel 1,") {
 		t.Fatalf("a member after the service took over: %+v", r)
 	}
+}
+
+// TestForgedICMPFlood: 200 forged ICMP port unreachables quoting the
+// tunnel's 4-tuple, sent from the peer's side during ping -i 0.01 -c 400
+// through the pseudowire, cost no frame and no tx_error: each error a send
+// consumes is counted and the send made again, as the kernel's tunnels
+// ignore them. The control: the daemon counted the errors (they reached
+// the socket, where a send that believed them would have failed).
+func TestForgedICMPFlood(t *testing.T) {
+	privtest.Require(t)
+	a, b := pair(t)
+	pseudowire(t, a, b)
+	forger := exec.Command("ip", "netns", "exec", b.Name, attacker(t), "unreach", "192.0.2.1:5000", "192.0.2.2:6000", "200")
+	ping := exec.Command("ip", "netns", "exec", a.Name, "ping", "-n", "-q", "-i", "0.01", "-c", "400", "-W", "2", "203.0.113.2")
+	var pingOut strings.Builder
+	ping.Stdout = &pingOut
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if out, err := forger.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("forger: %v %s", err, out)
+	}
+	ping.Wait()
+	if !strings.Contains(pingOut.String(), "400 packets transmitted, 400 received") {
+		t.Errorf("forged ICMP during the ping: %s", pingOut.String())
+	}
+	if out := must(t, a, "-s", "show", "session"); !strings.Contains(out, "tx_packets") || !strings.Contains(out, " tx_errors 0\n") {
+		t.Errorf("tx_errors moved:\n%s", out)
+	}
+	var r daemon.Response
+	if err := netns.Do(a.Path(), func() (err error) { r, err = daemon.Call(daemon.Request{Op: daemon.OpList}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Tunnels) != 1 || r.Tunnels[0].ICMPErrors == 0 {
+		t.Fatalf("control: no ICMP error counted: %+v", r.Tunnels)
+	}
+	t.Logf("%d ICMP errors counted", r.Tunnels[0].ICMPErrors)
 }

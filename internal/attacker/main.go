@@ -13,6 +13,10 @@
 //	                        SO_REUSEPORT, as a squatter would), print "ok"
 //	                        or the error, then for 3 s count what arrives
 //	                        ("received N")
+//	attacker unreach L R N  send N forged ICMP port unreachables (one a
+//	                        millisecond) quoting a UDP datagram from L to R
+//	                        (ADDR:PORT, IPv4), to L, as R's host would;
+//	                        needs a raw socket
 //	attacker attach IFNAME TUN  attach a queue to a TAP device (TUNSETIFF)
 //	                        through TUN, a node of /dev/net/tun: mode 0666
 //	                        on stock distributions, where anyone opens it
@@ -25,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"syscall"
@@ -32,6 +37,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/l2tpu/l2tpu/internal/fixture"
 )
 
 func main() {
@@ -64,6 +71,12 @@ func main() {
 		time.Sleep(60 * time.Second)
 	case "udp":
 		squatUDP(os.Args[2])
+	case "unreach":
+		n, err := strconv.Atoi(os.Args[4])
+		if err != nil {
+			os.Exit(2)
+		}
+		fmt.Println(unreach(netip.MustParseAddrPort(os.Args[2]), netip.MustParseAddrPort(os.Args[3]), n))
 	case "attach":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -72,6 +85,23 @@ func main() {
 	default:
 		os.Exit(2)
 	}
+}
+
+func unreach(local, remote netip.AddrPort, n int) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return err.Error()
+	}
+	defer unix.Close(fd)
+	m := fixture.PortUnreachable(local, remote)
+	l := local.Addr().As4()
+	for range n {
+		if err := unix.Sendto(fd, m, 0, &unix.SockaddrInet4{Addr: l}); err != nil {
+			return err.Error()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return "ok"
 }
 
 func squatUDP(addr string) {
