@@ -12,11 +12,14 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/l2tpu/l2tpu/dataplane"
 )
@@ -195,14 +198,47 @@ func NewRegistry(src Source, version string) (*prometheus.Registry, error) {
 
 // Handler serves reg in the Prometheus exposition formats. Collection
 // errors are logged and what could be collected is still served.
-func Handler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+//
+// Every local user can reach the port, and a collection walks every tunnel
+// and session under the dataplane's lock: collections are at least
+// MinInterval apart, scrapes in between getting the last one's figures, so
+// that no rate of scrapes can make the dataplane wait more than that allows.
+func Handler(reg prometheus.Gatherer, log *slog.Logger) http.Handler {
+	return handlerEvery(reg, MinInterval, log)
+}
+
+func handlerEvery(reg prometheus.Gatherer, every time.Duration, log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(&cachedGatherer{g: reg, every: every}, promhttp.HandlerOpts{
 		ErrorLog:      errorLog{log},
 		ErrorHandling: promhttp.ContinueOnError,
 		// A scrape walks every session: a few at once are plenty, more
 		// would only compete with the data path for CPU.
 		MaxRequestsInFlight: 4,
 	})
+}
+
+// MinInterval is the least time between two collections (Handler).
+const MinInterval = time.Second
+
+// cachedGatherer gathers at most once each every; concurrent scrapes wait
+// for the one collection under way.
+type cachedGatherer struct {
+	g     prometheus.Gatherer
+	every time.Duration
+	mu    sync.Mutex
+	at    time.Time
+	mfs   []*dto.MetricFamily
+	err   error
+}
+
+func (c *cachedGatherer) Gather() ([]*dto.MetricFamily, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || time.Since(c.at) >= c.every || c.every <= 0 {
+		c.mfs, c.err = c.g.Gather()
+		c.at = time.Now()
+	}
+	return c.mfs, c.err
 }
 
 // errorLog is promhttp.Logger on slog.

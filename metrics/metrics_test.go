@@ -12,7 +12,9 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -319,5 +321,53 @@ func TestMetricsNonUTF8Interface(t *testing.T) {
 	// help texts pass); a parse error is 1.
 	if code := cmd.ProcessState.ExitCode(); code != 0 && code != 3 {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// countingSource counts the collections that walk its sessions.
+type countingSource struct {
+	fakeSource
+	walks atomic.Int32
+}
+
+func (c *countingSource) Sessions() []dataplane.SessionInfo {
+	c.walks.Add(1)
+	return c.fakeSource.Sessions()
+}
+
+// TestMetricsScrapesBounded: however many scrapes come (any local user
+// may send them), the sessions are walked at most once per interval, and
+// every scrape is still answered in full (scrapes in a row; the handler
+// also refuses more than a few at once). The control: with no interval,
+// each scrape walks them. (Issue 18, finding 9.)
+func TestMetricsScrapesBounded(t *testing.T) {
+	for _, c := range []struct {
+		every time.Duration
+		walks func(n int32) bool
+	}{
+		{time.Hour, func(n int32) bool { return n == 1 }},
+		{0, func(n int32) bool { return n == 40 }},
+	} {
+		src := &countingSource{fakeSource: *testSource()}
+		reg, err := NewRegistry(src, "v-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(handlerEvery(reg, c.every, slog.New(slog.DiscardHandler)))
+		for range 40 {
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), `l2tpu_session_rx_packets_total{interface="pw0",session_id="1",tunnel_id="7"} 104`) {
+				t.Fatalf("every %v: %s\n%s", c.every, resp.Status, body)
+			}
+		}
+		srv.Close()
+		if n := src.walks.Load(); !c.walks(n) {
+			t.Errorf("every %v: 40 scrapes walked the sessions %d times", c.every, n)
+		}
 	}
 }
