@@ -55,10 +55,14 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration) error {
 	}
 	defer ln.Close()
 	self, points := nsMounts()
-	held := map[string]*os.File{}
+	// Raw descriptors, never *os.File: a File of a non-blocking descriptor
+	// joins this process's poller, which would then wake for every frame
+	// that arrives in a held queue or socket; and its Fd() would make the
+	// description, which the daemon shares, blocking.
+	held := map[string]int{}
 	defer func() {
-		for _, f := range held {
-			f.Close()
+		for _, fd := range held {
+			unix.Close(fd)
 		}
 	}()
 	log.Info("keeper ready", "pid", os.Getpid())
@@ -86,7 +90,7 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration) error {
 
 // serveKeeper serves one daemon until it goes; it reports whether it said
 // quit (then held is closed and emptied).
-func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]*os.File) (quit bool) {
+func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]int) (quit bool) {
 	p, err := peer.Of(c)
 	if err != nil {
 		return false
@@ -98,8 +102,8 @@ func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]*os.File) (q
 		c.Write([]byte("err refused"))
 		return false
 	}
-	for name, f := range held {
-		if _, _, err := c.WriteMsgUnix([]byte("fd "+name), unix.UnixRights(int(f.Fd())), nil); err != nil {
+	for name, fd := range held {
+		if _, _, err := c.WriteMsgUnix([]byte("fd "+name), unix.UnixRights(fd), nil); err != nil {
 			return false
 		}
 	}
@@ -113,35 +117,35 @@ func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]*os.File) (q
 			// The daemon died: keep everything for the next, but say
 			// that nothing moves frames meanwhile (bridges and routing
 			// daemons read the carrier).
-			for name, f := range held {
+			for name, fd := range held {
 				if kind, _, _ := dataplane.ParseKept(name); kind == dataplane.KeptQueue && strings.HasSuffix(name, "/0") {
-					tap.SetCarrierOf(f, false)
+					tap.SetCarrierOf(fd, false)
 				}
 			}
 			log.Warn("keeper: the daemon went without a word: holding everything for the next", "held", len(held))
 			return false
 		}
-		files := receivedFiles(oob[:oobn])
+		fds := receivedFDs(oob[:oobn])
 		verb, name, _ := strings.Cut(string(buf[:n]), " ")
 		answer := "ok"
 		switch {
-		case verb == "put" && len(files) == 1 && name != "":
-			if old := held[name]; old != nil {
-				old.Close()
+		case verb == "put" && len(fds) == 1 && name != "":
+			if old, ok := held[name]; ok {
+				unix.Close(old)
 			}
-			held[name] = files[0]
-			files = nil
+			held[name] = fds[0]
+			fds = nil
 		case verb == "drop" && name != "":
-			if f := held[name]; f != nil {
-				f.Close()
+			if fd, ok := held[name]; ok {
+				unix.Close(fd)
 				delete(held, name)
 			}
 		case verb == "bye":
 			c.Write([]byte(answer))
 			return false // a stop that keeps its state: the next daemon follows
 		case verb == "quit":
-			for name, f := range held {
-				f.Close()
+			for name, fd := range held {
+				unix.Close(fd)
 				delete(held, name)
 			}
 			c.Write([]byte(answer))
@@ -149,8 +153,8 @@ func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]*os.File) (q
 		default:
 			answer = "err malformed message"
 		}
-		for _, f := range files {
-			f.Close()
+		for _, fd := range fds {
+			unix.Close(fd)
 		}
 		if _, err := c.Write([]byte(answer)); err != nil {
 			return false
@@ -158,13 +162,13 @@ func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]*os.File) (q
 	}
 }
 
-// receivedFiles are the descriptors an SCM_RIGHTS message carried.
-func receivedFiles(oob []byte) []*os.File {
+// receivedFDs are the descriptors an SCM_RIGHTS message carried.
+func receivedFDs(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil
 	}
-	var files []*os.File
+	var all []int
 	for _, m := range msgs {
 		fds, err := unix.ParseUnixRights(&m)
 		if err != nil {
@@ -172,8 +176,17 @@ func receivedFiles(oob []byte) []*os.File {
 		}
 		for _, fd := range fds {
 			unix.CloseOnExec(fd)
-			files = append(files, os.NewFile(uintptr(fd), "kept"))
+			all = append(all, fd)
 		}
+	}
+	return all
+}
+
+// receivedFiles are receivedFDs as files, for the daemon, which uses them.
+func receivedFiles(oob []byte) []*os.File {
+	var files []*os.File
+	for _, fd := range receivedFDs(oob) {
+		files = append(files, os.NewFile(uintptr(fd), "kept"))
 	}
 	return files
 }
@@ -287,7 +300,13 @@ func (k *keeperClient) ask(msg string, f *os.File) error {
 	}
 	var oob []byte
 	if f != nil {
-		oob = unix.UnixRights(int(f.Fd()))
+		// Not f.Fd(), which would make the description (shared with
+		// the data path) blocking.
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("keeper: %w", err)
+		}
+		rc.Control(func(fd uintptr) { oob = unix.UnixRights(int(fd)) })
 	}
 	k.c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, _, err := k.c.WriteMsgUnix([]byte(msg), oob, nil); err != nil {
@@ -368,7 +387,9 @@ func (k *keeperClient) carrierOff(ifindex int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if f := k.kept[dataplane.KeptQueueName(ifindex, 0)]; f != nil {
-		tap.SetCarrierOf(f, false)
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { tap.SetCarrierOf(int(fd), false) })
+		}
 	}
 }
 

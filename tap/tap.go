@@ -492,18 +492,14 @@ func (d *fileDevice) SetCarrier(on bool) error {
 	return nil
 }
 
-// SetCarrierOf sets the carrier of the device a queue's descriptor f
+// SetCarrierOf sets the carrier of the device a queue's descriptor fd
 // belongs to (see Adopt), without making a Device of it.
-func SetCarrierOf(f *os.File, on bool) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
+func SetCarrierOf(fd int, on bool) error {
 	v := 0
 	if on {
 		v = 1
 	}
-	return control(rc, func(fd int) error { return unix.IoctlSetPointerInt(fd, unix.TUNSETCARRIER, v) })
+	return unix.IoctlSetPointerInt(fd, unix.TUNSETCARRIER, v)
 }
 
 func (d *fileDevice) SetPersist(on bool) error {

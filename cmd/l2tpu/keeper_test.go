@@ -278,3 +278,88 @@ func TestForgedICMPFlood(t *testing.T) {
 	}
 	t.Logf("%d ICMP errors counted", r.Tunnels[0].ICMPErrors)
 }
+
+// switches is how often the process's threads have been switched out: how
+// often it woke.
+func switches(t *testing.T, pid int) int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for _, l := range strings.Split(string(st), "\n") {
+			var k int
+			if _, err := fmt.Sscanf(l, "voluntary_ctxt_switches: %d", &k); err == nil {
+				n += k
+			}
+			if _, err := fmt.Sscanf(l, "nonvoluntary_ctxt_switches: %d", &k); err == nil {
+				n += k
+			}
+		}
+	}
+	return n
+}
+
+// blockingFDs are the daemon's TAP queues and sockets whose description is
+// not O_NONBLOCK (the data path never blocks).
+func blockingFDs(t *testing.T, pid int) []string {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []string
+	for _, fd := range fds {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if l != "/dev/net/tun" && !strings.HasPrefix(l, "socket:") {
+			continue
+		}
+		info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+		var flags int
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				fmt.Sscanf(strings.TrimSpace(v), "%o", &flags)
+			}
+		}
+		if flags&syscall.O_NONBLOCK == 0 {
+			bad = append(bad, fd.Name()+" "+l)
+		}
+	}
+	return bad
+}
+
+// TestKeeperSleepsThroughTraffic: the keeper holds every queue and socket
+// of the pseudowire without waking for the frames that pass through them
+// (a descriptor in its poller would wake it for each), and handing them to
+// it leaves the daemon's descriptions non-blocking (os.File.Fd makes them
+// blocking). The control: the daemon, which carries the frames, wakes.
+func TestKeeperSleepsThroughTraffic(t *testing.T) {
+	privtest.Require(t)
+	a, b := pair(t)
+	pseudowire(t, a, b)
+	k, d := keeperPID(t, a), daemonPID(t, a)
+	if k == 0 {
+		t.Fatal("no keeper runs")
+	}
+	if bad := blockingFDs(t, d); len(bad) > 0 {
+		t.Errorf("the daemon's descriptions made blocking: %q", bad)
+	}
+	k0, d0 := switches(t, k), switches(t, d)
+	if out, err := a.Try("ping", "-n", "-q", "-f", "-c", "3000", "-s", "1000", "203.0.113.2"); err != nil {
+		t.Fatalf("ping: %v %s", err, out)
+	}
+	kw, dw := switches(t, k)-k0, switches(t, d)-d0
+	t.Logf("3000 pings: keeper woke %d times, daemon %d", kw, dw)
+	if dw < 1000 {
+		t.Fatalf("control: the daemon woke %d times for 3000 pings", dw)
+	}
+	if kw > 50 {
+		t.Errorf("the keeper woke %d times for 3000 pings through what it holds", kw)
+	}
+}
