@@ -1,10 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -103,7 +104,11 @@ type pinged struct {
 	err error
 }
 
-// fairness runs a TCP stream through each of n pseudowires at once.
+// fairness runs a TCP stream through each of n pseudowires at once and
+// measures them over a common window, by the bytes each pseudowire's
+// interface in B received (iperf3's own per-stream rates cover each
+// stream's own time, and 64 streams start seconds apart on 2 CPUs): the
+// window opens once every interface has received, and lasts -t seconds.
 func fairness(m string, n int) Fairness {
 	f := Fairness{Sessions: n}
 	p := setupPWs(m, n, false)
@@ -120,30 +125,47 @@ func fairness(m string, n int) Fairness {
 		}
 	}()
 	time.Sleep(time.Duration(300+10*n) * time.Millisecond)
-	rates := make([]float64, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i, t := range p.same {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o, err := sh(in(nsA, "iperf3", "-c", t, "-t", strconv.Itoa(*secs), "-J")...)
-			var j iperfJSON
-			if err == nil {
-				err = json.Unmarshal([]byte(o), &j)
-			}
-			rates[i], errs[i] = j.End.SumReceived.BitsPerSecond/1e9, err
-		}()
+	base, err := rxBytes(p.devs)
+	if err != nil {
+		f.Err = err.Error()
+		return f
 	}
-	wg.Wait()
+	var clients []*exec.Cmd
+	for _, t := range p.same {
+		clients = append(clients, start(in(nsA, "iperf3", "-c", t, "-t", "120")...))
+	}
+	defer func() {
+		for _, c := range clients {
+			stop(c)
+		}
+	}()
+	// Every stream flowing (or 20 s): then a second more to settle.
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		now, err := rxBytes(p.devs)
+		if err == nil && allMoved(base, now) {
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	from, err := rxBytes(p.devs)
+	if err == nil {
+		time.Sleep(time.Duration(*secs) * time.Second)
+	}
+	to, err2 := rxBytes(p.devs)
+	el := time.Since(t0).Seconds()
+	if err = cmp.Or(err, err2); err != nil {
+		f.Err = err.Error()
+		progress("%s: %s", m, f.Err)
+		return f
+	}
+	rates := make([]float64, n)
+	for i := range rates {
+		rates[i] = float64(to[i]-from[i]) * 8 / el / 1e9
+	}
 	var sum, sq float64
 	f.MinGbps = rates[0]
-	for i, x := range rates {
-		if errs[i] != nil {
-			f.Err = fmt.Sprintf("stream %d: %v", i, errs[i])
-			progress("%s: %s", m, f.Err)
-			return f
-		}
+	for _, x := range rates {
 		sum += x
 		sq += x * x
 		f.MinGbps, f.MaxGbps = min(f.MinGbps, x), max(f.MaxGbps, x)
@@ -154,4 +176,46 @@ func fairness(m string, n int) Fairness {
 	}
 	progress("%s: %d streams: Jain's index %.3f, aggregate %.2f Gb/s (min %.2f, max %.2f)", m, n, f.Jain, f.AggGbps, f.MinGbps, f.MaxGbps)
 	return f
+}
+
+// rxBytes are the bytes each of devs (in B) has received.
+func rxBytes(devs []string) ([]uint64, error) {
+	out, err := sh(in(nsB, "ip", "-j", "-s", "link", "show")...)
+	if err != nil {
+		return nil, err
+	}
+	var links []struct {
+		Name  string `json:"ifname"`
+		Stats struct {
+			RX struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return nil, err
+	}
+	by := map[string]uint64{}
+	for _, l := range links {
+		by[l.Name] = l.Stats.RX.Bytes
+	}
+	got := make([]uint64, len(devs))
+	for i, d := range devs {
+		b, ok := by[d]
+		if !ok {
+			return nil, fmt.Errorf("no interface %s in %s", d, nsB)
+		}
+		got[i] = b
+	}
+	return got, nil
+}
+
+// allMoved reports whether every counter grew by a megabyte.
+func allMoved(from, to []uint64) bool {
+	for i := range from {
+		if to[i] < from[i]+1<<20 {
+			return false
+		}
+	}
+	return true
 }

@@ -48,11 +48,11 @@ var (
 )
 
 // allMethods in the order they run and are shown.
-var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "wireguard-go", "l2tpu", "l2tpu-no-express", "l2tpu-no-rt", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-2proc", "l2tpu-no-turn"}
+var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "wireguard-go", "l2tpu", "l2tpu-no-rt", "l2tpu-no-mod", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-2proc", "l2tpu-no-turn"}
 
 // loadedVariants of l2tpu are measured under load too (the others change
 // the single flow's path only).
-var loadedVariants = map[string]bool{"l2tpu": true, "l2tpu-no-express": true, "l2tpu-no-rt": true}
+var loadedVariants = map[string]bool{"l2tpu": true, "l2tpu-no-rt": true, "l2tpu-no-mod": true, "l2tpu-2proc": true}
 
 func sh(args ...string) (string, error) {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()

@@ -15,16 +15,16 @@ var variants = map[string]struct {
 	flags []string
 	note  string
 }{
-	"l2tpu":            {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
-	"l2tpu-exact":      {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
-	"l2tpu-no-gro":     {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
-	"l2tpu-no-tso":     {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
-	"l2tpu-no-tapgro":  {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
-	"l2tpu-none":       {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
-	"l2tpu-2proc":      {[]string{"-procs", "2"}, "-procs 2: two bulk threads"},
-	"l2tpu-no-turn":    {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop"},
-	"l2tpu-no-express": {[]string{"-no-express"}, "-no-express: light sessions served by the bulk thread too"},
-	"l2tpu-no-rt":      {[]string{"-rt-priority", "0"}, "-rt-priority 0: the express thread an ordinary one"},
+	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
+	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
+	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
+	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
+	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
+	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
+	"l2tpu-2proc":     {[]string{"-procs", "2"}, "-procs 2: two loops (threads)"},
+	"l2tpu-no-turn":   {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop"},
+	"l2tpu-no-rt":     {[]string{"-rt-priority", "0"}, "-rt-priority 0: ordinary threads (not realtime)"},
+	"l2tpu-no-mod":    {[]string{"-moderation", "0"}, "-moderation 0: loops look again at once after every round"},
 }
 
 // link is a method's inner link between the namespaces.

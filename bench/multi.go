@@ -19,6 +19,7 @@ import (
 // (another UDP port).
 type pws struct {
 	same       []string // B's inner address of each of the n
+	devs       []string // B's interface of each of the n
 	other      string   // B's inner address of the one in another tunnel
 	sameTunnel bool     // the n share one tunnel, and so its socket
 	teardown   func()
@@ -67,6 +68,7 @@ func setupPWs(method string, n int, other bool) pws {
 		for i := range n {
 			a, b := pwAddrs(i)
 			add(fmt.Sprintf("vx%d", i), 100+i, 4789, a, b)
+			p.devs = append(p.devs, fmt.Sprintf("vx%d", i))
 		}
 		if other {
 			for i, e := range ends {
@@ -88,6 +90,7 @@ func setupPWs(method string, n int, other bool) pws {
 		for i := range n {
 			a, b := pwAddrs(i)
 			cmds = append(cmds, qemuPW(fmt.Sprintf("qt%d", i), 1701+i, a, b+"/30")...)
+			p.devs = append(p.devs, fmt.Sprintf("qt%d", i))
 		}
 		if other {
 			cmds = append(cmds, qemuPW("qto", 1701+maxPWs, otherA, otherB+"/24")...)
@@ -99,6 +102,9 @@ func setupPWs(method string, n int, other bool) pws {
 		}
 	default:
 		v := variants[method]
+		for i := range n {
+			p.devs = append(p.devs, fmt.Sprintf("pw%d", i))
+		}
 		startDaemons(v.flags)
 		for k, e := range ends {
 			var b strings.Builder

@@ -115,6 +115,7 @@ func loadedTable(rs []Result) string {
 	fmt.Fprintf(&b, "\nUnder load: a 64-byte UDP flood (iperf3 -u -l 64 -b 0 -P 2, %d s) on one pseudowire, pings every 10 ms through another "+
 		"of the same tunnel (sessions of one l2tpu tunnel, VNIs of one VXLAN port; QEMU has none) and of another tunnel; a lost ping counts as the longest. "+
 		"Fairness: a TCP stream through each of n pseudowires of one tunnel at once (QEMU: n processes), Jain's index of their throughputs "+
+		"(bytes each pseudowire's interface received over a common window of the run's length, opened once all of them carry traffic) "+
 		"and the aggregate against the method's single stream above. Loaded RTT: pings through the pseudowire one TCP stream fills (table above).\n\n", *secs)
 	b.WriteString("| method | flood alone kpps | same tunnel: ping p50 / p99 µs | lost | flood kpps | other tunnel: ping p50 / p99 µs | lost | flood kpps | loaded RTT p50 / p99 µs |")
 	for _, n := range ns {

@@ -41,9 +41,6 @@ type Reader interface {
 	// waiting that the fd does not show (the rest of a coalesced read):
 	// read again.
 	PollFD() int
-	// Backlogged reports whether messages wait in the kernel's queue of
-	// the socket (not counting those a ReadBatch holds to hand out).
-	Backlogged() bool
 	// ReadBatch reads up to len(bufs) waiting L2TP messages into
 	// bufs[i][offset:] without blocking. For IP encapsulation the message
 	// starts after the IP header. It may instead replace bufs[i] with a
@@ -137,17 +134,6 @@ func newSock(c net.Conn, v6 bool) (*sock, error) {
 func (s *sock) WaitRead() error { return s.waiter.Wait(s.drained.Load()) }
 
 func (s *sock) PollFD() int { return s.fd }
-
-func (s *sock) Backlogged() bool {
-	var n int32
-	var e syscall.Errno
-	s.rc.Control(func(fd uintptr) {
-		// SIOCINQ: the next datagram's size, 0 when none waits. A raw
-		// call: it never blocks.
-		_, _, e = unix.RawSyscall(unix.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&n)))
-	})
-	return e == 0 && n > 0
-}
 
 func (s *sock) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if s.groOn {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/l2tpu/l2tpu/dataplane"
 	"github.com/l2tpu/l2tpu/internal/peer"
+	"github.com/l2tpu/l2tpu/internal/rtsched"
 	"github.com/l2tpu/l2tpu/tap"
 )
 
@@ -49,6 +50,11 @@ const keeperMsg = 512 // the longest message: a verb and a name
 // or, with none connected, its network namespace is deleted and empty (the
 // check as the daemon's, every orphanCheck).
 func RunKeeper(log *slog.Logger, orphanCheck time.Duration) error {
+	// A daemon's threads are realtime, and so is what one of them starts:
+	// the keeper, which only waits, is an ordinary process.
+	if err := rtsched.Process(0); err != nil {
+		log.Warn("keeper: cannot take the ordinary scheduling policy", "err", err)
+	}
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: KeeperSocket, Net: "unixpacket"})
 	if err != nil {
 		return fmt.Errorf("keeper: %w", err)

@@ -44,28 +44,22 @@ func newBatch() *batch {
 func (b *batch) restore() { copy(b.bufs, b.own) }
 
 // turn is what a loop lends a source for one batch: its buffers (a loop
-// serves one source at a time, so they are reused without a pool), and
-// whether a socket's heavy flows go to their sessions' queues (the express
-// loop's turn: loop.go).
+// serves one source at a time, so they are reused without a pool).
 type turn struct {
-	queue bool
-	rx    *batch  // what a socket is read into
-	tx    *batch  // what a TAP is read into: a session's batch, or the turnaround's
-	held  []*held // a queue's batch (rxqueue.go)
+	rx    *batch // what a socket is read into
+	tx    *batch // what a TAP is read into: a session's batch, or the turnaround's
+	round uint64 // the loop's round (never 0)
 }
 
-func newTurn(queue bool) *turn {
-	return &turn{queue: queue, rx: newBatch(), tx: newBatch(), held: make([]*held, batchSize)}
-}
+func newTurn() *turn { return &turn{rx: newBatch(), tx: newBatch()} }
 
-// held is a received frame waiting in a reorder buffer or a heavy session's
-// queue: a copy, because the batch it arrived in is reused at once. Its
-// buffer grows to the largest frame it has held.
+// held is a received frame waiting in a reorder buffer: a copy, because
+// the batch it arrived in is reused at once. Its buffer grows to the
+// largest frame it has held.
 type held struct {
 	buf    []byte
 	frame  []byte // buf[:n]
 	msgLen int    // L2TP message length, for rx_bytes
-	flow   uint8  // its flow's bucket (rxqueue.go)
 }
 
 // hold copies a frame into h.

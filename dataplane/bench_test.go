@@ -16,7 +16,6 @@ type fakeConn struct{ msgs, bytes int }
 
 func (f *fakeConn) WaitRead() error                             { return nil }
 func (f *fakeConn) PollFD() int                                 { return -1 }
-func (f *fakeConn) Backlogged() bool                            { return false }
 func (f *fakeConn) ICMPErrors() uint64                          { return 0 }
 func (f *fakeConn) File() (*os.File, error)                     { return nil, os.ErrInvalid }
 func (f *fakeConn) ReadBatch([][]byte, []int, int) (int, error) { return 0, nil }
@@ -64,7 +63,7 @@ func (f *fakeDev) SetCarrier(bool) error { return nil }
 
 // benchSession wires one session of cfg to fakes, without any I/O.
 func benchSession(tb testing.TB, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {
-	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}, flowSeed: tap.NewFlowSeed()}
+	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}}
 	m.batches.New = func() any { return newBatch() }
 	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	fc, fd := &fakeConn{}, &fakeDev{}
@@ -126,7 +125,7 @@ func BenchmarkReceive(b *testing.B) {
 				Cookie: wire.PeerCookie, PeerCookie: wire.Cookie, L2Spec: wire.L2Spec}
 			tx := encap.NewTxHeader(&peer)
 			bt := m.getBatch()
-			tn := newTurn(false)
+			tn := newTurn()
 			ns := uint32(0)
 			fill := func() {
 				for i := range bt.bufs {

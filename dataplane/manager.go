@@ -87,18 +87,18 @@ type Tuning struct {
 	// write: an echo reply, an ACK), leaving it to the transmit loop,
 	// which then has to be woken.
 	NoTurnaround bool
-	// Threads is how many bulk loops (threads) serve sessions that keep
-	// a loop busy (loop.go); 0 means 1. Each runs Go code, so GOMAXPROCS
-	// should be at least Threads+1.
+	// Threads is how many loops serve the sessions and tunnels (loop.go);
+	// 0 means 1. Each runs Go code: GOMAXPROCS should be at least Threads.
 	Threads int
-	// NoExpress serves every source in the bulk loops: light sessions
-	// then wait, with the heavy ones, for the CPU the scheduler gives an
-	// ordinary busy thread.
-	NoExpress bool
-	// RTPriority is the express loop's realtime priority (SCHED_FIFO,
-	// 1-99), which its thread keeps while it is light; 0 leaves it an
-	// ordinary thread.
+	// RTPriority is the realtime priority (SCHED_FIFO, 1-99) the process's
+	// threads run at, as the kernel moves frames in softirq, ahead of
+	// every program (loop.go); 0 leaves them ordinary. It is process-wide:
+	// the runtime moves goroutines between threads.
 	RTPriority int
+	// Moderation is how long a loop that moves a few frames at a time at
+	// a high rate lets them gather between its rounds, as a NIC moderates
+	// its interrupts (loop.go); 0: never.
+	Moderation time.Duration
 }
 
 // Recorder makes configuration changes durable (a daemon's journal). The
@@ -143,8 +143,7 @@ type Manager struct {
 	log      *slog.Logger
 	epoch    time.Time
 	batches  sync.Pool // for the reorder timers' deliveries: loops have their own (turn)
-	flowSeed tap.FlowSeed
-	helds    sync.Pool // lock-free: taken by the loop that receives, given back by the one that delivers
+	helds    sync.Pool // reorder buffers' copies
 
 	mu         sync.Mutex // serialises control operations
 	closed     bool
@@ -173,14 +172,14 @@ func (l *ipListener) serve(m *Manager) (err error) {
 
 // New starts a Manager.
 func New(o Options) (*Manager, error) {
-	m := &Manager{opt: o, log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel), flowSeed: tap.NewFlowSeed()}
+	m := &Manager{opt: o, log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel)}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	m.batches.New = func() any { return newBatch() }
 	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	var err error
-	if m.sched, err = newScheduler(o.Threads, !o.NoExpress, o.RTPriority, m.log); err != nil {
+	if m.sched, err = newScheduler(schedConfig{loops: o.Threads, rtPrio: o.RTPriority, moderation: o.Moderation, psi: cpuPressure}, m.log); err != nil {
 		return nil, err
 	}
 	err = m.inNS(func() (err error) {
@@ -941,11 +940,6 @@ type SessionInfo struct {
 	RecvSeq      bool
 	NextNS       uint32 // sequence number to send next
 	Stats        Stats
-	// QueueDrops: frames received and counted (rx_packets), then dropped
-	// because the session's queue of heavy flows was full (rxqueue.go):
-	// where the kernel's l2tp_eth would count rx_dropped on the
-	// interface, which only the TUN driver counts for a TAP.
-	QueueDrops uint64
 }
 
 // RefreshCarrier makes each session interface's carrier say whether its
@@ -1016,8 +1010,7 @@ func (m *Manager) Sessions() []SessionInfo {
 	for _, t := range m.tunnels {
 		for _, s := range t.sessions.all() {
 			out = append(out, SessionInfo{Config: s.cfg, PeerTunnelID: t.cfg.PeerTunnelID, Interface: s.name(),
-				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot(),
-				QueueDrops: s.rxq.drops.Load()})
+				MTU: s.mtu, SendSeq: s.seq.SendSeq(), RecvSeq: s.seq.RecvSeq(), NextNS: s.seq.NextNS(), Stats: s.stats.snapshot()})
 		}
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int {

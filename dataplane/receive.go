@@ -16,45 +16,34 @@ import (
 // batch per turn of the socket's loop (loop.go).
 
 // receiveFrom serves one batch of r. t is the receiving tunnel for UDP,
-// nil for IP encapsulation. With tn.queue, heavy flows' frames go to their
-// sessions' queues (rxqueue.go).
+// nil for IP encapsulation.
 func (m *Manager) receiveFrom(tn *turn, r conn.Reader, e encap.Encap, t *tunnel) result {
 	b := tn.rx
 	n, err := r.ReadBatch(b.bufs, b.sizes, headroom)
-	var res result
+	sessions := 0
 	if n > 0 {
-		res = m.receive(tn, e, t, b, n)
+		sessions = m.receive(tn, e, t, b, n)
 	}
 	b.restore()
-	if !tn.queue && (res.light && res.heavy || res.flood) {
-		// A light session's frames came among heavy ones, or a flood
-		// that other sessions' frames may come behind: is there a
-		// backlog to wait in?
-		res.waited = r.Backlogged()
-	}
 	if err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
 		// ECONNREFUSED and the like: an ICMP error reported once on
 		// the connected socket. The tunnel stays up, as the kernel's.
 		m.log.Debug("tunnel socket error", "err", err)
 	}
-	res.more = n == len(b.bufs)
-	return res
+	return result{frames: n, more: n == len(b.bufs), sessions: sessions}
 }
 
 // receive classifies a batch of L2TP messages (at headroom in b) and
 // delivers the frames, consecutive frames of one session in one write.
-// t is the receiving tunnel for UDP, nil for IP encapsulation. With
-// tn.queue, heavy flows' frames go to their sessions' queues.
-func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) result {
+// t is the receiving tunnel for UDP, nil for IP encapsulation. It returns
+// how many sessions brought frames that had not yet in the loop's round.
+func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) (sessions int) {
 	now := m.now()
-	wall := time.Now()
-	var res result
 	var run *session
 	runOff, k := 0, 0
 	flush := func() {
 		if run != nil && k > 0 {
 			run.deliver(b.out[:k], runOff, tn.tx)
-			res.frames += k
 		}
 		k = 0
 	}
@@ -72,6 +61,10 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 		}
 		if s == nil {
 			continue // unknown session: no counter
+		}
+		if s.seen != tn.round {
+			s.seen = tn.round
+			sessions++
 		}
 		d, r := s.rx.Decode(msg, ver)
 		switch r {
@@ -93,29 +86,6 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 			continue
 		}
 		s.countRx(len(msg))
-		frame := msg[d.Offset:]
-		c := s.rxFlow(wall, frame)
-		// Only another session's light flow makes the socket shared:
-		// a session's own flows share its TAP's queue anyway.
-		res.light = res.light || c.lightSession
-		res.heavy = res.heavy || !c.light
-		if c.flood && (t == nil && m.ipSessions.len() > 1 || t != nil && t.sessions.len() > 1) {
-			res.flood = true // and other sessions could be waiting behind it
-		}
-		// Queueing, a heavy flow's frames go to the queue, and so do
-		// those of one whose frames still wait there (not to overtake
-		// them). Reordering sessions deliver from their reorder buffer.
-		if tn.queue && s.rxq.src != nil && s.cfg.ReorderTimeout == 0 && (!c.light || s.rxQueued(c.bucket)) {
-			if run == s {
-				flush() // its earlier frames go first
-			}
-			s.enqueueRx(frame, len(msg), c.bucket)
-			res.queued++
-			if c.flood && s.rxDepth() > rxQueueFrames/2 {
-				res.deep = true
-			}
-			continue
-		}
 		off := headroom + d.Offset
 		if s != run || off != runOff {
 			flush()
@@ -125,7 +95,7 @@ func (m *Manager) receive(tn *turn, e encap.Encap, t *tunnel, b *batch, n int) r
 		k++
 	}
 	flush()
-	return res
+	return sessions
 }
 
 // accept runs the sequence rules on a decoded message (l2tp_recv_common

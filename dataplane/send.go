@@ -12,8 +12,7 @@ func (s *session) send(q tap.Device, b *batch) result {
 	if q == s.dev {
 		if !s.rdMu.TryLock() {
 			// The turnaround is reading it (another loop): this turn
-			// is its; try again next round. (Waiting could leave the
-			// express loop waiting for an ordinary thread.)
+			// is its; try again next round rather than wait.
 			return result{more: true}
 		}
 		defer s.rdMu.Unlock()

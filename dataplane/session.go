@@ -44,7 +44,9 @@ type session struct {
 	// a write by the receive path (turnaround).
 	rdMu sync.Mutex
 
-	rxq rxQueue // a heavy session's received frames, for a bulk loop (rxqueue.go)
+	// seen is the last round of the loop serving the session's socket
+	// that brought its frames (that loop's alone: loop.go).
+	seen uint64
 
 	stats counters
 }
@@ -53,17 +55,8 @@ func (s *session) name() string { return *s.ifname.Load() }
 
 func (s *session) setMTU(mtu int) { s.maxFrame.Store(int64(encap.MaxRxFrame(mtu))) }
 
-// start makes each queue a source of the Manager's loops, and gives the
-// session a queue for received frames where light and heavy sessions are
-// served apart.
+// start makes each queue a source of the Manager's loops.
 func (s *session) start() error {
-	if s.m.sched.express != nil {
-		src, err := s.m.sched.addQueue(s.drainRx)
-		if err != nil {
-			return err
-		}
-		s.rxq.src = src
-	}
 	for _, q := range s.queues {
 		src, err := s.m.sched.add(q.PollFD(), func(t *turn) result { return s.send(q, t.tx) })
 		if err != nil {
@@ -81,9 +74,6 @@ func (s *session) stopSources() error {
 		errs = append(errs, src.remove())
 	}
 	s.srcs = nil
-	if s.rxq.src != nil {
-		errs = append(errs, s.rxq.src.remove())
-	}
 	return errors.Join(errs...)
 }
 
@@ -92,13 +82,6 @@ func (s *session) stopSources() error {
 func (s *session) stop(remove bool) {
 	if err := s.stopSources(); err != nil {
 		s.m.log.Error("session stop", "interface", s.name(), "err", err)
-	}
-	if !remove {
-		// A stop for a restart: what its queue holds goes to the TAP
-		// first, not to waste (the sockets are read no more).
-		t := newTurn(true)
-		for r := s.drainRx(t); r.frames > 0 && r.more; r = s.drainRx(t) {
-		}
 	}
 	if remove {
 		s.dev.Remove()
@@ -118,7 +101,6 @@ func (s *session) stop(remove bool) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	s.purgeRx()
 	for {
 		h, ok := s.seq.Purge()
 		if !ok {

@@ -90,7 +90,6 @@ type Collector struct {
 	stats            []stat
 	tunnel, session  []*prometheus.Desc // by stats' order
 	up, carrier, mtu *prometheus.Desc
-	queueDrops       *prometheus.Desc
 	icmpErrors       *prometheus.Desc
 	build            *prometheus.Desc
 }
@@ -111,8 +110,6 @@ func NewCollector(src Source, version string) *Collector {
 		"1 if the session's interface has carrier (IFF_RUNNING: up, its TAP held by the daemon, and its tunnel's local address present), else 0. Absent when the interface cannot be found.", sl, nil)
 	c.mtu = prometheus.NewDesc("l2tpu_session_mtu_bytes",
 		"The current MTU of the session's interface. Absent when the interface cannot be found.", sl, nil)
-	c.queueDrops = prometheus.NewDesc("l2tpu_session_rx_queue_dropped_total",
-		"Frames received (and counted in rx_packets) that were dropped because the session's queue of busy flows was full: the session received more than the daemon could deliver to its interface.", sl, nil)
 	c.icmpErrors = prometheus.NewDesc("l2tpu_tunnel_icmp_errors_total",
 		"Errors that ICMP messages (port or host unreachable, forged or not) left on the tunnel's socket: each was consumed by a read or a send, which was then made again, so no frame was lost (the kernel's tunnels ignore them too).", tl, nil)
 	c.build = prometheus.NewDesc("l2tpu_build_info",
@@ -129,7 +126,6 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.carrier
 	ch <- c.mtu
-	ch <- c.queueDrops
 	ch <- c.icmpErrors
 	ch <- c.build
 }
@@ -162,7 +158,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for i, s := range c.stats {
 			ch <- prometheus.MustNewConstMetric(c.session[i], prometheus.CounterValue, float64(s.get(&x.Stats)), lv...)
 		}
-		ch <- prometheus.MustNewConstMetric(c.queueDrops, prometheus.CounterValue, float64(x.QueueDrops), lv...)
 		ifi, ok := byName[x.Interface]
 		if !ok {
 			continue

@@ -47,7 +47,7 @@ func testSource() *fakeSource {
 	return &fakeSource{
 		tunnels: []dataplane.TunnelInfo{{Config: dataplane.TunnelConfig{TunnelID: 7}, Stats: seqStats(0)}},
 		sessions: []dataplane.SessionInfo{
-			{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 1}, Interface: "pw0", Stats: seqStats(100), QueueDrops: 42},
+			{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 1}, Interface: "pw0", Stats: seqStats(100)},
 			{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 2}, Interface: "down0", Stats: seqStats(200)},
 			{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 3}, Interface: "gone0", Stats: seqStats(300)},
 			{Config: dataplane.SessionConfig{TunnelID: 7, SessionID: 4}, Interface: "nocarrier0", Stats: seqStats(400)},
@@ -126,7 +126,7 @@ func TestMetricsCollector(t *testing.T) {
 	for _, n := range statNames {
 		want = append(want, "l2tpu_tunnel_"+n, "l2tpu_session_"+n)
 	}
-	want = append(want, "l2tpu_session_up", "l2tpu_session_carrier", "l2tpu_session_mtu_bytes", "l2tpu_session_rx_queue_dropped_total", "l2tpu_tunnel_icmp_errors_total", "l2tpu_build_info")
+	want = append(want, "l2tpu_session_up", "l2tpu_session_carrier", "l2tpu_session_mtu_bytes", "l2tpu_tunnel_icmp_errors_total", "l2tpu_build_info")
 	var got []string
 	for n := range fams {
 		got = append(got, n)
@@ -186,15 +186,6 @@ func TestMetricsCollector(t *testing.T) {
 				t.Errorf("%s%v: %v (found %v), want %v", g.name, lv, value(m), ok, x.want)
 			}
 		}
-	}
-
-	// Queue drops, a counter of every session, found or not.
-	qd := fams["l2tpu_session_rx_queue_dropped_total"]
-	if qd.GetType() != dto.MetricType_COUNTER || len(qd.GetMetric()) != 4 {
-		t.Fatalf("queue drops: %v with %d metrics", qd.GetType(), len(qd.GetMetric()))
-	}
-	if m, ok := find(t, fams, qd.GetName(), map[string]string{"tunnel_id": "7", "session_id": "1", "interface": "pw0"}); !ok || value(m) != 42 {
-		t.Errorf("queue drops of pw0: %v (found %v), want 42", value(m), ok)
 	}
 
 	b := fams["l2tpu_build_info"]

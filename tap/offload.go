@@ -104,6 +104,23 @@ const (
 	tcpCWR = 0x80
 )
 
+// l3 finds an Ethernet frame's network header past up to two VLAN tags
+// (QinQ): its offset and EtherType.
+func l3(f []byte) (off int, et uint16, ok bool) {
+	if len(f) < 14 {
+		return 0, 0, false
+	}
+	off, et = 14, binary.BigEndian.Uint16(f[12:])
+	for et == 0x8100 || et == 0x88a8 {
+		if len(f) < off+4 || off >= 14+2*4 {
+			return 0, 0, false
+		}
+		et = binary.BigEndian.Uint16(f[off+2:])
+		off += 4
+	}
+	return off, et, true
+}
+
 // seg is a parsed TCP or UDP frame: one that may be coalesced, or the
 // headers of a super-frame to segment.
 type seg struct {

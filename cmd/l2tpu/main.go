@@ -154,9 +154,10 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.IntVar(&o.Tuning.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
 	fs.DurationVar(&o.OrphanCheck, "orphan-check", 10*time.Second, "how often to check that the network namespace still exists for someone else (stop when it does not)")
 	fs.BoolVar(&o.Tuning.NoTAPGRO, "no-tap-gro", false, "write received TCP segments to the TAP one by one (no IFF_VNET_HDR coalescing)")
-	procs := fs.Int("procs", 0, "bulk threads: threads moving the frames of busy sessions (the express thread serves light ones); 0: half the CPUs (at least 1)")
-	fs.BoolVar(&o.Tuning.NoExpress, "no-express", false, "serve light sessions in the bulk threads too (no express thread)")
-	fs.IntVar(&o.Tuning.RTPriority, "rt-priority", 10, "realtime priority (SCHED_FIFO) of the express thread while it is light; 0: an ordinary thread")
+	procs := fs.Int("procs", 0, "threads moving frames (loops over the sessions and tunnels); 0: half the CPUs (at least 1)")
+	fs.Bool("no-express", false, "no effect (accepted for configurations written for an earlier version)")
+	fs.IntVar(&o.Tuning.RTPriority, "rt-priority", 10, "realtime priority (SCHED_FIFO) of the daemon's threads, which move frames ahead of every program as the kernel does; 0: ordinary threads")
+	fs.DurationVar(&o.Tuning.Moderation, "moderation", 50*time.Microsecond, "how long a loop moving a few frames at a time at a high rate lets them gather between rounds (interrupt moderation); 0: never")
 	fs.BoolVar(&o.Tuning.NoTurnaround, "no-turnaround", false, "leave what the stack answers to a frame written to a session's TAP to the transmit loop (woken), instead of sending it at once")
 	fs.StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (host:port; bind to loopback, e.g. 127.0.0.1:9115) at /metrics; off when empty")
 	if err := fs.Parse(args); err != nil {
@@ -176,6 +177,10 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "l2tpu daemon: -tap-queues %d: from 1 to %d\n", o.Tuning.TAPQueues, tap.MaxQueues)
 		return cli.ExitUsage
 	}
+	if o.Tuning.Moderation < 0 || o.Tuning.Moderation > time.Millisecond {
+		fmt.Fprintf(stderr, "l2tpu daemon: -moderation %v: from 0 to 1ms\n", o.Tuning.Moderation)
+		return cli.ExitUsage
+	}
 	if *procs < 0 {
 		fmt.Fprintf(stderr, "l2tpu daemon: -procs %d: 0 or more\n", *procs)
 		return cli.ExitUsage
@@ -193,16 +198,9 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 		*procs = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	o.Tuning.Threads = *procs
-	// One P for each bulk thread; with the express thread, one for it
-	// and one to spare, so that it never waits for a P when it wakes
-	// (measured: without the spare, 60% of its wake-ups found none free
-	// and waited up to 4 ms). A spare P otherwise costs: the runtime
-	// wakes threads to look for work for it.
-	gmp := *procs
-	if !o.Tuning.NoExpress {
-		gmp += 2
-	}
-	runtime.GOMAXPROCS(gmp)
+	// One P for each loop: a spare P costs, the runtime waking threads to
+	// look for work for it (and those threads are realtime).
+	runtime.GOMAXPROCS(*procs)
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,33 +15,22 @@ import (
 // round; epoll hands ready fds out in the order they became ready and puts
 // each at the back once reported, which is the round-robin the loop wants.
 //
-// A goroutine waits in one of two ways. Parked (the default), the set's own
-// fd sits in the Go runtime's poller (an epoll fd is readable while it has
-// ready fds): no thread is held, and the runtime runs the goroutine on
-// whichever thread polled. In its thread (inThread), it blocks in
-// epoll_wait itself, keeping its P, so that the kernel wakes that very
-// thread, with its own scheduling policy, and the goroutine runs at once:
-// for at most ThreadWait, after which the caller is to let the runtime
-// schedule.
+// A goroutine waits parked: the set's own fd sits in the Go runtime's
+// poller (an epoll fd is readable while it has ready fds), so no thread is
+// held, and the runtime runs the goroutine on whichever thread polled.
 type Set struct {
-	epfd     int
-	f        *os.File
-	rc       syscall.RawConn
-	evs      []unix.EpollEvent
-	n        int
-	errno    syscall.Errno
-	inThread bool
-	waitFn   func(uintptr) bool
-	pollFn   func(uintptr) // blocking when inThread
-	nowFn    func(uintptr) // never blocking
+	epfd   int
+	f      *os.File
+	rc     syscall.RawConn
+	evs    []unix.EpollEvent
+	n      int
+	errno  syscall.Errno
+	waitFn func(uintptr) bool
+	nowFn  func(uintptr) // never blocking
 }
 
-// ThreadWait is the longest an in-thread Ready blocks.
-const ThreadWait = 4 * time.Millisecond
-
-// NewSet makes an empty set that reports up to max fds per Ready; with
-// inThread, Ready blocks its caller's thread.
-func NewSet(max int, inThread bool) (*Set, error) {
+// NewSet makes an empty set that reports up to max fds per Ready.
+func NewSet(max int) (*Set, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("poll: epoll_create1: %w", err)
@@ -57,10 +45,9 @@ func NewSet(max int, inThread bool) (*Set, error) {
 		f.Close()
 		return nil, err
 	}
-	s := &Set{epfd: fd, f: f, rc: rc, evs: make([]unix.EpollEvent, max), inThread: inThread}
-	s.waitFn = func(fd uintptr) bool { s.poll(fd, false); return s.n > 0 || s.errno != 0 }
-	s.pollFn = func(fd uintptr) { s.poll(fd, s.inThread) }
-	s.nowFn = func(fd uintptr) { s.poll(fd, false) }
+	s := &Set{epfd: fd, f: f, rc: rc, evs: make([]unix.EpollEvent, max)}
+	s.waitFn = func(fd uintptr) bool { s.poll(fd); return s.n > 0 || s.errno != 0 }
+	s.nowFn = func(fd uintptr) { s.poll(fd) }
 	return s, nil
 }
 
@@ -84,16 +71,12 @@ func (s *Set) Del(fd int) error {
 
 // Ready appends the tokens of the fds ready now (errors and hang-ups
 // count: reading reports them) to toks. With block it first waits until
-// there is one, or the set is closed (os.ErrClosed; a set waited on in its
-// thread must be woken by one of its fds first).
+// there is one, or the set is closed (os.ErrClosed).
 func (s *Set) Ready(block bool, toks []int32) ([]int32, error) {
 	var err error
-	switch {
-	case block && !s.inThread:
+	if block {
 		err = s.rc.Read(s.waitFn)
-	case block:
-		err = s.rc.Control(s.pollFn)
-	default:
+	} else {
 		err = s.rc.Control(s.nowFn)
 	}
 	if err != nil {
@@ -108,31 +91,13 @@ func (s *Set) Ready(block bool, toks []int32) ([]int32, error) {
 	return toks, nil
 }
 
-// poll is epoll_wait, blocking or not. Not blocking it is a raw system
-// call (see tap's readOne for why); blocking it goes through the runtime,
-// which lends the goroutine's P to others while the thread sleeps.
-func (s *Set) poll(fd uintptr, block bool) {
+// poll is epoll_wait without blocking: a raw system call (see tap's
+// readOne for why).
+func (s *Set) poll(fd uintptr) {
 	ev := uintptr(unsafe.Pointer(&s.evs[0]))
 	for {
-		var n uintptr
-		var e syscall.Errno
-		if block {
-			// Raw: the goroutine keeps its P while the thread sleeps,
-			// so that it runs the moment the kernel wakes the thread.
-			// For at most ThreadWait: the runtime preempts a goroutine
-			// that has not let it schedule for 10 ms.
-			n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), uintptr(ThreadWait.Milliseconds()), 0, 0)
-		} else {
-			n, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), 0, 0, 0)
-		}
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, ev, uintptr(len(s.evs)), 0, 0, 0)
 		if e == unix.EINTR {
-			if block {
-				// Perhaps the runtime asking the goroutine to stop (a
-				// collection): return, as after a timeout, to Go code
-				// where it can.
-				s.n, s.errno = 0, 0
-				return
-			}
 			continue
 		}
 		s.n, s.errno = int(n), e
