@@ -35,10 +35,10 @@ import (
 // a realtime priority (Tuning.RTPriority, SCHED_FIFO), the whole process's
 // threads, since the runtime moves goroutines between them. And as the
 // kernel hands softirq work to ksoftirqd, an ordinary thread, when it
-// cannot keep up, a loop busy nearly all the time for a second (a flood
-// more than the daemon can move) makes the process an ordinary one again
-// until it is not, so that nothing can take a CPU from the machine's
-// programs for good. Where nothing competes for the CPUs, the threads are
+// cannot keep up, a daemon that has used nearly all of a CPU a loop for a
+// second (a flood more than it can move) is an ordinary process for a
+// while, so that nothing can take a CPU from the machine's programs for
+// good (priority.go). Where nothing competes for the CPUs, the threads are
 // ordinary, which serves an idle round trip better (priority.go).
 //
 // A realtime thread runs the moment it is woken, which a stream of small
@@ -87,7 +87,7 @@ const cpuPressure = "/proc/pressure/cpu"
 func newScheduler(c schedConfig, log *slog.Logger) (*scheduler, error) {
 	sc := &scheduler{log: log, moderation: c.moderation}
 	if c.rtPrio > 0 {
-		sc.rt = newPriority(c.rtPrio, c.psi, log)
+		sc.rt = newPriority(c.rtPrio, max(c.loops, 1), c.psi, log)
 	}
 	for range max(c.loops, 1) {
 		l, err := newLoop(sc)
@@ -199,7 +199,6 @@ type loop struct {
 	round       uint64
 	moved       int       // frames in the round
 	waited      time.Time // when the loop last went to wait
-	sat         saturation
 }
 
 const wakeToken = -1
@@ -274,7 +273,6 @@ func (l *loop) poke() {
 // serve is the loop.
 func (l *loop) serve() {
 	defer close(l.done)
-	l.sat.from = time.Now()
 	for !l.stop.Load() {
 		// Sources left with work the fd may not show are served without
 		// waiting; the kernel reports the others.
@@ -312,9 +310,6 @@ func (l *loop) serve() {
 		l.next = cur[:0]
 		end := time.Now()
 		if rt := l.sc.rt; rt != nil {
-			if hot, changed := l.sat.add(t0, end); changed {
-				rt.hot(hot)
-			}
 			rt.tick(end)
 		}
 		// Timers (reordering) and the control plane's goroutines get

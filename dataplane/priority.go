@@ -24,61 +24,34 @@ import (
 // CPUs are contended: while, by the kernel's pressure stall information
 // (/proc/pressure/cpu), some task waited for a CPU at least busyStall of
 // the time, and until it has waited less than calmStall for calmWindows
-// checks in a row. Where the kernel has no PSI, always. And never while a
-// loop is saturated (loop.go).
+// readings in a row. Where the kernel has no PSI, always.
+//
+// And never for long at a whole CPU: a realtime process that has used at
+// least hotShare of a CPU for each of its loops over hotFor (a flood more
+// than it can move: the kernel would hand that work to ksoftirqd, an
+// ordinary thread) is ordinary for a hold-off, which doubles each time it
+// comes back hot (up to maxHold), so that a flood can take a CPU from the
+// machine's programs for a second at a time, seldom. Its own CPU time,
+// not how busy its loops look, because under a flood a loop that reads all
+// there is each round (dropping the rest at the socket) looks idle between
+// rounds.
 
 // Priority constants.
 const (
-	// A loop is saturated after hotWindows windows of satWindow busy at
-	// least hotShare of the time, calm again after one under calmShare.
-	satWindow  = 100 * time.Millisecond
-	hotShare   = 0.95
-	hotWindows = 10
-	calmShare  = 0.7
-	// The CPU pressure is read at most every psiWindow, after a round.
+	// The CPU pressure and the process's CPU time are read at most every
+	// psiWindow, after a round.
 	psiWindow   = 50 * time.Millisecond
 	busyStall   = 0.2
 	calmStall   = 0.05
 	calmWindows = 10
+	// Saturation: hotShare of a CPU a loop for hotFor; then ordinary for
+	// minHold, doubling while it comes back hot within cleanFor.
+	hotShare = 0.9
+	hotFor   = time.Second
+	minHold  = 5 * time.Second
+	maxHold  = time.Minute
+	cleanFor = time.Minute
 )
-
-// saturation is how busy a loop has been, window by window.
-type saturation struct {
-	from time.Time     // the window's start
-	busy time.Duration // in it
-	run  int           // hot windows in a row
-	hot  bool
-}
-
-// add counts a round that ran from start to end and reports, at the end of
-// a window, whether the loop is hot and whether that changed.
-func (s *saturation) add(start, end time.Time) (hot, changed bool) {
-	s.busy += end.Sub(start)
-	el := end.Sub(s.from)
-	if el < satWindow {
-		return s.hot, false
-	}
-	share := float64(s.busy) / float64(el)
-	s.from, s.busy = end, 0
-	switch {
-	case share >= hotShare:
-		s.run++
-	case share < calmShare:
-		s.run = 0
-		if s.hot {
-			s.hot = false
-			return false, true
-		}
-		return false, false
-	default:
-		s.run = 0
-	}
-	if !s.hot && s.run >= hotWindows {
-		s.hot = true
-		return true, true
-	}
-	return s.hot, false
-}
 
 // contention says from CPU pressure readings whether the CPUs are
 // contended.
@@ -109,12 +82,51 @@ func (c *contention) add(stall float64) (changed bool) {
 	return false
 }
 
+// saturation holds the process ordinary after it has used a whole CPU a
+// loop while realtime, judged over windows of hotFor.
+type saturation struct {
+	el      time.Duration // of the window so far, realtime throughout
+	used    float64       // CPUs' worth of time used in it
+	held    time.Time     // ordinary until then
+	hold    time.Duration // the next hold-off
+	lastHot time.Time
+}
+
+// add takes a reading of el during which the process used share of its
+// loops' CPUs, realtime or not, and reports whether it must now be held
+// ordinary (it just turned hot).
+func (s *saturation) add(now time.Time, el time.Duration, share float64, rt bool) (hot bool) {
+	if !rt {
+		s.el, s.used = 0, 0 // a window is realtime throughout
+		return false
+	}
+	s.el += el
+	s.used += share * float64(el)
+	if s.el < hotFor {
+		return false
+	}
+	share = s.used / float64(s.el)
+	s.el, s.used = 0, 0
+	if share < hotShare {
+		return false
+	}
+	if s.hold == 0 || now.Sub(s.lastHot) > cleanFor+s.hold {
+		s.hold = minHold
+	} else {
+		s.hold = min(2*s.hold, maxHold)
+	}
+	s.lastHot, s.held = now, now.Add(s.hold)
+	return true
+}
+
+// holding reports whether the process is to stay ordinary at now.
+func (s *saturation) holding(now time.Time) bool { return now.Before(s.held) }
+
 // pressure reads the CPU pressure stall information.
 type pressure struct {
 	fd    int
 	buf   [512]byte
 	total uint64 // µs some task waited, at the last reading
-	at    time.Time
 }
 
 func openPressure(path string) (*pressure, error) {
@@ -127,7 +139,6 @@ func openPressure(path string) (*pressure, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	p.at = time.Now()
 	return p, nil
 }
 
@@ -154,42 +165,54 @@ func parsePressure(b []byte) (uint64, error) {
 	return strconv.ParseUint(string(v), 10, 64)
 }
 
-// stall is the share of time some task waited since the last reading.
-func (p *pressure) stall(now time.Time) (float64, error) {
+// stall is the share of el during which some task waited, since the last
+// reading.
+func (p *pressure) stall(el time.Duration) (float64, error) {
 	t, err := p.read()
 	if err != nil {
 		return 0, err
 	}
-	el := now.Sub(p.at)
 	share := 0.0
 	if el > 0 && t >= p.total {
 		share = float64(time.Duration(t-p.total)*time.Microsecond) / float64(el)
 	}
-	p.total, p.at = t, now
+	p.total = t
 	return share, nil
 }
 
 func (p *pressure) close() { unix.Close(p.fd) }
 
+// cpuTime is the CPU time the process has used, all threads.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // priority is the process's realtime priority: the threads have it while
-// the CPUs are contended and no loop is saturated.
+// the CPUs are contended and the process is not held ordinary.
 type priority struct {
-	prio int
-	log  *slog.Logger
-	next atomic.Int64 // unix ns of the next pressure reading
+	prio  int
+	loops int
+	log   *slog.Logger
+	next  atomic.Int64 // unix ns of the next reading
 
 	mu     sync.Mutex
 	psi    *pressure // nil: taken as contended always
 	cont   contention
-	hots   int // saturated loops
+	sat    saturation
+	at     time.Time     // of the last reading
+	cpu    time.Duration // the process's, at the last reading
 	on     bool
 	warned bool
 }
 
 // newPriority starts the process ordinary where it can read the CPU
 // pressure, realtime otherwise.
-func newPriority(prio int, psiPath string, log *slog.Logger) *priority {
-	p := &priority{prio: prio, log: log}
+func newPriority(prio, loops int, psiPath string, log *slog.Logger) *priority {
+	p := &priority{prio: prio, loops: loops, log: log, at: time.Now(), cpu: cpuTime()}
 	psi, err := openPressure(psiPath)
 	if err != nil {
 		log.Info("no CPU pressure information: the daemon's threads are realtime all the time", "err", err)
@@ -198,47 +221,48 @@ func newPriority(prio int, psiPath string, log *slog.Logger) *priority {
 		p.psi = psi
 	}
 	p.mu.Lock()
-	p.update()
+	p.update(p.at)
 	p.mu.Unlock()
 	return p
 }
 
-// tick reads the CPU pressure if psiWindow has passed (a loop's, after a
-// round: an idle daemon reads nothing).
+// tick takes a reading if psiWindow has passed (a loop's, after a round:
+// an idle daemon reads nothing).
 func (p *priority) tick(now time.Time) {
 	next := p.next.Load()
-	if now.UnixNano() < next || p.psi == nil || !p.next.CompareAndSwap(next, now.Add(psiWindow).UnixNano()) {
+	if now.UnixNano() < next || !p.next.CompareAndSwap(next, now.Add(psiWindow).UnixNano()) {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	cpu := cpuTime()
+	p.reading(now, cpu)
+	p.update(now)
+}
+
+// reading takes the CPU pressure and the process's CPU time cpu at now
+// (p.mu held).
+func (p *priority) reading(now time.Time, cpu time.Duration) {
+	el := now.Sub(p.at)
+	if el <= 0 {
+		return
+	}
+	share := float64(cpu-p.cpu) / float64(el) / float64(p.loops)
+	p.at, p.cpu = now, cpu
+	if p.sat.add(now, el, share, p.on) {
+		p.log.Warn("the daemon used a whole CPU a loop for a second (more frames than it can move): it runs as an ordinary process for a while, as the kernel hands such work to ksoftirqd", "for", p.sat.hold, "priority", p.prio)
+	}
 	if p.psi == nil {
 		return
 	}
-	stall, err := p.psi.stall(now)
+	stall, err := p.psi.stall(el)
 	if err != nil {
 		p.log.Warn("CPU pressure unreadable: the daemon's threads are realtime all the time", "err", err)
 		p.psi.close()
 		p.psi, p.cont.contended = nil, true
-	} else if !p.cont.add(stall) {
 		return
 	}
-	p.update()
-}
-
-// hot counts a loop turning saturated (on) or calm.
-func (p *priority) hot(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.hots++
-		if p.hots == 1 {
-			p.log.Warn("a loop is busy all the time (more frames than the daemon can move): the daemon runs as an ordinary process until it is not, as the kernel hands such work to ksoftirqd", "priority", p.prio)
-		}
-	} else if p.hots--; p.hots == 0 {
-		p.log.Info("the loops keep up again", "priority", p.prio)
-	}
-	p.update()
+	p.cont.add(stall)
 }
 
 // close leaves the process ordinary.
@@ -253,7 +277,9 @@ func (p *priority) close() {
 }
 
 // update gives the threads what the state calls for (p.mu held).
-func (p *priority) update() { p.apply(p.cont.contended && p.hots == 0) }
+func (p *priority) update(now time.Time) {
+	p.apply(p.cont.contended && !p.sat.holding(now))
+}
 
 func (p *priority) apply(on bool) {
 	if on == p.on {

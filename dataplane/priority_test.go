@@ -16,48 +16,50 @@ import (
 	"github.com/l2tpu/l2tpu/internal/rtsched"
 )
 
-// TestSaturation: a loop is hot after hotWindows windows busy at least
-// hotShare of the time (not after one fewer, nor when a window in between
-// is less busy), and calm after a window under calmShare (not one between
-// the two shares).
+// TestSaturation: realtime at hotShare of a CPU a loop over a window of
+// hotFor turns hot (not a reading sooner, not when the window's share is
+// under, not while ordinary), holds the process ordinary for minHold,
+// doubling while it comes back hot soon, up to maxHold, and minHold again
+// after a clean spell.
 func TestSaturation(t *testing.T) {
-	t0 := time.Now()
+	now := time.Now()
 	var s saturation
-	s.from = t0
-	now := t0
-	window := func(share float64) (hot, changed bool) {
-		start := now
-		now = now.Add(satWindow)
-		return s.add(start.Add(time.Duration(float64(satWindow)*(1-share))), now)
-	}
-	for i := range hotWindows - 1 {
-		if hot, changed := window(0.99); hot || changed {
-			t.Fatalf("window %d: hot already", i+1)
+	const step = 100 * time.Millisecond
+	run := func(share float64, rt bool, d time.Duration) (hot bool) {
+		for range d / step {
+			now = now.Add(step)
+			hot = s.add(now, step, share, rt) || hot
 		}
+		return hot
 	}
-	window(0.9) // not busy enough: the run starts over
-	for i := range hotWindows - 1 {
-		if hot, _ := window(1); hot {
-			t.Fatalf("hot after %d busy windows following a quieter one", i+1)
+	if run(hotShare-0.05, true, hotFor) {
+		t.Fatal("hot over a window under hotShare")
+	}
+	if run(1, true, hotFor/2) || run(1, false, step) || run(1, true, hotFor-step) {
+		t.Fatal("hot over a window with an ordinary spell")
+	}
+	if run(1, false, 3*hotFor) {
+		t.Fatal("hot while ordinary")
+	}
+	if !run(1, true, hotFor) || !s.holding(now) || s.hold != minHold {
+		t.Fatalf("not held for %v after %v at a whole CPU: hold %v", minHold, hotFor, s.hold)
+	}
+	run(1, false, minHold)
+	if s.holding(now) {
+		t.Fatal("still held after the hold-off")
+	}
+	for want := 2 * minHold; want <= 2*maxHold; want *= 2 {
+		if !run(1, true, hotFor) {
+			t.Fatal("not hot again")
 		}
+		if got := s.hold; got != min(want, maxHold) {
+			t.Fatalf("hold %v, want %v", got, min(want, maxHold))
+		}
+		run(1, false, s.hold)
 	}
-	if hot, changed := window(1); !hot || !changed {
-		t.Fatalf("not hot after %d busy windows: %v %v", hotWindows, hot, changed)
-	}
-	if hot, changed := window(0.8); !hot || changed {
-		t.Fatal("calm at a share over calmShare")
-	}
-	if hot, changed := window(0.5); hot || !changed {
-		t.Fatal("not calm after a quiet window")
-	}
-	// Rounds shorter than a window add up.
-	for range 100 {
-		start := now
-		now = now.Add(satWindow / 10)
-		s.add(start, now)
-	}
-	if !s.hot {
-		t.Fatal("not hot after many short busy rounds")
+	run(0.1, true, cleanFor+maxHold+step)
+	if !run(1, true, hotFor) || s.hold != minHold {
+		t.Fatalf("after a clean spell: hold %v, want %v", s.hold, minHold)
 	}
 }
 
@@ -149,12 +151,13 @@ func moreThreads(n int) (release func()) {
 	return func() { close(stop) }
 }
 
-// TestRealtimePriority, against a CPU pressure file of its own: the
-// process starts ordinary (the control); once a reading shows contention
-// every thread runs SCHED_FIFO at the priority, threads made afterwards
-// too; a saturated loop makes them ordinary until it is calm; calmWindows
-// quiet readings make them ordinary again, not one fewer; close leaves
-// them ordinary. Without pressure information they are realtime at once.
+// TestRealtimePriority, against a CPU pressure file of its own and CPU
+// times it makes up: the process starts ordinary (the control); once a
+// reading shows contention every thread runs SCHED_FIFO at the priority,
+// threads made afterwards too; a second at a whole CPU makes them ordinary
+// for the hold-off, and says so; calmWindows quiet readings make them
+// ordinary again, not one fewer; close leaves them ordinary. Without
+// pressure information they are realtime at once.
 func TestRealtimePriority(t *testing.T) {
 	privtest.Require(t)
 	const prio = 7
@@ -181,41 +184,52 @@ func TestRealtimePriority(t *testing.T) {
 	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
 		t.Fatalf("control: %d threads realtime before any contention", fifo)
 	}
-	now := sc.rt.psi.at
-	reading := func(stalled time.Duration) {
+	p := sc.rt
+	now, cpu := p.at, p.cpu
+	// reading: psiWindow in which some task waited stalled of the time and
+	// the process used share of its CPU.
+	reading := func(stalled, share float64) {
 		now = now.Add(psiWindow)
-		setPSI(stalled)
-		sc.rt.tick(now)
+		cpu += time.Duration(share * float64(psiWindow))
+		setPSI(time.Duration(stalled * float64(psiWindow)))
+		p.mu.Lock()
+		p.reading(now, cpu)
+		p.update(now)
+		p.mu.Unlock()
 	}
-	reading(psiWindow / 2) // half the time some task waited
+	reading(0.5, 0.3)
 	release := moreThreads(4)
 	fifo, other := threadPolicies(t, prio)
 	release()
 	if other != 0 || fifo < 2 {
 		t.Fatalf("contended: %d threads realtime, %d not", fifo, other)
 	}
-	sc.rt.hot(true)
+	for range hotFor / psiWindow {
+		reading(0.5, 1)
+	}
 	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
 		t.Fatalf("saturated: %d threads still realtime", fifo)
 	}
-	if !bytes.Contains(log.Bytes(), []byte("ordinary process")) {
+	if !bytes.Contains(log.Bytes(), []byte("ordinary process for a while")) {
 		t.Errorf("saturation not logged:\n%s", log.String())
 	}
-	sc.rt.hot(false)
+	for range minHold / psiWindow {
+		reading(0.5, 1)
+	}
 	if _, other := threadPolicies(t, prio); other != 0 {
-		t.Fatalf("calm loop: %d threads not realtime", other)
+		t.Fatalf("after the hold-off: %d threads not realtime", other)
 	}
 	for i := range calmWindows - 1 {
-		reading(0)
+		reading(0, 0.1)
 		if _, other := threadPolicies(t, prio); other != 0 {
 			t.Fatalf("after %d quiet readings: %d threads not realtime", i+1, other)
 		}
 	}
-	reading(0)
+	reading(0, 0.1)
 	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
 		t.Fatalf("after %d quiet readings: %d threads still realtime", calmWindows, fifo)
 	}
-	reading(psiWindow)
+	reading(1, 0.1)
 	sc.close()
 	closed = true
 	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
