@@ -33,13 +33,12 @@ import (
 // tunnels run in softirq, ahead of every task: frames are moved as they
 // come and queues form only at the programs. So the loops' threads run at
 // a realtime priority (Tuning.RTPriority, SCHED_FIFO), the whole process's
-// threads, since the runtime moves goroutines between them. And as the
-// kernel hands softirq work to ksoftirqd, an ordinary thread, when it
-// cannot keep up, a daemon that has used nearly all of a CPU a loop for a
-// second (a flood more than it can move) is an ordinary process for a
-// while, so that nothing can take a CPU from the machine's programs for
-// good (priority.go). Where nothing competes for the CPUs, the threads are
-// ordinary, which serves an idle round trip better (priority.go).
+// threads, since the runtime moves goroutines between them. As the kernel
+// keeps a share of every CPU for ordinary tasks and at most Tuning.Threads
+// of the daemon's threads run at once, a flood more than it can move takes
+// no more than that from the machine's programs. Where nothing competes
+// for the CPUs the threads are ordinary, which serves an idle round trip
+// better (priority.go).
 //
 // A realtime thread runs the moment it is woken, which a stream of small
 // frames does for every frame or two, each wake-up preempting the program
@@ -79,15 +78,19 @@ type schedConfig struct {
 	rtPrio     int           // 0: ordinary threads
 	moderation time.Duration // 0: none
 	psi        string        // the CPU pressure file (priority.go)
+	rtLimit    string        // the realtime bandwidth sysctl's file (priority.go)
 }
 
-// cpuPressure is the kernel's CPU pressure stall information.
-const cpuPressure = "/proc/pressure/cpu"
+// The kernel's files the priority policy reads.
+const (
+	cpuPressure = "/proc/pressure/cpu"
+	rtRuntime   = "/proc/sys/kernel/sched_rt_runtime_us"
+)
 
 func newScheduler(c schedConfig, log *slog.Logger) (*scheduler, error) {
 	sc := &scheduler{log: log, moderation: c.moderation}
 	if c.rtPrio > 0 {
-		sc.rt = newPriority(c.rtPrio, max(c.loops, 1), c.psi, log)
+		sc.rt = newPriority(c.rtPrio, c.psi, c.rtLimit, log)
 	}
 	for range max(c.loops, 1) {
 		l, err := newLoop(sc)

@@ -179,7 +179,7 @@ func New(o Options) (*Manager, error) {
 	m.batches.New = func() any { return newBatch() }
 	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
 	var err error
-	if m.sched, err = newScheduler(schedConfig{loops: o.Threads, rtPrio: o.RTPriority, moderation: o.Moderation, psi: cpuPressure}, m.log); err != nil {
+	if m.sched, err = newScheduler(schedConfig{loops: o.Threads, rtPrio: o.RTPriority, moderation: o.Moderation, psi: cpuPressure, rtLimit: rtRuntime}, m.log); err != nil {
 		return nil, err
 	}
 	err = m.inNS(func() (err error) {

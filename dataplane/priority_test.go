@@ -16,53 +16,6 @@ import (
 	"github.com/l2tpu/l2tpu/internal/rtsched"
 )
 
-// TestSaturation: realtime at hotShare of a CPU a loop over a window of
-// hotFor turns hot (not a reading sooner, not when the window's share is
-// under, not while ordinary), holds the process ordinary for minHold,
-// doubling while it comes back hot soon, up to maxHold, and minHold again
-// after a clean spell.
-func TestSaturation(t *testing.T) {
-	now := time.Now()
-	var s saturation
-	const step = 100 * time.Millisecond
-	run := func(share float64, rt bool, d time.Duration) (hot bool) {
-		for range d / step {
-			now = now.Add(step)
-			hot = s.add(now, step, share, rt) || hot
-		}
-		return hot
-	}
-	if run(hotShare-0.05, true, hotFor) {
-		t.Fatal("hot over a window under hotShare")
-	}
-	if run(1, true, hotFor/2) || run(1, false, step) || run(1, true, hotFor-step) {
-		t.Fatal("hot over a window with an ordinary spell")
-	}
-	if run(1, false, 3*hotFor) {
-		t.Fatal("hot while ordinary")
-	}
-	if !run(1, true, hotFor) || !s.holding(now) || s.hold != minHold {
-		t.Fatalf("not held for %v after %v at a whole CPU: hold %v", minHold, hotFor, s.hold)
-	}
-	run(1, false, minHold)
-	if s.holding(now) {
-		t.Fatal("still held after the hold-off")
-	}
-	for want := 2 * minHold; want <= 2*maxHold; want *= 2 {
-		if !run(1, true, hotFor) {
-			t.Fatal("not hot again")
-		}
-		if got := s.hold; got != min(want, maxHold) {
-			t.Fatalf("hold %v, want %v", got, min(want, maxHold))
-		}
-		run(1, false, s.hold)
-	}
-	run(0.1, true, cleanFor+maxHold+step)
-	if !run(1, true, hotFor) || s.hold != minHold {
-		t.Fatalf("after a clean spell: hold %v, want %v", s.hold, minHold)
-	}
-}
-
 // TestContention: contended at once at busyStall; calm again only after
 // calmWindows readings under calmStall in a row (one between the two
 // starts the count over).
@@ -151,13 +104,12 @@ func moreThreads(n int) (release func()) {
 	return func() { close(stop) }
 }
 
-// TestRealtimePriority, against a CPU pressure file of its own and CPU
-// times it makes up: the process starts ordinary (the control); once a
-// reading shows contention every thread runs SCHED_FIFO at the priority,
-// threads made afterwards too; a second at a whole CPU makes them ordinary
-// for the hold-off, and says so; calmWindows quiet readings make them
-// ordinary again, not one fewer; close leaves them ordinary. Without
-// pressure information they are realtime at once.
+// TestRealtimePriority, against a CPU pressure file of its own: the
+// process starts ordinary (the control); once a reading shows contention
+// every thread runs SCHED_FIFO at the priority, threads made afterwards
+// too; calmWindows quiet readings make them ordinary again, not one fewer;
+// close leaves them ordinary. Without pressure information they are
+// realtime at once; where the kernel does not bound realtime tasks, never.
 func TestRealtimePriority(t *testing.T) {
 	privtest.Require(t)
 	const prio = 7
@@ -170,8 +122,10 @@ func TestRealtimePriority(t *testing.T) {
 		}
 	}
 	setPSI(0)
+	limit := filepath.Join(t.TempDir(), "sched_rt_runtime_us")
+	os.WriteFile(limit, []byte("950000\n"), 0o600)
 	var log bytes.Buffer
-	sc, err := newScheduler(schedConfig{loops: 1, rtPrio: prio, psi: psi}, slog.New(slog.NewTextHandler(&log, nil)))
+	sc, err := newScheduler(schedConfig{loops: 1, rtPrio: prio, psi: psi, rtLimit: limit}, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,51 +139,34 @@ func TestRealtimePriority(t *testing.T) {
 		t.Fatalf("control: %d threads realtime before any contention", fifo)
 	}
 	p := sc.rt
-	now, cpu := p.at, p.cpu
-	// reading: psiWindow in which some task waited stalled of the time and
-	// the process used share of its CPU.
-	reading := func(stalled, share float64) {
+	now := p.at
+	// reading: psiWindow in which some task waited stalled of the time.
+	reading := func(stalled float64) {
 		now = now.Add(psiWindow)
-		cpu += time.Duration(share * float64(psiWindow))
 		setPSI(time.Duration(stalled * float64(psiWindow)))
 		p.mu.Lock()
-		p.reading(now, cpu)
-		p.update(now)
+		p.reading(now)
+		p.update()
 		p.mu.Unlock()
 	}
-	reading(0.5, 0.3)
+	reading(0.5)
 	release := moreThreads(4)
 	fifo, other := threadPolicies(t, prio)
 	release()
 	if other != 0 || fifo < 2 {
 		t.Fatalf("contended: %d threads realtime, %d not", fifo, other)
 	}
-	for range hotFor / psiWindow {
-		reading(0.5, 1)
-	}
-	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
-		t.Fatalf("saturated: %d threads still realtime", fifo)
-	}
-	if !bytes.Contains(log.Bytes(), []byte("ordinary process for a while")) {
-		t.Errorf("saturation not logged:\n%s", log.String())
-	}
-	for range minHold / psiWindow {
-		reading(0.5, 1)
-	}
-	if _, other := threadPolicies(t, prio); other != 0 {
-		t.Fatalf("after the hold-off: %d threads not realtime", other)
-	}
 	for i := range calmWindows - 1 {
-		reading(0, 0.1)
+		reading(0)
 		if _, other := threadPolicies(t, prio); other != 0 {
 			t.Fatalf("after %d quiet readings: %d threads not realtime", i+1, other)
 		}
 	}
-	reading(0, 0.1)
+	reading(0)
 	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
 		t.Fatalf("after %d quiet readings: %d threads still realtime", calmWindows, fifo)
 	}
-	reading(1, 0.1)
+	reading(1)
 	sc.close()
 	closed = true
 	if fifo, _ := threadPolicies(t, prio); fifo != 0 {
@@ -237,7 +174,7 @@ func TestRealtimePriority(t *testing.T) {
 	}
 
 	// No pressure information: realtime from the start.
-	sc2, err := newScheduler(schedConfig{loops: 1, rtPrio: prio, psi: filepath.Join(t.TempDir(), "none")}, slog.New(slog.DiscardHandler))
+	sc2, err := newScheduler(schedConfig{loops: 1, rtPrio: prio, psi: filepath.Join(t.TempDir(), "none"), rtLimit: limit}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,5 +182,21 @@ func TestRealtimePriority(t *testing.T) {
 	sc2.close()
 	if other != 0 {
 		t.Fatalf("no PSI: %d threads realtime, %d not", fifo, other)
+	}
+
+	// No bound on realtime tasks: never realtime, and said so.
+	os.WriteFile(limit, []byte("-1\n"), 0o600)
+	log.Reset()
+	sc3, err := newScheduler(schedConfig{loops: 1, rtPrio: prio, psi: filepath.Join(t.TempDir(), "none"), rtLimit: limit}, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo, _ = threadPolicies(t, prio)
+	sc3.close()
+	if fifo != 0 || sc3.rt != nil {
+		t.Fatalf("unbounded realtime: %d threads realtime", fifo)
+	}
+	if !bytes.Contains(log.Bytes(), []byte("does not bound realtime tasks")) {
+		t.Errorf("not said:\n%s", log.String())
 	}
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-
-	"github.com/l2tpu/l2tpu/daemon"
-	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/internal/privtest"
 )
 
@@ -121,105 +114,4 @@ func TestRealtimeThreads(t *testing.T) {
 			}
 		})
 	}
-}
-
-// echoFlood is an L2TP message to session sid (UDP, default sublayer)
-// carrying an ICMP echo request from 203.0.113.2 to 203.0.113.1 at the
-// Ethernet address dst: each costs the receiving daemon a write, the
-// stack's answer and its send.
-func echoFlood(t *testing.T, sid uint32, dst net.HardwareAddr) string {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IPv4(203, 0, 113, 2), DstIP: net.IPv4(203, 0, 113, 1)}
-	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, icmp, gopacket.Payload(make([]byte, 1200))); err != nil {
-		t.Fatal(err)
-	}
-	h := encap.NewTxHeader(&encap.Session{Encap: encap.EncapUDP, PeerSessionID: sid, L2Spec: encap.L2SpecDefault})
-	return hex.EncodeToString(h.Append(nil, 0, buf.Bytes()))
-}
-
-// TestFloodMakesDaemonOrdinary: a flood from the peer's address that the
-// daemon cannot keep up with (every message an echo request its stack
-// answers) has it use a whole CPU: after a second it runs as an ordinary
-// process for a while, as the kernel hands such work to ksoftirqd, and
-// says so; realtime again after the hold-off, the flood over and the CPUs
-// still contended. The control: contended but not flooded, it is realtime.
-func TestFloodMakesDaemonOrdinary(t *testing.T) {
-	privtest.Require(t)
-	a, b := pair(t)
-	must(t, a, "add", "tunnel", "session", "tunnel_id", "1", "peer_tunnel_id", "2", "local", "192.0.2.1", "remote", "192.0.2.2",
-		"udp_sport", "5000", "udp_dport", "7000", "session_id", "10", "peer_session_id", "20", "name", "pw0")
-	a.Run(t, "ip", "addr", "add", "203.0.113.1/24", "dev", "pw0")
-	a.Run(t, "ip", "link", "set", "pw0", "up")
-	// The answers go to a neighbour that is always there.
-	a.Run(t, "ip", "neigh", "replace", "203.0.113.2", "lladdr", "02:00:00:00:00:09", "dev", "pw0", "nud", "permanent")
-	mac, err := net.ParseMAC(strings.TrimSpace(a.Run(t, "cat", "/sys/class/net/pw0/address")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := echoFlood(t, 10, mac)
-	for range runtime.NumCPU() {
-		hog := exec.Command("sh", "-c", "while :; do :; done")
-		if err := hog.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { hog.Process.Kill(); hog.Wait() })
-	}
-	pid := daemonPID(t, a)
-	p, err := daemon.PathsAt(a.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Control: contended, a trickle of the same messages, realtime.
-	out, _ := exec.Command("ip", "netns", "exec", b.Name, attacker(t), "flood", "192.0.2.2:7000", "192.0.2.1:5000", "0", msg).CombinedOutput()
-	if !strings.HasPrefix(string(out), "sent") {
-		t.Fatalf("attacker: %s", out)
-	}
-	privtest.Eventually(t, 10*time.Second, func() error {
-		a.Try("ping", "-c", "5", "-i", "0.05", "203.0.113.2") // rounds for the daemon to look at the pressure
-		if fifo, all := fifoThreads(t, pid); fifo != all {
-			return fmt.Errorf("contended, not flooded: %d of %d threads realtime", fifo, all)
-		}
-		return nil
-	})
-	// Two flooders, so that the daemon is the one that cannot keep up,
-	// one of them realtime below the daemon, so that whatever else runs
-	// on the machine (other tests) cannot slow the flood.
-	var floods []*exec.Cmd
-	fout := make([]strings.Builder, 2)
-	for i := range fout {
-		argv := []string{"ip", "netns", "exec", b.Name, attacker(t), "flood", "192.0.2.2:7000", "192.0.2.1:5000", "6", msg}
-		if i == 0 {
-			argv = append([]string{"chrt", "-f", "5"}, argv...)
-		}
-		flood := exec.Command(argv[0], argv[1:]...)
-		flood.Stdout = &fout[i]
-		if err := flood.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { flood.Process.Kill(); flood.Wait() })
-		floods = append(floods, flood)
-	}
-	privtest.Eventually(t, 5*time.Second, func() error {
-		if fifo, all := fifoThreads(t, pid); fifo != 0 {
-			return fmt.Errorf("flooded: %d of %d threads still realtime", fifo, all)
-		}
-		return nil
-	})
-	if log, _ := os.ReadFile(p.Log); !strings.Contains(string(log), "ordinary process for a while") {
-		t.Errorf("not logged:\n%s", log)
-	}
-	for _, f := range floods {
-		f.Wait()
-	}
-	t.Logf("flooders: %s; %s", strings.TrimSpace(fout[0].String()), strings.TrimSpace(fout[1].String()))
-	privtest.Eventually(t, 15*time.Second, func() error {
-		a.Try("ping", "-c", "5", "-i", "0.05", "203.0.113.2")
-		if fifo, all := fifoThreads(t, pid); fifo != all {
-			return fmt.Errorf("after the flood: %d of %d threads realtime", fifo, all)
-		}
-		return nil
-	})
 }

@@ -17,10 +17,6 @@
 //	                        millisecond) quoting a UDP datagram from L to R
 //	                        (ADDR:PORT, IPv4), to L, as R's host would;
 //	                        needs a raw socket
-//	attacker flood SRC DST SECS HEX  send the datagram HEX from SRC to DST
-//	                        (ADDR:PORT, IPv4; SO_REUSEPORT, so several may)
-//	                        as fast as it can for SECS seconds, 64 a system
-//	                        call; print "sent N"
 //	attacker attach IFNAME TUN  attach a queue to a TAP device (TUNSETIFF)
 //	                        through TUN, a node of /dev/net/tun: mode 0666
 //	                        on stock distributions, where anyone opens it
@@ -30,8 +26,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,7 +36,6 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/internal/fixture"
@@ -84,13 +77,6 @@ func main() {
 			os.Exit(2)
 		}
 		fmt.Println(unreach(netip.MustParseAddrPort(os.Args[2]), netip.MustParseAddrPort(os.Args[3]), n))
-	case "flood":
-		secs, err := strconv.Atoi(os.Args[4])
-		msg, herr := hex.DecodeString(os.Args[5])
-		if err != nil || herr != nil {
-			os.Exit(2)
-		}
-		fmt.Println(flood(netip.MustParseAddrPort(os.Args[2]), netip.MustParseAddrPort(os.Args[3]), time.Duration(secs)*time.Second, msg))
 	case "attach":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -116,34 +102,6 @@ func unreach(local, remote netip.AddrPort, n int) string {
 		time.Sleep(time.Millisecond)
 	}
 	return "ok"
-}
-
-func flood(src, dst netip.AddrPort, d time.Duration, msg []byte) string {
-	// SO_REUSEPORT: several flooders may send from one address.
-	dl := net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(src), Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
-		return err
-	}}
-	c, err := dl.Dial("udp4", dst.String())
-	if err != nil {
-		return err.Error()
-	}
-	defer c.Close()
-	pc := ipv4.NewPacketConn(c.(*net.UDPConn))
-	ms := make([]ipv4.Message, 64)
-	for i := range ms {
-		ms[i].Buffers = [][]byte{msg}
-	}
-	sent := 0
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		n, err := pc.WriteBatch(ms, 0)
-		sent += n
-		if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
-			time.Sleep(time.Millisecond) // a full buffer: go on
-		}
-	}
-	return fmt.Sprintf("sent %d", sent)
 }
 
 func squatUDP(addr string) {
