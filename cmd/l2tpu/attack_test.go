@@ -182,6 +182,49 @@ func TestCapabilityLessImpostor(t *testing.T) {
 	}
 }
 
+// TestSetUIDAfterConnect: nobody connects to the daemon, then executes a
+// set-user-ID root program that sends the request on the connection it
+// inherited (the connect queued behind 900 others, so that the daemon
+// judges it after the exec, when the process is root with every
+// capability). The kernel judges a netlink socket by who opened it: the
+// daemon refuses, and the cookie stays unseen. The controls: the program
+// runs as root (it says so, or the test fails), and root's own request is
+// answered with the cookie.
+func TestSetUIDAfterConnect(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "udp", "local", "192.0.2.1", "remote", "198.51.100.1",
+		"udp_sport", "5000", "udp_dport", "5000")
+	must(t, ns, "add", "session", "tid", "1", "sid", "1", "psid", "1", "cookie", "0011223344556677")
+	// Beside the attacker, where nobody may execute it.
+	suid := filepath.Join(filepath.Dir(attacker(t)), "attacker-suid")
+	t.Cleanup(func() { os.Remove(suid) })
+	b, err := os.ReadFile(attacker(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(suid, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(suid, 0o755|os.ModeSetuid); err != nil { // root's, as the test is
+		t.Fatal(err)
+	}
+	out, err := asNobody(ns, attacker(t), "escalate", suid).CombinedOutput()
+	if err != nil {
+		t.Fatalf("attacker: %v %s", err, out)
+	}
+	got := string(out)
+	if !strings.HasPrefix(got, "answer ") {
+		t.Fatalf("control: the set-user-ID program did not run as root: %q", got)
+	}
+	if strings.Contains(got, "0011223344556677") || !strings.Contains(got, `"errno":1`) {
+		t.Fatalf("a process that connected as nobody and became root was answered: %q", got)
+	}
+	if out := must(t, ns, "show", "session"); !strings.Contains(out, "cookie 0011223344556677") {
+		t.Fatalf("control, root: %q", out)
+	}
+}
+
 // TestStopStalePIDFile: a daemon killed with -9 leaves its PID file; its
 // PID may be another process's by then, even one named like a daemon in the
 // same namespace. `l2tpu daemon stop` must not signal it. The control: a

