@@ -189,12 +189,13 @@ func (h *sendHdrs) send(fd uintptr) bool {
 // batch nothing until this many land within one sendmmsg.
 const maxICMPRetries = 8
 
-// isReportedICMP reports whether e is an error that an ICMP message (port
-// or host unreachable, and the like) sets on a connected socket, to be
-// returned by its next call whatever that call does.
+// isReportedICMP reports whether e is an error that an ICMP message (port,
+// protocol or host unreachable, and the like: the kernel's
+// icmp_err_convert and icmpv6_err_convert) sets on a connected socket, to
+// be returned by its next call whatever that call does.
 func isReportedICMP(e syscall.Errno) bool {
 	switch e {
-	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET, unix.EPROTO, unix.EACCES, unix.EMSGSIZE:
+	case unix.ECONNREFUSED, unix.ENOPROTOOPT, unix.EOPNOTSUPP, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET, unix.EPROTO, unix.EACCES, unix.EMSGSIZE:
 		return true
 	}
 	return false
