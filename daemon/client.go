@@ -64,8 +64,13 @@ func call(req Request) (_ Response, daemon *peer.Process, _ error) {
 	ok, why, err := p.NetAdmin()
 	if !ok {
 		defer p.Close()
-		if r, ok := refusal(c); ok {
-			return r, nil, nil
+		// A refusal is believed only from a listener the caller could
+		// not judge, and only its errno: its text is the listener's,
+		// which may be anyone's.
+		if err != nil || why == peer.OtherUserNS {
+			if r, ok := refusal(c); ok {
+				return Response{Errno: r.Errno}, nil, nil
+			}
 		}
 		if err != nil {
 			why = "cannot judge it: " + err.Error()

@@ -33,8 +33,9 @@ func asNobody(ns *privtest.NS, args ...string) *exec.Cmd {
 }
 
 // TestSquattedControlSocket: nobody binds @l2tpu before root's first
-// command. Root's commands refuse to talk to it, say why, exit 2 and send
-// it nothing; no daemon starts behind it. A daemon started by hand finds
+// command, and answers every connection at once with a forged refusal
+// carrying text of its own. Root's commands refuse to talk to it, say why
+// (never its text), exit 2 and send it nothing; no daemon starts behind it. A daemon started by hand finds
 // the socket taken, says by whom and exits non-zero.
 func TestSquattedControlSocket(t *testing.T) {
 	privtest.Require(t)
@@ -42,7 +43,8 @@ func TestSquattedControlSocket(t *testing.T) {
 	bin := binary(t)
 	got := filepath.Join(t.TempDir(), "received")
 	os.Chmod(filepath.Dir(got), 0o777)
-	sq := asNobody(ns, attacker(t), "squat", got)
+	const forged = "IMPOSTOR-TEXT"
+	sq := asNobody(ns, attacker(t), "squat", got, `{"errno":1,"error":"`+forged+`","hint":"\u001b[31m`+forged+`"}`)
 	out, err := sq.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +63,8 @@ func TestSquattedControlSocket(t *testing.T) {
 		{"show", "tunnel"},
 	} {
 		_, errs, code := l2tpu(t, ns, args...)
-		if code != 2 || !strings.Contains(errs, "not held by root") || !strings.Contains(errs, "uid 65534") || !strings.Contains(errs, "nothing was sent") {
+		if code != 2 || !strings.Contains(errs, "not held by root") || !strings.Contains(errs, "uid 65534") || !strings.Contains(errs, "nothing was sent") ||
+			strings.Contains(errs, forged) {
 			t.Fatalf("%v: status %d: %q", args, code, errs)
 		}
 	}

@@ -1,8 +1,9 @@
 // Command attacker is what the privilege tests run as an unprivileged user
 // (nobody) to try what a hostile local user would:
 //
-//	attacker squat FILE     bind the daemon's control socket (@l2tpu),
-//	                        record what clients send into FILE, answer "{}"
+//	attacker squat FILE [ANSWER]  bind the daemon's control socket (@l2tpu),
+//	                        record what clients send into FILE, answer ANSWER
+//	                        (a JSON line; "{}" by default)
 //	attacker bind           bind @l2tpu without listening, for 60 s
 //	attacker hold N         open N connections to @l2tpu, send nothing, and
 //	                        print how many the daemon kept ("held H closed C"),
@@ -55,7 +56,11 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "squat":
-		squat(os.Args[2])
+		answer := "{}"
+		if len(os.Args) > 3 {
+			answer = os.Args[3]
+		}
+		squat(os.Args[2], answer)
 	case "bind":
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 		if err == nil {
@@ -209,7 +214,7 @@ func squatUDP(addr string) {
 	fmt.Println("received", n)
 }
 
-func squat(file string) {
+func squat(file, answer string) {
 	ln, err := net.Listen("unix", "@l2tpu")
 	if err != nil {
 		fmt.Println(err)
@@ -222,7 +227,7 @@ func squat(file string) {
 			return
 		}
 		c.SetDeadline(time.Now().Add(2 * time.Second))
-		c.Write([]byte("{}\n"))
+		c.Write([]byte(answer + "\n"))
 		b, _ := io.ReadAll(c)
 		c.Close()
 		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

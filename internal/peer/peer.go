@@ -187,6 +187,11 @@ func readAt(dir *os.File, name string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// OtherUserNS is NetAdmin's why for a peer the caller cannot judge: it runs
+// in a user namespace whose ID map is not the caller's, which the caller
+// may not look into.
+const OtherUserNS = "it runs in another user namespace"
+
 // NetAdmin reports whether the peer holds CAP_NET_ADMIN over the calling
 // thread's network namespace now, as the kernel's ns_capable would judge
 // it; when it does not, why says what it lacks. The peer's capabilities
@@ -220,7 +225,7 @@ func (p *Process) NetAdmin() (ok bool, why string, err error) {
 			return false, "", err
 		}
 		if !bytes.Equal(theirs, ours) {
-			return false, "it runs in another user namespace", nil
+			return false, OtherUserNS, nil
 		}
 		if !capable {
 			return false, "it lacks CAP_NET_ADMIN", nil
