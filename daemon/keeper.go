@@ -20,7 +20,9 @@ import (
 	"github.com/l2tpu/l2tpu/tap"
 )
 
-// The keeper is a small process of its own (`l2tpu daemon keeper`) that
+// The keeper is a small process of its own (`l2tpu daemon keeper -socket
+// PATH`, PATH the namespace's Paths.Keeper, a seqpacket socket in the
+// runtime directory, which no other user can enter) that
 // holds a duplicate of every tunnel socket and session queue of its
 // namespace's daemon, so that a daemon's crash releases nothing: no other
 // user can bind a tunnel's port meanwhile, the frames that arrive wait in
@@ -37,8 +39,6 @@ import (
 // A daemon that goes without "bye" or "quit" died: the keeper turns the
 // carrier of its interfaces off until the next one adopts them.
 
-// KeeperSocket is the abstract seqpacket socket of a namespace's keeper.
-const KeeperSocket = "@l2tpu-keeper"
 
 // ErrNoKeeper: the daemon runs without a keeper; a crash then releases its
 // sockets until it is restarted, as before keepers.
@@ -46,20 +46,20 @@ var ErrNoKeeper = errors.New("no descriptor keeper")
 
 const keeperMsg = 512 // the longest message: a verb and a name
 
-// RunKeeper is the keeper process: it serves daemons until one says quit,
-// or, with none connected, its network namespace is deleted and empty (the
-// check as the daemon's, every orphanCheck).
-func RunKeeper(log *slog.Logger, orphanCheck time.Duration) error {
+// RunKeeper is the keeper process, listening at path: it serves daemons
+// until one says quit, or, with none connected, its network namespace is
+// deleted and empty (the check as the daemon's, every orphanCheck).
+func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 	// A daemon's threads are realtime, and so is what one of them starts:
 	// the keeper, which only waits, is an ordinary process.
 	if err := rtsched.Process(0); err != nil {
 		log.Warn("keeper: cannot take the ordinary scheduling policy", "err", err)
 	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: KeeperSocket, Net: "unixpacket"})
+	ln, err := listenKeeper(path)
 	if err != nil {
 		return fmt.Errorf("keeper: %w", err)
 	}
-	defer ln.Close()
+	defer ln.Close() // removes the socket file
 	self, points := nsMounts()
 	// Raw descriptors, never *os.File: a File of a non-blocking descriptor
 	// joins this process's poller, which would then wake for every frame
@@ -207,14 +207,37 @@ type keeperClient struct {
 
 var _ dataplane.Keeper = (*keeperClient)(nil)
 
-// connectKeeper connects to the namespace's keeper, starting one (exe
-// daemon keeper, logging to logf) where none runs, and receives what it
-// holds. It returns ErrNoKeeper, wrapped with the reason, where it cannot:
-// the daemon then runs without one.
-func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration) (*keeperClient, error) {
-	c, pid, err := dialKeeper()
+// listenKeeper listens at path, a socket file in the runtime directory; a
+// file there that nothing listens on is a dead keeper's, and goes.
+func listenKeeper(path string) (*net.UnixListener, error) {
+	addr := &net.UnixAddr{Name: path, Net: "unixpacket"}
+	ln, err := net.ListenUnix("unixpacket", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		if c, derr := net.DialUnix("unixpacket", nil, addr); derr == nil {
+			c.Close()
+			return nil, err // a keeper listens there
+		}
+		os.Remove(path)
+		ln, err = net.ListenUnix("unixpacket", addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// connectKeeper connects to the namespace's keeper at path, starting one
+// (exe daemon keeper, logging to logf) where none runs, and receives what
+// it holds. It returns ErrNoKeeper, wrapped with the reason, where it
+// cannot: the daemon then runs without one.
+func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration, path string) (*keeperClient, error) {
+	c, pid, err := dialKeeper(path)
 	if errors.Is(err, ErrNotRunning) {
-		cmd := exec.Command(exe, "daemon", "keeper", "-orphan-check", orphanCheck.String())
+		cmd := exec.Command(exe, "daemon", "keeper", "-orphan-check", orphanCheck.String(), "-socket", path)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Dir = "/"
 		cmd.Env = []string{}
@@ -225,7 +248,7 @@ func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration) (*keepe
 		go cmd.Wait() // reaped if it fails; it outlives the daemon otherwise
 		for i := 0; i < 200 && errors.Is(err, ErrNotRunning); i++ {
 			time.Sleep(10 * time.Millisecond)
-			c, pid, err = dialKeeper()
+			c, pid, err = dialKeeper(path)
 		}
 	}
 	if err != nil {
@@ -271,9 +294,10 @@ func receiveHeld(c *net.UnixConn, d time.Duration) (map[string]*os.File, error) 
 	}
 }
 
-// dialKeeper connects to the keeper and judges it; it returns its PID.
-func dialKeeper() (*net.UnixConn, int, error) {
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: KeeperSocket, Net: "unixpacket"})
+// dialKeeper connects to the keeper at path and judges it; it returns its
+// PID.
+func dialKeeper(path string) (*net.UnixConn, int, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
 			return nil, 0, ErrNotRunning
@@ -290,7 +314,7 @@ func dialKeeper() (*net.UnixConn, int, error) {
 	if err != nil || !ok || int(p.UID) != os.Geteuid() {
 		c.Close()
 		if err == nil {
-			err = fmt.Errorf("pid %d (%s), uid %d, holds %s: %s", p.PID(), p.Comm(), p.UID, KeeperSocket, why)
+			err = fmt.Errorf("pid %d (%s), uid %d, holds %s: %s", p.PID(), p.Comm(), p.UID, path, why)
 		}
 		return nil, 0, err
 	}
@@ -364,10 +388,10 @@ func (k *keeperClient) dropUnclaimed(want func(name string) bool) error {
 	return errors.Join(errs...)
 }
 
-// quitKeeper makes a keeper that serves no daemon close everything and
-// exit (a stop with no daemon left to ask).
-func quitKeeper() error {
-	c, _, err := dialKeeper()
+// quitKeeper makes the keeper at path, which serves no daemon, close
+// everything and exit (a stop with no daemon left to ask).
+func quitKeeper(path string) error {
+	c, _, err := dialKeeper(path)
 	if err != nil {
 		if errors.Is(err, ErrNotRunning) {
 			return nil

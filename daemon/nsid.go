@@ -77,12 +77,16 @@ type Paths struct {
 	Log   string
 	// Options are the options the daemon was started with (options.go).
 	Options string
+	// Keeper is the keeper's socket (keeper.go): in the runtime
+	// directory, which only its owner can enter, so that nobody else can
+	// take the name first.
+	Keeper string
 }
 
 func pathsFor(dir, id string) Paths {
 	base := filepath.Join(dir, id)
 	return Paths{Dir: dir, ID: id, State: base + ".state", PID: base + ".pid", Log: base + ".log",
-		Options: base + ".options"}
+		Options: base + ".options", Keeper: base + ".keeper"}
 }
 
 // DefaultPaths are the runtime files of the caller's namespace's daemon.

@@ -216,7 +216,7 @@ func Listen(o Options) (*Server, error) {
 	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
 	dopt := dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning, Owner: owner, Recorder: s}
 	if s.j != nil && o.KeeperExe != "" {
-		k, err := connectKeeper(o.KeeperExe, os.Stderr, o.OrphanCheck)
+		k, err := connectKeeper(o.KeeperExe, os.Stderr, o.OrphanCheck, s.paths.Keeper)
 		if err != nil {
 			s.log.Warn("sockets are not kept across a crash: a restart opens them again", "err", err)
 		} else {

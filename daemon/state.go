@@ -55,7 +55,7 @@ func Stop(nsPath string) (Paths, error) {
 	}
 	if d == nil {
 		// None runs (it died): a keeper may still hold its sockets.
-		netns.Do(nsPath, quitKeeper)
+		netns.Do(nsPath, func() error { return quitKeeper(p.Keeper) })
 		return p, nil
 	}
 	defer d.Close()

@@ -41,7 +41,11 @@ func pseudowire(t *testing.T, a, b *privtest.NS, seq ...string) {
 // keeperPID is the PID of the namespace's descriptor keeper (0: none).
 func keeperPID(t *testing.T, ns *privtest.NS) int {
 	t.Helper()
-	out, _ := ns.Try("ss", "-xlpH", "src", daemon.KeeperSocket)
+	p, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := ns.Try("ss", "-xlpH", "src", p.Keeper)
 	m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(out)
 	if m == nil {
 		return 0
@@ -103,6 +107,42 @@ func TestPortHeldAcrossCrash(t *testing.T) {
 	got := squatUDP(t, a)
 	if len(got) != 2 || got[0] != "ok" || got[1] == "received 0" {
 		t.Fatalf("control, nobody with no keeper: %q", got)
+	}
+}
+
+// TestKeeperNotSquatted: nobody, before root's first command, listens
+// where a keeper would (the abstract name keepers had, and the keeper's
+// socket file, which it cannot create: the runtime directory is root's).
+// The daemon that command starts has its keeper all the same, and a kill
+// -9 then leaves the tunnel's port held. (Before keepers' sockets moved
+// there, the squatter left the daemon without one.)
+func TestKeeperNotSquatted(t *testing.T) {
+	privtest.Require(t)
+	a, b := pair(t)
+	p, err := daemon.PathsAt(a.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sq := asNobody(a, attacker(t), "listen", "@l2tpu-keeper", p.Keeper)
+	out, _ := sq.StdoutPipe()
+	if err := sq.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if !strings.HasPrefix(line, "ok;") || !strings.Contains(line, p.Keeper+": permission denied") {
+		t.Fatalf("squatter: %q", line)
+	}
+	pseudowire(t, a, b)
+	if keeperPID(t, a) == 0 {
+		log, _ := os.ReadFile(p.Log)
+		t.Fatalf("no keeper beside the squatter:\n%s", log)
+	}
+	pid := daemonPID(t, a)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	if got := squatUDP(t, a); len(got) != 1 || !strings.Contains(got[0], "address already in use") {
+		t.Fatalf("nobody after kill -9: %q", got)
 	}
 }
 

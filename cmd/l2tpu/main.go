@@ -257,12 +257,13 @@ func runKeeper(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("l2tpu daemon keeper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	orphanCheck := fs.Duration("orphan-check", 10*time.Second, "how often to check, while no daemon is connected, that the network namespace still exists for someone else")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *orphanCheck <= 0 {
+	sock := fs.String("socket", "", "the socket to listen on (the daemon's runtime directory)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *orphanCheck <= 0 || *sock == "" {
 		return cli.ExitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT) // it goes when its daemon says so (or on SIGTERM)
-	if err := daemon.RunKeeper(log, *orphanCheck); err != nil {
+	if err := daemon.RunKeeper(log, *orphanCheck, *sock); err != nil {
 		log.Error("keeper", "err", err)
 		return 1
 	}

@@ -5,6 +5,9 @@
 //	                        record what clients send into FILE, answer ANSWER
 //	                        (a JSON line; "{}" by default)
 //	attacker bind           bind @l2tpu without listening, for 60 s
+//	attacker listen NAME... listen (seqpacket) at each NAME (@: abstract), as
+//	                        a squatter of a keeper's name; print "ok" and the
+//	                        errors, hold them 60 s
 //	attacker hold N         open N connections to @l2tpu, send nothing, and
 //	                        print how many the daemon kept ("held H closed C"),
 //	                        holding them 3 s
@@ -40,6 +43,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -71,6 +75,24 @@ func main() {
 			return
 		}
 		fmt.Println("ok")
+		time.Sleep(60 * time.Second)
+	case "listen":
+		// A seqpacket listener at each NAME (@ for abstract), as a
+		// squatter of a keeper's name would.
+		var errs []string
+		for _, name := range os.Args[2:] {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
+			if err == nil {
+				err = unix.Bind(fd, &unix.SockaddrUnix{Name: name})
+			}
+			if err == nil {
+				err = unix.Listen(fd, 8)
+			}
+			if err != nil {
+				errs = append(errs, name+": "+err.Error())
+			}
+		}
+		fmt.Println(strings.Join(append([]string{"ok"}, errs...), "; "))
 		time.Sleep(60 * time.Second)
 	case "hold":
 		n, err := strconv.Atoi(os.Args[2])
