@@ -39,7 +39,6 @@ import (
 // A daemon that goes without "bye" or "quit" died: the keeper turns the
 // carrier of its interfaces off until the next one adopts them.
 
-
 // ErrNoKeeper: the daemon runs without a keeper; a crash then releases its
 // sockets until it is restarted, as before keepers.
 var ErrNoKeeper = errors.New("no descriptor keeper")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/net/netutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/dataplane"
 	"github.com/l2tpu/l2tpu/encap"
@@ -70,6 +71,11 @@ type Options struct {
 	KeeperExe string
 }
 
+// ControlFD is the environment variable with which a restarting daemon
+// hands its control socket, still listening, to the program it executes
+// (so that nobody can take the name in between): the descriptor's number.
+const ControlFD = "L2TPU_CONTROL_FD"
+
 // ErrRestart: Serve stopped for a restart (OpRestart): the caller executes
 // the daemon again (Options.KeeperExe), same PID and arguments.
 var ErrRestart = errors.New("restart requested")
@@ -110,6 +116,7 @@ type Server struct {
 	retry      chan struct{}
 	stopServe  context.CancelFunc // ends Serve (OpStop, OpRestart)
 	restarting bool               // OpRestart: Serve returns ErrRestart
+	restartFD  int                // the control socket kept for the restart (0: none)
 	gone       bool               // the namespace is gone: its files go too
 
 	connMu sync.Mutex
@@ -154,7 +161,10 @@ func Listen(o Options) (*Server, error) {
 	if stable {
 		s.cookie, _ = NamespaceCookie()
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
+	ln, err := inheritedListener()
+	if ln == nil && err == nil {
+		ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
+	}
 	if errors.Is(err, syscall.EADDRINUSE) {
 		err = holderError()
 		if errors.Is(err, ErrRunning) && o.TakeOver {
@@ -386,6 +396,64 @@ func takeOver() (*net.UnixListener, error) {
 	}
 }
 
+// RestartFD is the control socket's descriptor to hand to the program a
+// restart executes (ControlFD), or 0.
+func (s *Server) RestartFD() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restartFD
+}
+
+// dupListener duplicates ln's descriptor without close-on-exec.
+func dupListener(ln *net.UnixListener) (int, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD, 3) }); err != nil {
+		return 0, err
+	}
+	return fd, derr
+}
+
+// inheritedListener is the control socket a restarting daemon handed over
+// (ControlFD), checked to be a listening socket at SocketName; nil, nil
+// where there is none.
+func inheritedListener() (*net.UnixListener, error) {
+	v, ok := os.LookupEnv(ControlFD)
+	if !ok {
+		return nil, nil
+	}
+	os.Unsetenv(ControlFD)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q: not a descriptor", ControlFD, v)
+	}
+	unix.CloseOnExec(fd)
+	sa, err := unix.Getsockname(fd)
+	if u, ok := sa.(*unix.SockaddrUnix); err != nil || !ok || u.Name != SocketName {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s=%d: not the control socket (%v)", ControlFD, fd, err)
+	}
+	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s=%d: not listening", ControlFD, fd)
+	}
+	f := os.NewFile(uintptr(fd), "control")
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("%s=%d: not a unix socket", ControlFD, fd)
+	}
+	return ul, nil
+}
+
 // holderError says who holds the control socket: another daemon of this
 // namespace (it runs as this daemon would, with CAP_NET_ADMIN over the
 // namespace) or a squatter.
@@ -577,6 +645,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	go func() {
 		<-ctx.Done()
+		s.mu.Lock()
+		if s.restarting {
+			// Keep the socket listening across the exec: connections
+			// wait in its queue for the next program.
+			if fd, err := dupListener(s.ln); err != nil {
+				s.log.Warn("the control socket is not kept across the restart: someone may take it meanwhile", "err", err)
+			} else {
+				s.restartFD = fd
+			}
+		}
+		s.mu.Unlock()
 		s.ln.Close()
 	}()
 	go s.watchNamespace(ctx, orphan)

@@ -181,11 +181,27 @@ func TestUpgradeLosesNothing(t *testing.T) {
 	pseudowire(t, a, b)
 	for _, ns := range []*privtest.NS{a, b} {
 		pid := daemonPID(t, ns)
+		// Nobody tries to take the control socket's name all along:
+		// the restart hands the socket over, listening, so the name is
+		// never free.
+		sq := asNobody(ns, attacker(t), "bindloop", "3")
+		sqOut, _ := sq.StdoutPipe()
+		if err := sq.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sqr := bufio.NewReader(sqOut)
+		if l, _ := sqr.ReadString('\n'); l != "ok\n" {
+			t.Fatalf("squatter: %q", l)
+		}
 		lost := lossDuring(t, a, func() {
 			if _, e, c := l2tpu(t, ns, "daemon", "restart"); c != 0 {
 				t.Fatalf("daemon restart: %d %s", c, e)
 			}
 		})
+		if l, _ := sqr.ReadString('\n'); l != "lost\n" {
+			t.Errorf("a user binding @l2tpu during the restart: %q", l)
+		}
+		sq.Wait()
 		if lost != 0 {
 			t.Errorf("daemon restart in %s: %d of 1000 lost", ns.Name, lost)
 		}

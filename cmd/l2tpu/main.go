@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -243,7 +244,11 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 				pprof.StopCPUProfile()
 			}
 			o.Logger.Info("restarting", "exe", o.KeeperExe)
-			err = syscall.Exec(o.KeeperExe, os.Args, os.Environ())
+			env := os.Environ()
+			if fd := s.RestartFD(); fd > 0 {
+				env = append(env, daemon.ControlFD+"="+strconv.Itoa(fd))
+			}
+			err = syscall.Exec(o.KeeperExe, os.Args, env)
 			o.Logger.Error("cannot restart", "err", err)
 		}
 		return 1

@@ -5,6 +5,8 @@
 //	                        record what clients send into FILE, answer ANSWER
 //	                        (a JSON line; "{}" by default)
 //	attacker bind           bind @l2tpu without listening, for 60 s
+//	attacker bindloop SECS  bind @l2tpu over and over for SECS seconds; print
+//	                        "ok", then "won" if it ever could, else "lost"
 //	attacker listen NAME... listen (seqpacket) at each NAME (@: abstract), as
 //	                        a squatter of a keeper's name; print "ok" and the
 //	                        errors, hold them 60 s
@@ -76,6 +78,24 @@ func main() {
 		}
 		fmt.Println("ok")
 		time.Sleep(60 * time.Second)
+	case "bindloop":
+		// Bind @l2tpu over and over for SECS seconds, as a user waiting
+		// for a daemon's restart would: "won" if it ever got the name.
+		secs, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		fmt.Println("ok")
+		won := false
+		for end := time.Now().Add(time.Duration(secs) * time.Second); time.Now().Before(end) && !won; {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				continue
+			}
+			won = unix.Bind(fd, &unix.SockaddrUnix{Name: "@l2tpu"}) == nil
+			unix.Close(fd)
+		}
+		fmt.Println(map[bool]string{true: "won", false: "lost"}[won])
 	case "listen":
 		// A seqpacket listener at each NAME (@ for abstract), as a
 		// squatter of a keeper's name would.
