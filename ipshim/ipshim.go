@@ -273,12 +273,14 @@ func SystemIP() (path string, done func(), err error) {
 }
 
 // openEnvIP accepts $L2TPU_IP unless it is the shim itself, or, for root,
-// anything but an absolute path to a file only root may change: an
-// environment kept across sudo or su must not choose what root runs. The
-// file is judged and run through one descriptor (opened without following
-// a final symlink), so that no one who can write its directory can swap
-// it between the check and the exec; the path returned names that
-// descriptor.
+// anything but an absolute path to a file named ip that only root may
+// change: an environment kept across sudo or su must not choose what root
+// runs (L2TPU_IP=/bin/sh would run a script of the user's named like the
+// command, `ip addr` running ./addr). The file is judged and run through
+// one descriptor (opened without following a final symlink), so that no one
+// who can write its directory can swap it between the check and the exec;
+// the path returned names that descriptor, which the program it runs
+// inherits (an interpreter of a script reads the script through it).
 func openEnvIP(p string, self os.FileInfo) (string, func(), error) {
 	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -301,8 +303,11 @@ func openEnvIP(p string, self os.FileInfo) (string, func(), error) {
 		return fail("a symlink; name the file itself")
 	case !st.Mode().IsRegular():
 		return fail("not a regular file")
-	case os.Geteuid() == 0 && (!filepath.IsAbs(p) || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0):
-		return fail("root runs only an absolute path to a root-owned file no one else may write")
+	case os.Geteuid() == 0 && (!filepath.IsAbs(p) || filepath.Base(p) != "ip" || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0):
+		return fail("root runs only an absolute path to a root-owned file named ip that no one else may write")
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		return fail("%v", err)
 	}
 	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { f.Close() }, nil
 }

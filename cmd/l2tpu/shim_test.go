@@ -181,6 +181,24 @@ func TestIPShim(t *testing.T) {
 	if r := runCmd(t, []string{"L2TPU_IP=" + link}, ip, "-o", "link", "show", "lo"); r.code != 255 || !strings.Contains(r.err, "a symlink") {
 		t.Errorf("L2TPU_IP naming a symlink: %+v", r)
 	}
+	// For root, a root-owned program not named ip is refused (an
+	// environment kept across su must not make root run `sh addr`); a
+	// wrapper script named ip runs, reading itself through the descriptor.
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runCmd(t, []string{"L2TPU_IP=" + shell}, ip, "addr"); r.code != 255 || !strings.Contains(r.err, "named ip") {
+		t.Errorf("L2TPU_IP=%s as root: %+v", shell, r)
+	}
+	wrapDir := t.TempDir()
+	wrapper := filepath.Join(wrapDir, "ip")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec "+sysFile+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := runCmd(t, []string{"L2TPU_IP=" + wrapper}, ip, "-o", "link", "show", "lo"); got != sys {
+		t.Errorf("L2TPU_IP naming a wrapper script: %+v, want %+v", got, sys)
+	}
 	if r := runCmd(t, nil, ip, "-n", ns.Name, "link", "show", "nosuchdev"); r.code == 0 {
 		t.Fatal("a failing command succeeded through the shim") // the status is passed on
 	}
