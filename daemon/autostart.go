@@ -75,7 +75,8 @@ func startHere() error {
 	// holds; the next command restores it. l2tpu daemon stop deletes.
 	// After a crash, the options of the daemon that died (a service's
 	// -group, -metrics, tuning...), which it recorded.
-	if args, err := recordedArgs(p.Options); err == nil {
+	cookie, _ := NamespaceCookie()
+	if args, err := recordedArgs(p.Options, cookie); err == nil {
 		return start(exe, p.Log, []string{OptionsFromRecord + "=1"}, args)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(os.Stderr, "l2tpu: %v; the daemon starts with -keep only\n", err)

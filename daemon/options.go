@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -13,21 +14,33 @@ import (
 // administrator configured: -group, -metrics, -state and the tuning flags.
 
 // optionsVersion is the recorded options' format.
-const optionsVersion = 1
+const optionsVersion = 2
 
 type recordedOptions struct {
 	Version int      `json:"version"`
 	Args    []string `json:"args"` // the daemon's flags, as given to l2tpu daemon
+	// Whose they are: the network namespace's cookie and the boot's ID. A
+	// namespace cookie is unique within one boot only, and a file name
+	// outlives both (a /run that is not a tmpfs, an inode number reused):
+	// options of another namespace, -state and -group among them, must
+	// never start this one's daemon.
+	Cookie uint64 `json:"netns_cookie"`
+	BootID string `json:"boot_id"`
 }
 
 // OptionsFromRecord is the environment variable (set to "1") with which
 // the client starts a daemon with recorded options, so that it says so.
 const OptionsFromRecord = "L2TPU_RECORDED_OPTIONS"
 
-// recordOptions writes args to path (atomically); a failure is the
-// caller's to log: the daemon runs on.
-func recordOptions(path string, args []string) error {
-	b, err := json.Marshal(recordedOptions{Version: optionsVersion, Args: args})
+// recordOptions writes args to path (atomically), as the options of the
+// namespace with cookie (which must be known) in this boot; a failure is
+// the caller's to log: the daemon runs on.
+func recordOptions(path string, args []string, cookie uint64) error {
+	boot := bootID()
+	if cookie == 0 || boot == "" {
+		return errors.New("options are recorded only where the namespace and the boot can be told apart (Linux 5.14 on)")
+	}
+	b, err := json.Marshal(recordedOptions{Version: optionsVersion, Args: args, Cookie: cookie, BootID: boot})
 	if err != nil {
 		return err
 	}
@@ -50,9 +63,10 @@ func recordOptions(path string, args []string) error {
 	return err
 }
 
-// recordedArgs are the flags recorded at path, for a daemon started on
-// demand: with -keep, as every daemon started on demand runs.
-func recordedArgs(path string) ([]string, error) {
+// recordedArgs are the flags recorded at path for the namespace with
+// cookie in this boot, for a daemon started on demand: with -keep, as every
+// daemon started on demand runs.
+func recordedArgs(path string, cookie uint64) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -63,6 +77,9 @@ func recordedArgs(path string) ([]string, error) {
 	}
 	if r.Version != optionsVersion {
 		return nil, fmt.Errorf("%s: version %d, not %d", path, r.Version, optionsVersion)
+	}
+	if boot := bootID(); cookie == 0 || r.Cookie != cookie || boot == "" || r.BootID != boot {
+		return nil, fmt.Errorf("%s: recorded for another network namespace or boot (cookie %d, boot %s), not used", path, r.Cookie, r.BootID)
 	}
 	if !slices.Contains(r.Args, "-keep") && !slices.Contains(r.Args, "--keep") {
 		r.Args = append(r.Args, "-keep")

@@ -219,7 +219,7 @@ func Listen(o Options) (*Server, error) {
 	}
 	s.log.Info("options", "args", o.Args, "from", from)
 	if s.j != nil && o.Args != nil {
-		if err := recordOptions(s.paths.Options, o.Args); err != nil {
+		if err := recordOptions(s.paths.Options, o.Args, s.cookie); err != nil {
 			s.log.Warn("options not recorded: a daemon started on demand after a crash would run without them", "err", err)
 		}
 	}
