@@ -149,6 +149,13 @@ func (s *Server) do(req Request, cred *peer.Process) Response {
 		s.stopServe()
 		return Response{}
 	case OpYield:
+		// A service manager's daemon taking this one's place: root's
+		// alone (a group member could otherwise end the service's
+		// daemon with status 0, which no restart policy restarts).
+		if cred.UID != 0 {
+			s.limit.warn("refused", "op", req.Op, "uid", cred.UID, "pid", cred.PID())
+			return errResponse(syscall.EPERM, "only root may make the daemon yield")
+		}
 		s.opt.Keep = true
 		s.log.Info("yielding to another daemon", "uid", cred.UID, "pid", cred.PID())
 		s.stopServe()

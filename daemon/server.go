@@ -632,7 +632,15 @@ func (s *Server) allRestored() {
 func (s *Server) Serve(ctx context.Context) error {
 	if s.j != nil {
 		os.MkdirAll(s.paths.Dir, 0o700)
-		if err := os.WriteFile(s.paths.PID, pidRecord(), 0o644); err != nil {
+		// Written aside and renamed: on a full filesystem the write
+		// fails and the file is left as it was, never cut empty.
+		tmp := s.paths.PID + ".tmp"
+		err := os.WriteFile(tmp, pidRecord(), 0o644)
+		if err == nil {
+			err = os.Rename(tmp, s.paths.PID)
+		}
+		if err != nil {
+			os.Remove(tmp)
 			s.log.Warn("pid file", "err", err)
 		}
 		defer os.Remove(s.paths.PID)

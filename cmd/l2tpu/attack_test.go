@@ -228,6 +228,45 @@ func TestSetUIDAfterConnect(t *testing.T) {
 	}
 }
 
+// TestGroupMemberCannotYield: a member of the daemon's -group may do what
+// root does through l2tpu, but not make the daemon yield (exit 0 with its
+// state kept, as to a service manager's daemon taking its place, which no
+// restart policy would restart). The control: the member's list is
+// answered.
+func TestGroupMemberCannotYield(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	bin := binary(t)
+	d := exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon", "-group", "nogroup")
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if _, errs, code := l2tpu(t, ns, "show", "tunnel"); code != 0 {
+			return fmt.Errorf("daemon not answering: %s", errs)
+		}
+		return nil
+	})
+	send := func(req string) string {
+		out, err := asNobody(ns, attacker(t), "send", req).CombinedOutput()
+		if err != nil {
+			t.Fatalf("attacker: %v %s", err, out)
+		}
+		return string(out)
+	}
+	if got := send(`{"op":"list"}`); strings.Contains(got, `"errno"`) {
+		t.Fatalf("control: the member's list: %q", got)
+	}
+	if got := send(`{"op":"yield"}`); !strings.Contains(got, `"errno":1`) {
+		t.Fatalf("the member's yield: %q", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, errs, code := l2tpu(t, ns, "show", "tunnel"); code != 0 || d.ProcessState != nil {
+		t.Fatalf("the daemon after a member's yield: %d %s", code, errs)
+	}
+}
+
 // TestStopStalePIDFile: a daemon killed with -9 leaves its PID file; its
 // PID may be another process's by then, even one named like a daemon in the
 // same namespace. `l2tpu daemon stop` must not signal it. The control: a

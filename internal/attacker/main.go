@@ -5,6 +5,8 @@
 //	                        record what clients send into FILE, answer ANSWER
 //	                        (a JSON line; "{}" by default)
 //	attacker bind           bind @l2tpu without listening, for 60 s
+//	attacker send JSON      send the request line JSON to @l2tpu, print the
+//	                        answer
 //	attacker bindloop SECS  bind @l2tpu over and over for SECS seconds; print
 //	                        "ok", then "won" if it ever could, else "lost"
 //	attacker listen NAME... listen (seqpacket) at each NAME (@: abstract), as
@@ -78,6 +80,17 @@ func main() {
 		}
 		fmt.Println("ok")
 		time.Sleep(60 * time.Second)
+	case "send":
+		// One request line to @l2tpu; print the answer.
+		c, err := net.Dial("unix", "@l2tpu")
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(os.Args[2] + "\n"))
+		b, _ := io.ReadAll(c)
+		fmt.Print(string(b))
 	case "bindloop":
 		// Bind @l2tpu over and over for SECS seconds, as a user waiting
 		// for a daemon's restart would: "won" if it ever got the name.
