@@ -77,6 +77,14 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if len(points) > 0 && orphaned(self) {
+					if held, why := heldElsewhere(self); held {
+						log.Info("keeper: the network namespace is unmounted and empty, but held", "by", why)
+						continue
+					}
+					// No daemon is left to (it died before the
+					// namespace went): its files go with it, as the
+					// kernel's state goes with its namespace.
+					removeNamespaceFiles(log, strings.TrimSuffix(path, ".keeper"))
 					log.Info("keeper: the network namespace was deleted and nothing else is in it: stopping")
 					return nil
 				}
@@ -89,6 +97,17 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 		if quit {
 			log.Info("keeper: asked to stop", "closed", len(held))
 			return nil
+		}
+	}
+}
+
+// removeNamespaceFiles removes a gone namespace's runtime files by their
+// common base (Paths without the suffixes): journal, one set aside from an
+// earlier boot, options, PID file and log.
+func removeNamespaceFiles(log *slog.Logger, base string) {
+	for _, suffix := range []string{".state", ".state.earlier-boot", ".options", ".pid", ".log"} {
+		if err := os.Remove(base + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("keeper: a gone namespace's file", "err", err)
 		}
 	}
 }
@@ -199,7 +218,8 @@ func receivedFiles(oob []byte) []*os.File {
 // keeperClient is the daemon's side: a dataplane.Keeper.
 type keeperClient struct {
 	mu   sync.Mutex
-	pid  int // the keeper's
+	pid  int           // the keeper's
+	proc *peer.Process // the keeper, by the pidfd the kernel took when it listened (nil: none)
 	c    *net.UnixConn
 	kept map[string]*os.File // what the keeper held at start, until taken
 }
@@ -234,7 +254,7 @@ func listenKeeper(path string) (*net.UnixListener, error) {
 // it holds. It returns ErrNoKeeper, wrapped with the reason, where it
 // cannot: the daemon then runs without one.
 func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration, path string) (*keeperClient, error) {
-	c, pid, err := dialKeeper(path)
+	c, proc, err := dialKeeper(path)
 	if errors.Is(err, ErrNotRunning) {
 		cmd := exec.Command(exe, "daemon", "keeper", "-orphan-check", orphanCheck.String(), "-socket", path)
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -247,7 +267,7 @@ func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration, path st
 		go cmd.Wait() // reaped if it fails; it outlives the daemon otherwise
 		for i := 0; i < 200 && errors.Is(err, ErrNotRunning); i++ {
 			time.Sleep(10 * time.Millisecond)
-			c, pid, err = dialKeeper(path)
+			c, proc, err = dialKeeper(path)
 		}
 	}
 	if err != nil {
@@ -258,9 +278,10 @@ func connectKeeper(exe string, logf *os.File, orphanCheck time.Duration, path st
 	kept, err := receiveHeld(c, 5*time.Second)
 	if err != nil {
 		c.Close()
+		proc.Close()
 		return nil, fmt.Errorf("%w: %v", ErrNoKeeper, err)
 	}
-	return &keeperClient{c: c, pid: pid, kept: kept}, nil
+	return &keeperClient{c: c, pid: proc.PID(), proc: proc, kept: kept}, nil
 }
 
 // receiveHeld reads what the keeper holds, up to its "end", within d.
@@ -293,31 +314,40 @@ func receiveHeld(c *net.UnixConn, d time.Duration) (map[string]*os.File, error) 
 	}
 }
 
-// dialKeeper connects to the keeper at path and judges it; it returns its
-// PID.
-func dialKeeper(path string) (*net.UnixConn, int, error) {
+// dialKeeper connects to the keeper at path and judges it; it returns the
+// keeper, which the caller closes.
+func dialKeeper(path string) (*net.UnixConn, *peer.Process, error) {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return nil, 0, ErrNotRunning
+			return nil, nil, ErrNotRunning
 		}
-		return nil, 0, err
+		return nil, nil, err
 	}
 	p, err := peer.Of(c)
 	if err != nil {
 		c.Close()
-		return nil, 0, err
+		return nil, nil, err
 	}
-	defer p.Close()
 	ok, why, err := p.NetAdmin()
 	if err != nil || !ok || int(p.UID) != os.Geteuid() {
 		c.Close()
 		if err == nil {
 			err = fmt.Errorf("pid %d (%s), uid %d, holds %s: %s", p.PID(), p.Comm(), p.UID, path, why)
 		}
-		return nil, 0, err
+		p.Close()
+		return nil, nil, err
 	}
-	return c, p.PID(), nil
+	return c, p, nil
+}
+
+// alivePID is the keeper's PID while it runs (by its pidfd, so that a PID
+// it left for another process never counts as the keeper's), 0 otherwise.
+func (k *keeperClient) alivePID() int {
+	if k.proc == nil || !k.proc.Alive() {
+		return 0
+	}
+	return k.pid
 }
 
 // ask sends one message and reads the answer.
@@ -390,7 +420,7 @@ func (k *keeperClient) dropUnclaimed(want func(name string) bool) error {
 // quitKeeper makes the keeper at path, which serves no daemon, close
 // everything and exit (a stop with no daemon left to ask).
 func quitKeeper(path string) error {
-	c, _, err := dialKeeper(path)
+	c, proc, err := dialKeeper(path)
 	if err != nil {
 		if errors.Is(err, ErrNotRunning) {
 			return nil
@@ -402,9 +432,10 @@ func quitKeeper(path string) error {
 	kept, err := receiveHeld(c, time.Second)
 	if err != nil {
 		c.Close()
+		proc.Close()
 		return err
 	}
-	k := &keeperClient{c: c, kept: kept}
+	k := &keeperClient{c: c, proc: proc, kept: kept}
 	defer k.close()
 	return k.quit()
 }
@@ -435,6 +466,10 @@ func (k *keeperClient) close() {
 	if k.c != nil {
 		k.c.Close()
 		k.c = nil
+	}
+	if k.proc != nil {
+		k.proc.Close()
+		k.proc = nil
 	}
 	for name, f := range k.kept {
 		f.Close()

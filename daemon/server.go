@@ -888,7 +888,7 @@ func (s *Server) keeperPID() int {
 	if s.keeper == nil {
 		return 0
 	}
-	return s.keeper.pid
+	return s.keeper.alivePID()
 }
 
 // Close stops the server without Serve (tests).

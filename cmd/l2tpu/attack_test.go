@@ -819,6 +819,46 @@ func TestDeletedNamespaceFilesGo(t *testing.T) {
 	}
 }
 
+// TestDeadDaemonNamespaceFilesGo: a daemon killed with -9, then its
+// namespace deleted: no daemon is left to remove the namespace's files,
+// and its keeper, which still held the sockets, does once it is sure the
+// namespace is gone (and then goes itself).
+func TestDeadDaemonNamespaceFilesGo(t *testing.T) {
+	privtest.Require(t)
+	ns, _ := daemonInOwnNS(t, "k")
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keeperPID(t, ns)
+	if k == 0 {
+		t.Fatal("no keeper")
+	}
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	for _, f := range []string{paths.State, paths.Options, paths.Keeper} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("after kill -9 (the control): %v", err)
+		}
+	}
+	privtest.Run(t, "ip", "netns", "del", ns.Name)
+	privtest.Eventually(t, 10*time.Second, func() error {
+		for _, f := range []string{paths.State, paths.Options, paths.PID, paths.Keeper} {
+			if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("%s left behind by a namespace that is gone: %v", f, err)
+			}
+		}
+		if syscall.Kill(k, 0) == nil {
+			return fmt.Errorf("the keeper (pid %d) lives on", k)
+		}
+		return nil
+	})
+}
+
 // closed reports whether c is closed, without waiting.
 func closed(c <-chan struct{}) bool {
 	select {

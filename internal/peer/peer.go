@@ -108,6 +108,10 @@ func (p *Process) Close() error {
 // visible there), as it was at connect.
 func (p *Process) PID() int { return p.pid }
 
+// Alive reports whether the peer still runs: by its pidfd, or where there
+// is none, by its PID (which may by now be another process's).
+func (p *Process) Alive() bool { return p.alive() }
+
 // alive reports whether the peer still runs: by its pidfd, or where there
 // is none, by its PID (which may by now be another process's).
 func (p *Process) alive() bool {
