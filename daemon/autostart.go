@@ -23,10 +23,15 @@ var _ cli.Backend = (*Client)(nil)
 func (*Client) call(req Request, start bool) (Response, error) {
 	resp, err := Call(req)
 	if errors.Is(err, ErrNotRunning) && !start && os.Geteuid() == 0 {
-		// A state file without a daemon: it died. Bring it back (it
-		// restores the state) rather than answer as if nothing existed.
+		// A state file (or the options of a daemon that kept its state
+		// elsewhere, -state) without a daemon: it died. Bring it back
+		// (it restores the state) rather than answer as if nothing
+		// existed.
 		if p, perr := DefaultPaths(); perr == nil {
+			cookie, _ := NamespaceCookie()
 			if _, serr := os.Stat(p.State); serr == nil {
+				start = true
+			} else if _, aerr := recordedArgs(p.Options, cookie); aerr == nil {
 				start = true
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -143,6 +144,34 @@ func TestKeeperNotSquatted(t *testing.T) {
 	waitGone(pid)
 	if got := squatUDP(t, a); len(got) != 1 || !strings.Contains(got[0], "address already in use") {
 		t.Fatalf("nobody after kill -9: %q", got)
+	}
+}
+
+// TestCustomStateAfterCrash: a daemon that keeps its journal elsewhere
+// (-state, as a service may) dies; the next show, which starts no daemon
+// where none ran, brings it back with its options (the journal found
+// through them) and shows its tunnel, as it does for the journal in the
+// runtime directory. Before, it answered as if nothing existed.
+func TestCustomStateAfterCrash(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	state := filepath.Join(t.TempDir(), "custom.state")
+	d := exec.Command("ip", "netns", "exec", ns.Name, binary(t), "daemon", "-state", state)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if _, errs, code := l2tpu(t, ns, "show", "tunnel"); code != 0 {
+			return fmt.Errorf("daemon not answering: %s", errs)
+		}
+		return nil
+	})
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	d.Process.Kill()
+	d.Wait()
+	if out := must(t, ns, "show", "tunnel"); !strings.Contains(out, "Tunnel 1,") {
+		t.Fatalf("show after kill -9 of a daemon with -state:\n%q", out)
 	}
 }
 
