@@ -32,6 +32,25 @@ func asNobody(ns *privtest.NS, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--setuid", "65534", "--setgid", "65534"}, args...)...)
 }
 
+// startReady starts cmd, which prints "ok" once ready, ends it with the
+// test, and returns the rest of its output.
+func startReady(t *testing.T, what string, cmd *exec.Cmd) *bufio.Reader {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r := bufio.NewReader(out)
+	if l, _ := r.ReadString('\n'); strings.TrimSpace(l) != "ok" {
+		t.Fatalf("%s: %q", what, l)
+	}
+	return r
+}
+
 // TestSquattedControlSocket: nobody binds @l2tpu before root's first
 // command, and answers every connection at once with a forged refusal
 // carrying text of its own. Root's commands refuse to talk to it, say why
@@ -45,18 +64,7 @@ func TestSquattedControlSocket(t *testing.T) {
 	os.Chmod(filepath.Dir(got), 0o777)
 	const forged = "IMPOSTOR-TEXT"
 	sq := asNobody(ns, attacker(t), "squat", got, `{"errno":1,"error":"`+forged+`","hint":"\u001b[31m`+forged+`"}`)
-	out, err := sq.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sq.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
-	buf := make([]byte, 64)
-	if n, _ := out.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
-		t.Fatalf("squatter: %q", buf[:n])
-	}
+	startReady(t, "squatter", sq)
 	for _, args := range [][]string{
 		{"add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1"},
 		{"add", "session", "tid", "1", "sid", "1", "psid", "1", "cookie", "0011223344556677"},
@@ -89,13 +97,7 @@ func TestSquattedControlSocket(t *testing.T) {
 	sq.Wait()
 	// A squatter that binds without listening is found out too.
 	b := asNobody(ns, attacker(t), "bind")
-	bout, _ := b.StdoutPipe()
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := bout.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
-		t.Fatalf("binder: %q", buf[:n])
-	}
+	startReady(t, "binder", b)
 	o, err = exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(o), "does not accept connections") {
 		t.Fatalf("daemon behind a binder: %v\n%s", err, o)
@@ -136,15 +138,7 @@ func TestCapabilityLessImpostor(t *testing.T) {
 		got := filepath.Join(t.TempDir(), "received")
 		args := append(append([]string{"--net=" + ns.Path()}, wrap...), attacker(t), "squat", got)
 		sq := exec.Command("nsenter", args...)
-		out, _ := sq.StdoutPipe()
-		if err := sq.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
-		buf := make([]byte, 64)
-		if n, _ := out.Read(buf); strings.TrimSpace(string(buf[:n])) != "ok" {
-			t.Fatalf("squatter: %q", buf[:n])
-		}
+		startReady(t, "squatter", sq)
 		return sq, got
 	}
 	sq, got := squat("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--")
@@ -236,18 +230,7 @@ func TestSetUIDAfterConnect(t *testing.T) {
 func TestGroupMemberCannotYield(t *testing.T) {
 	privtest.Require(t)
 	ns := cliNS(t)
-	bin := binary(t)
-	d := exec.Command("ip", "netns", "exec", ns.Name, bin, "daemon", "-group", "nogroup")
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
-	privtest.Eventually(t, 10*time.Second, func() error {
-		if _, errs, code := l2tpu(t, ns, "show", "tunnel"); code != 0 {
-			return fmt.Errorf("daemon not answering: %s", errs)
-		}
-		return nil
-	})
+	d := daemonByHand(t, ns, "-group", "nogroup")
 	send := func(req string) string {
 		out, err := asNobody(ns, attacker(t), "send", req).CombinedOutput()
 		if err != nil {
@@ -770,14 +753,7 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 		t.Fatalf("holder: %q", l)
 	}
 	privtest.Run(t, "ip", "netns", "del", ns.Name)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("daemon exit: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the daemon lives on in a deleted namespace")
-	}
+	waitExited(t, exited)
 	for _, f := range []string{paths.State, paths.Options} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("the namespace may be held (an open descriptor), but %s is gone: %v", f, err)
@@ -785,25 +761,9 @@ func TestDaemonLeavesDeletedNamespace(t *testing.T) {
 	}
 }
 
-// TestDeletedNamespaceFilesGo: a daemon sure that its namespace is gone
-// (deleted, nothing in it, no process holding it open or mounted) removes
-// its runtime files: no namespace can ever have its cookie again.
-func TestDeletedNamespaceFilesGo(t *testing.T) {
-	privtest.Require(t)
-	ns, exited := daemonInOwnNS(t, "g")
-	ns.Run(t, "ip", "link", "set", "lo", "up")
-	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
-	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
-	paths, err := daemon.PathsAt(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{paths.State, paths.Options, paths.PID} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("while it runs: %v", err)
-		}
-	}
-	privtest.Run(t, "ip", "netns", "del", ns.Name)
+// waitExited waits for the daemon of a deleted namespace to end, cleanly.
+func waitExited(t *testing.T, exited <-chan error) {
+	t.Helper()
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -812,6 +772,36 @@ func TestDeletedNamespaceFilesGo(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon lives on in a deleted namespace")
 	}
+}
+
+// tunnelInOwnNS is daemonInOwnNS with a UDP tunnel on lo, and the
+// namespace's runtime files.
+func tunnelInOwnNS(t *testing.T, suffix string) (*privtest.NS, <-chan error, daemon.Paths) {
+	t.Helper()
+	ns, exited := daemonInOwnNS(t, suffix)
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
+	paths, err := daemon.PathsAt(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, exited, paths
+}
+
+// TestDeletedNamespaceFilesGo: a daemon sure that its namespace is gone
+// (deleted, nothing in it, no process holding it open or mounted) removes
+// its runtime files: no namespace can ever have its cookie again.
+func TestDeletedNamespaceFilesGo(t *testing.T) {
+	privtest.Require(t)
+	ns, exited, paths := tunnelInOwnNS(t, "g")
+	for _, f := range []string{paths.State, paths.Options, paths.PID} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("while it runs: %v", err)
+		}
+	}
+	privtest.Run(t, "ip", "netns", "del", ns.Name)
+	waitExited(t, exited)
 	for _, f := range []string{paths.State, paths.Options, paths.PID} {
 		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind by a namespace that is gone: %v", f, err)
@@ -825,14 +815,7 @@ func TestDeletedNamespaceFilesGo(t *testing.T) {
 // namespace is gone (and then goes itself).
 func TestDeadDaemonNamespaceFilesGo(t *testing.T) {
 	privtest.Require(t)
-	ns, _ := daemonInOwnNS(t, "k")
-	ns.Run(t, "ip", "link", "set", "lo", "up")
-	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "lo")
-	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "1", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "1", "udp_dport", "1")
-	paths, err := daemon.PathsAt(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, _, paths := tunnelInOwnNS(t, "k")
 	k := keeperPID(t, ns)
 	if k == 0 {
 		t.Fatal("no keeper")

@@ -48,6 +48,24 @@ func daemonPID(t *testing.T, ns *privtest.NS) int {
 	return pid
 }
 
+// daemonByHand starts `l2tpu daemon FLAGS` in ns, as a service would, and
+// waits until it answers; it ends with the test (SIGTERM).
+func daemonByHand(t *testing.T, ns *privtest.NS, flags ...string) *exec.Cmd {
+	t.Helper()
+	d := exec.Command("ip", append([]string{"netns", "exec", ns.Name, binary(t), "daemon"}, flags...)...)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
+	privtest.Eventually(t, 10*time.Second, func() error {
+		if _, errs, code := l2tpu(t, ns, "show", "tunnel"); code != 0 {
+			return fmt.Errorf("daemon not answering: %s", errs)
+		}
+		return nil
+	})
+	return d
+}
+
 func pings(ns *privtest.NS, addr string, n int) int {
 	recv, _ := ns.Ping(addr, n)
 	return recv
@@ -267,17 +285,7 @@ func TestGroupAccess(t *testing.T) {
 
 	// With -group users.
 	ng := cliNS(t)
-	d := exec.Command("ip", "netns", "exec", ng.Name, bin, "daemon", "-group", "users")
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
-	privtest.Eventually(t, 10*time.Second, func() error {
-		if _, errs, code := l2tpu(t, ng, "show", "tunnel"); code != 0 {
-			return fmt.Errorf("daemon not answering: %s", errs)
-		}
-		return nil
-	})
+	daemonByHand(t, ng, "-group", "users")
 	for _, ids := range [][]string{primary, supplementary} {
 		if r := as(ng, ids, "add", "tunnel", "tid", "5", "ptid", "6", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1"); r.code != 0 && !strings.Contains(r.err, "File exists") {
 			t.Fatalf("%v add with -group: %+v", ids, r)

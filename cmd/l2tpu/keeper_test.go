@@ -156,17 +156,7 @@ func TestCustomStateAfterCrash(t *testing.T) {
 	privtest.Require(t)
 	ns := cliNS(t)
 	state := filepath.Join(t.TempDir(), "custom.state")
-	d := exec.Command("ip", "netns", "exec", ns.Name, binary(t), "daemon", "-state", state)
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
-	privtest.Eventually(t, 10*time.Second, func() error {
-		if _, errs, code := l2tpu(t, ns, "show", "tunnel"); code != 0 {
-			return fmt.Errorf("daemon not answering: %s", errs)
-		}
-		return nil
-	})
+	d := daemonByHand(t, ns, "-state", state)
 	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
 	d.Process.Kill()
 	d.Wait()
@@ -214,14 +204,7 @@ func TestUpgradeLosesNothing(t *testing.T) {
 		// the restart hands the socket over, listening, so the name is
 		// never free.
 		sq := asNobody(ns, attacker(t), "bindloop", "3")
-		sqOut, _ := sq.StdoutPipe()
-		if err := sq.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sqr := bufio.NewReader(sqOut)
-		if l, _ := sqr.ReadString('\n'); l != "ok\n" {
-			t.Fatalf("squatter: %q", l)
-		}
+		sqr := startReady(t, "squatter", sq)
 		lost := lossDuring(t, a, func() {
 			if _, e, c := l2tpu(t, ns, "daemon", "restart"); c != 0 {
 				t.Fatalf("daemon restart: %d %s", c, e)
