@@ -58,10 +58,21 @@ func call(req Request) (_ Response, daemon *peer.Process, _ error) {
 	}
 	defer c.Close()
 	p, err := peer.Of(c)
+	if errors.Is(err, peer.ErrGone) {
+		// The process that listens has exited, its socket held on: a
+		// daemon that died, whose keeper holds it for the next (which
+		// adopts it and listens again), or whatever a squatter left
+		// (which no daemon adopts). Nothing is sent either way.
+		return Response{}, nil, ErrNotRunning
+	}
 	if err != nil {
 		return Response{}, nil, fmt.Errorf("%w: cannot identify it (%v); nothing was sent", ErrImpostor, err)
 	}
 	ok, why, err := p.NetAdmin()
+	if errors.Is(err, peer.ErrGone) {
+		p.Close()
+		return Response{}, nil, ErrNotRunning // as above: it has exited since it listened
+	}
 	if !ok {
 		defer p.Close()
 		// A refusal is believed only from a listener the caller could

@@ -39,6 +39,11 @@ import (
 // A daemon that goes without "bye" or "quit" died: the keeper turns the
 // carrier of its interfaces off until the next one adopts them.
 
+// keptControl is the name under which the keeper holds the daemon's
+// control socket (@l2tpu), listening: after a crash the name is no one
+// else's, and the next daemon adopts it.
+const keptControl = "control"
+
 // ErrNoKeeper: the daemon runs without a keeper; a crash then releases its
 // sockets until it is restarted, as before keepers.
 var ErrNoKeeper = errors.New("no descriptor keeper")
@@ -101,6 +106,26 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 	}
 }
 
+// drainControl closes the connections waiting on the control socket of a
+// daemon that died: their callers were let in while it lived, and sent
+// requests it never read. Closed, they get no answer, as when the kernel
+// closed a dead daemon's socket; left, the next daemon would carry them
+// out long after their callers gave up. Later callers find the listener
+// gone (its process exited) and send nothing.
+func drainControl(fd int) {
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(pfd, 0); err != nil || n == 0 {
+			return
+		}
+		c, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		if err != nil {
+			return
+		}
+		unix.Close(c)
+	}
+}
+
 // removeNamespaceFiles removes a gone namespace's runtime files by their
 // common base (Paths without the suffixes): journal, one set aside from an
 // earlier boot, options, PID file and log.
@@ -145,6 +170,9 @@ func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]int) (quit b
 				if kind, _, _ := dataplane.ParseKept(name); kind == dataplane.KeptQueue && strings.HasSuffix(name, "/0") {
 					tap.SetCarrierOf(fd, false)
 				}
+			}
+			if fd, ok := held[keptControl]; ok {
+				drainControl(fd)
 			}
 			log.Warn("keeper: the daemon went without a word: holding everything for the next", "held", len(held))
 			return false
@@ -423,6 +451,7 @@ func quitKeeper(path string) error {
 	c, proc, err := dialKeeper(path)
 	if err != nil {
 		if errors.Is(err, ErrNotRunning) {
+			os.Remove(path) // a killed keeper's socket file, if any
 			return nil
 		}
 		return err

@@ -169,10 +169,15 @@ func Listen(o Options) (*Server, error) {
 		err = holderError()
 		if errors.Is(err, ErrRunning) && o.TakeOver {
 			s.log.Info("another daemon serves the namespace: taking its place", "other", err)
-			ln, err = takeOver()
+			ln, err = s.takeOver()
+		} else if errors.Is(err, errHolderGone) {
+			ln, err = s.adoptControl()
 		}
 	}
 	if err != nil {
+		if s.keeper != nil {
+			s.keeper.close()
+		}
 		return nil, err
 	}
 	s.ln = ln
@@ -225,13 +230,26 @@ func Listen(o Options) (*Server, error) {
 	}
 	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
 	dopt := dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning, Owner: owner, Recorder: s}
-	if s.j != nil && o.KeeperExe != "" {
+	if s.keeper == nil && s.j != nil && o.KeeperExe != "" {
 		k, err := connectKeeper(o.KeeperExe, os.Stderr, o.OrphanCheck, s.paths.Keeper)
 		if err != nil {
 			s.log.Warn("sockets are not kept across a crash: a restart opens them again", "err", err)
 		} else {
-			s.keeper, dopt.Keeper = k, k
+			s.keeper = k
 			s.log.Info("descriptor keeper", "holds", len(k.kept), "pid", k.pid)
+		}
+	}
+	if s.keeper != nil {
+		dopt.Keeper = s.keeper
+		if f := s.keeper.Take(keptControl); f != nil {
+			f.Close() // the keeper's copy: this daemon has its own
+		}
+		// The control socket too, so that a crash leaves its name to
+		// no one: the next daemon adopts it.
+		if f, err := s.ln.File(); err != nil {
+			s.log.Warn("the control socket is not kept across a crash", "err", err)
+		} else if err := s.keeper.Keep(keptControl, f); err != nil {
+			s.log.Warn("the control socket is not kept across a crash", "err", err)
 		}
 	}
 	s.m, err = dataplane.New(dopt)
@@ -375,9 +393,61 @@ func (s *Server) stopMetrics() {
 	}
 }
 
+// adoptControl takes the control socket the namespace's keeper holds for
+// a daemon that died, and listens on it again, which makes this process
+// the one its callers see (SO_PEERCRED, SO_PEERPIDFD). The keeper stays
+// connected (s.keeper).
+func (s *Server) adoptControl() (*net.UnixListener, error) {
+	if s.opt.KeeperExe == "" {
+		return nil, fmt.Errorf("%w: held by a socket whose process exited", ErrSquatted)
+	}
+	if s.keeper == nil {
+		k, err := connectKeeper(s.opt.KeeperExe, os.Stderr, s.opt.OrphanCheck, s.paths.Keeper)
+		if err != nil {
+			return nil, fmt.Errorf("%w: held by a socket whose process exited, and no keeper holds it: %v", ErrSquatted, err)
+		}
+		s.keeper = k
+	}
+	f := s.keeper.Take(keptControl)
+	if f == nil {
+		return nil, fmt.Errorf("%w: held by a socket whose process exited, not the keeper's", ErrSquatted)
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) {
+		sa, err := unix.Getsockname(int(fd))
+		if u, ok := sa.(*unix.SockaddrUnix); err != nil || !ok || u.Name != SocketName {
+			lerr = fmt.Errorf("the keeper's control socket is not %s (%v)", SocketName, err)
+			return
+		}
+		lerr = unix.Listen(int(fd), unix.SOMAXCONN)
+	}); err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("the keeper's control socket is a %T", l)
+	}
+	s.log.Info("control socket adopted from the keeper")
+	return ul, nil
+}
+
 // takeOver asks the daemon serving the namespace to yield (OpYield) and
-// claims the control socket once it has.
-func takeOver() (*net.UnixListener, error) {
+// claims the control socket once it has: bound again, or adopted from the
+// keeper, which holds it for the next daemon.
+func (s *Server) takeOver() (*net.UnixListener, error) {
 	resp, d, err := call(Request{Op: OpYield})
 	if err != nil {
 		return nil, fmt.Errorf("taking over: %w", err)
@@ -389,12 +459,19 @@ func takeOver() (*net.UnixListener, error) {
 	d.Wait(time.Minute)
 	for i := 0; ; i++ {
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
+		if errors.Is(err, syscall.EADDRINUSE) && errors.Is(holderError(), errHolderGone) {
+			return s.adoptControl()
+		}
 		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || i == 500 {
 			return ln, err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// errHolderGone: the control socket's listener has exited, its socket held
+// on (by the keeper, for the next daemon, or by whatever a squatter left).
+var errHolderGone = errors.New("the control socket's process has exited")
 
 // RestartFD is the control socket's descriptor to hand to the program a
 // restart executes (ControlFD), or 0.
@@ -465,12 +542,17 @@ func holderError() error {
 	}
 	defer c.Close()
 	p, err := peer.Of(c)
+	if errors.Is(err, peer.ErrGone) {
+		return errHolderGone
+	}
 	if err != nil {
 		return fmt.Errorf("%w (cannot identify it: %v)", ErrSquatted, err)
 	}
 	defer p.Close()
 	ok, why, err := p.NetAdmin()
 	switch {
+	case errors.Is(err, peer.ErrGone):
+		return errHolderGone
 	case err != nil:
 		why = err.Error()
 	case ok && int(p.UID) == os.Geteuid():
@@ -866,6 +948,9 @@ func keptFor(t *table) func(name string) bool {
 		ifindexes[r.Index] = true
 	}
 	return func(name string) bool {
+		if name == keptControl {
+			return true
+		}
 		kind, id, ok := dataplane.ParseKept(name)
 		switch {
 		case !ok:

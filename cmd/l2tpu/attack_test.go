@@ -134,6 +134,15 @@ func TestCapabilityLessImpostor(t *testing.T) {
 	pid := daemonPID(t, ns)
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitGone(pid)
+	// The keeper holds the control socket meanwhile: nobody can bind its
+	// name (the next command's daemon adopts it). Killed with its keeper,
+	// the daemon leaves the name free, as before keepers.
+	if out, _ := asNobody(ns, attacker(t), "bind").CombinedOutput(); !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("nobody binding @l2tpu while the keeper holds it: %q", out)
+	}
+	k := keeperPID(t, ns)
+	syscall.Kill(k, syscall.SIGKILL)
+	waitGone(k)
 	squat := func(wrap ...string) (*exec.Cmd, string) {
 		got := filepath.Join(t.TempDir(), "received")
 		args := append(append([]string{"--net=" + ns.Path()}, wrap...), attacker(t), "squat", got)
@@ -881,7 +890,11 @@ func startInOwnNS(t *testing.T, suffix string) (*privtest.NS, <-chan error, bool
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(paths.State); os.Remove(paths.Log); os.Remove(paths.PID); os.Remove(paths.Options) })
+	t.Cleanup(func() {
+		for _, f := range []string{paths.State, paths.Log, paths.PID, paths.Options, paths.Keeper} {
+			os.Remove(f)
+		}
+	})
 	logf, err := os.Create(filepath.Join(t.TempDir(), "daemon.log"))
 	if err != nil {
 		t.Fatal(err)

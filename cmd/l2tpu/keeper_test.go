@@ -147,6 +147,36 @@ func TestKeeperNotSquatted(t *testing.T) {
 	}
 }
 
+// TestControlSocketHeldAcrossCrash: after kill -9 the keeper holds the
+// control socket, still listening, so nobody can take @l2tpu before the
+// next daemon; the next command starts one, which adopts it (and says so)
+// and answers. Commands that judged the dead daemon get no answer rather
+// than a late one: the keeper closes what waited on the socket.
+func TestControlSocketHeldAcrossCrash(t *testing.T) {
+	privtest.Require(t)
+	a, b := pair(t)
+	pseudowire(t, a, b)
+	pid := daemonPID(t, a)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid)
+	if out, _ := asNobody(a, attacker(t), "bind").CombinedOutput(); !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("nobody binding @l2tpu after kill -9: %q", out)
+	}
+	if out := must(t, a, "show", "tunnel"); !strings.Contains(out, "Tunnel 1,") {
+		t.Fatalf("after kill -9:\n%s", out)
+	}
+	p, err := daemon.PathsAt(a.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log, _ := os.ReadFile(p.Log); !strings.Contains(string(log), "control socket adopted from the keeper") {
+		t.Fatalf("the next daemon did not adopt the socket:\n%s", log)
+	}
+	if n := pings(a, "203.0.113.2", 3); n != 3 {
+		t.Fatalf("%d of 3 pings answered after the restart", n)
+	}
+}
+
 // TestCustomStateAfterCrash: a daemon that keeps its journal elsewhere
 // (-state, as a service may) dies; the next show, which starts no daemon
 // where none ran, brings it back with its options (the journal found

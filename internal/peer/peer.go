@@ -163,6 +163,10 @@ func readStatus(dir *os.File) (Status, error) {
 			st.EUID, _ = strconv.Atoi(f[1])
 		case k == "CapEff" && len(f) == 1:
 			st.CapEff, _ = strconv.ParseUint(f[0], 16, 64)
+		case k == "State" && len(f) >= 1 && (f[0] == "Z" || f[0] == "X"):
+			// Exited, not yet reaped: its credentials are still there
+			// to read, but it answers nothing any more.
+			return st, ErrGone
 		}
 	}
 	if st.EUID < 0 {
