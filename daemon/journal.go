@@ -394,7 +394,14 @@ func openJournal(path string, cookie uint64, t *table) (*journal, error) {
 		// A full filesystem must not keep the state from being restored:
 		// go on appending to the journal as it is (a change that finds no
 		// room then fails, as it would anyway).
-		if oerr := j.reopen(); oerr == nil {
+		oerr := j.reopen()
+		if oerr == nil {
+			return j, nil
+		}
+		if errors.Is(oerr, os.ErrNotExist) && len(t.tunnels) == 0 && len(t.sessions) == 0 {
+			// Nothing to restore and no room for a first snapshot: the
+			// daemon starts all the same, and the first change writes
+			// the snapshot (or fails with the reason).
 			return j, nil
 		}
 	}
@@ -487,6 +494,13 @@ func syncDir(dir string) {
 func (j *journal) append(r record) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.f == nil {
+		// None written yet (openJournal on a full filesystem): its
+		// snapshot first.
+		if err := j.compact(); err != nil {
+			return err
+		}
+	}
 	b, err := json.Marshal(&r)
 	if err != nil {
 		return err
@@ -540,6 +554,9 @@ func (j *journal) thisBoot() error {
 func (j *journal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.f == nil {
+		return nil
+	}
 	return j.f.Close()
 }
 

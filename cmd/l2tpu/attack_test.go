@@ -614,6 +614,38 @@ func TestFullStateFilesystem(t *testing.T) {
 			t.Fatalf("acknowledged session %d lost after kill -9:\n%s", id, o)
 		}
 	}
+
+	// A namespace that has no journal yet, the filesystem full: its first
+	// command starts a daemon all the same, the change failing with the
+	// reason; with room again, changes are kept.
+	ns2 := cliNS(t)
+	run2 := func(args ...string) (string, string, int) {
+		cmd := exec.Command("nsenter", append([]string{"--mount=" + mnt, "--net=" + ns2.Path(), bin}, args...)...)
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return o.String(), e.String(), code
+	}
+	t.Cleanup(func() { run2("daemon", "stop") })
+	sh("dd if=/dev/zero of=" + daemon.RunDir + "/filler bs=1k count=1000 2>/dev/null || true")
+	tunnel2 := []string{"add", "tunnel", "tid", "7", "ptid", "7", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "7", "udp_dport", "7"}
+	if _, e, c := run2(tunnel2...); c != 2 || e != "RTNETLINK answers: No space left on device\n" {
+		t.Fatalf("first add in a namespace without a journal, filesystem full: %d %q", c, e)
+	}
+	if o, e, c := run2("show", "tunnel"); c != 0 || o != "" {
+		t.Fatalf("show: %d %q %q", c, o, e)
+	}
+	sh("rm " + daemon.RunDir + "/filler")
+	if _, e, c := run2(tunnel2...); c != 0 {
+		t.Fatalf("add with room again: %d %s", c, e)
+	}
+	if o, _, _ := run2("show", "tunnel"); !strings.Contains(o, "Tunnel 7,") {
+		t.Fatalf("after the add:\n%s", o)
+	}
 }
 
 // TestKillDuringChanges: kill -9 at random moments during hundreds of adds
