@@ -295,17 +295,17 @@ func (s *Server) list() Response {
 	return r
 }
 
-// allowed is the kernel's check for a genetlink L2TP operation: root when
-// it connected (SO_PEERCRED: the kernel judges the credentials a netlink
-// socket was opened with, not what its process became since: a process
-// that connects as another user and then executes a set-user-ID program
-// is not root's) that still holds CAP_NET_ADMIN over the namespace (see
-// peer.Process.NetAdmin, judged through the pidfd the kernel took at
-// connect, so that a PID reused by another process cannot answer for it);
+// allowed is the kernel's check for a genetlink L2TP operation: a caller
+// that holds CAP_NET_ADMIN over the namespace (see peer.Process.NetAdmin,
+// judged through the pidfd the kernel took at connect, so that a PID
+// reused by another process cannot answer for it), as the user it
+// connected as (SO_PEERCRED: the kernel judges the credentials a netlink
+// socket was opened with, not what its process became since: one that
+// connects as nobody and then executes a set-user-ID program is refused);
 // or membership of the configured group when it connected (SO_PEERCRED,
 // SO_PEERGROUPS).
 func (s *Server) allowed(c *peer.Process) bool {
-	if c.UID == 0 {
+	if same, err := c.SameUser(); same && err == nil {
 		if ok, _, err := c.NetAdmin(); ok && err == nil {
 			return true
 		}

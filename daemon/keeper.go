@@ -65,16 +65,9 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 	}
 	defer ln.Close() // removes the socket file
 	self, points := nsMounts()
-	// Raw descriptors, never *os.File: a File of a non-blocking descriptor
-	// joins this process's poller, which would then wake for every frame
-	// that arrives in a held queue or socket; and its Fd() would make the
-	// description, which the daemon shares, blocking.
-	held := map[string]int{}
-	defer func() {
-		for _, fd := range held {
-			unix.Close(fd)
-		}
-	}()
+	k := newKeeperState()
+	defer k.close()
+	go k.drain()
 	log.Info("keeper ready", "pid", os.Getpid())
 	for {
 		ln.SetDeadline(time.Now().Add(orphanCheck))
@@ -85,6 +78,9 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 					if held, why := heldElsewhere(self); held {
 						log.Info("keeper: the network namespace is unmounted and empty, but held", "by", why)
 						continue
+					}
+					if !orphaned(self) {
+						continue // someone entered it meanwhile
 					}
 					// No daemon is left to (it died before the
 					// namespace went): its files go with it, as the
@@ -97,21 +93,95 @@ func RunKeeper(log *slog.Logger, orphanCheck time.Duration, path string) error {
 			}
 			return fmt.Errorf("keeper: %w", err)
 		}
-		quit := serveKeeper(log, c, held)
+		quit := k.serve(log, c)
 		c.Close()
 		if quit {
-			log.Info("keeper: asked to stop", "closed", len(held))
+			log.Info("keeper: asked to stop")
 			return nil
 		}
 	}
 }
 
-// drainControl closes the connections waiting on the control socket of a
-// daemon that died: their callers were let in while it lived, and sent
-// requests it never read. Closed, they get no answer, as when the kernel
-// closed a dead daemon's socket; left, the next daemon would carry them
-// out long after their callers gave up. Later callers find the listener
-// gone (its process exited) and send nothing.
+// keeperState is what the keeper holds, and whether a daemon serves the
+// control socket it holds.
+type keeperState struct {
+	mu      sync.Mutex
+	changed *sync.Cond
+	// Raw descriptors, never *os.File: a File of a non-blocking
+	// descriptor joins this process's poller, which would then wake for
+	// every frame that arrives in a held queue or socket; and its Fd()
+	// would make the description, which the daemon shares, blocking.
+	held    map[string]int
+	serving bool          // a daemon is connected
+	restart *peer.Process // a daemon restarting (executing itself): its process, until it is back or gone
+	done    bool
+}
+
+func newKeeperState() *keeperState {
+	k := &keeperState{held: map[string]int{}}
+	k.changed = sync.NewCond(&k.mu)
+	return k
+}
+
+func (k *keeperState) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.done = true
+	for name, fd := range k.held {
+		unix.Close(fd)
+		delete(k.held, name)
+	}
+	if k.restart != nil {
+		k.restart.Close()
+		k.restart = nil
+	}
+	k.changed.Broadcast()
+}
+
+// drain closes, while no daemon serves it, every connection to the
+// control socket the keeper holds: a caller who judged a daemon that then
+// died or stopped sent a request no one will read, and must get no answer
+// rather than a late one from the next daemon; nor may any user fill its
+// queue so that no daemon can start. (Callers who find the listener gone
+// send nothing.) A daemon executing itself again (restart) keeps what
+// waits for the program that follows, for as long as its process lives.
+func (k *keeperState) drain() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for !k.done {
+		fd, ok := k.held[keptControl]
+		wait := -1 // poll the control socket, or else the restarting process
+		switch {
+		case !ok || k.serving:
+			k.changed.Wait()
+			continue
+		case k.restart != nil:
+			if !k.restart.Alive() {
+				k.restart.Close()
+				k.restart = nil
+				continue
+			}
+			fd, wait = k.restart.FD(), 1000
+		}
+		k.mu.Unlock()
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, _ := unix.Poll(pfd, wait)
+		k.mu.Lock()
+		if n > 0 && wait < 0 && !k.serving && k.restart == nil && k.held[keptControl] == fd {
+			drainControl(fd)
+		}
+	}
+}
+
+// set updates the state under the lock and wakes the drainer.
+func (k *keeperState) set(f func()) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	f()
+	k.changed.Broadcast()
+}
+
+// drainControl accepts and closes what waits on the control socket fd.
 func drainControl(fd int) {
 	for {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
@@ -130,29 +200,52 @@ func drainControl(fd int) {
 // common base (Paths without the suffixes): journal, one set aside from an
 // earlier boot, options, PID file and log.
 func removeNamespaceFiles(log *slog.Logger, base string) {
-	for _, suffix := range []string{".state", ".state.earlier-boot", ".options", ".pid", ".log"} {
+	for _, suffix := range []string{".state", ".state.tmp", ".state.earlier-boot", ".options", ".options.tmp", ".pid", ".pid.tmp", ".log"} {
 		if err := os.Remove(base + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("keeper: a gone namespace's file", "err", err)
 		}
 	}
 }
 
-// serveKeeper serves one daemon until it goes; it reports whether it said
-// quit (then held is closed and emptied).
-func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]int) (quit bool) {
+// serve serves one daemon until it goes; it reports whether it said quit
+// (then everything held is closed).
+func (k *keeperState) serve(log *slog.Logger, c *net.UnixConn) (quit bool) {
 	p, err := peer.Of(c)
 	if err != nil {
 		return false
 	}
 	ok, why, err := p.NetAdmin()
-	p.Close()
 	if err != nil || !ok || int(p.UID) != os.Geteuid() {
 		log.Warn("keeper: refused a caller", "uid", p.UID, "pid", p.PID(), "why", why, "err", err)
+		p.Close()
 		c.Write([]byte("err refused"))
 		return false
 	}
-	for name, fd := range held {
-		if _, _, err := c.WriteMsgUnix([]byte("fd "+name), unix.UnixRights(fd), nil); err != nil {
+	restarting := false
+	k.set(func() {
+		k.serving = true
+		if k.restart != nil {
+			k.restart.Close()
+			k.restart = nil
+		}
+	})
+	defer k.set(func() {
+		k.serving = false
+		if restarting {
+			k.restart = p // what waits is for the program it executes
+		} else {
+			p.Close()
+		}
+	})
+	k.mu.Lock()
+	names := make([]string, 0, len(k.held))
+	fds := make([]int, 0, len(k.held))
+	for name, fd := range k.held {
+		names, fds = append(names, name), append(fds, fd)
+	}
+	k.mu.Unlock()
+	for i, name := range names {
+		if _, _, err := c.WriteMsgUnix([]byte("fd "+name), unix.UnixRights(fds[i]), nil); err != nil {
 			return false
 		}
 	}
@@ -165,47 +258,52 @@ func serveKeeper(log *slog.Logger, c *net.UnixConn, held map[string]int) (quit b
 		if err != nil || n == 0 {
 			// The daemon died: keep everything for the next, but say
 			// that nothing moves frames meanwhile (bridges and routing
-			// daemons read the carrier).
-			for name, fd := range held {
+			// daemons read the carrier). What waits on its control
+			// socket is closed (drain).
+			k.mu.Lock()
+			for name, fd := range k.held {
 				if kind, _, _ := dataplane.ParseKept(name); kind == dataplane.KeptQueue && strings.HasSuffix(name, "/0") {
 					tap.SetCarrierOf(fd, false)
 				}
 			}
-			if fd, ok := held[keptControl]; ok {
-				drainControl(fd)
-			}
-			log.Warn("keeper: the daemon went without a word: holding everything for the next", "held", len(held))
+			log.Warn("keeper: the daemon went without a word: holding everything for the next", "held", len(k.held))
+			k.mu.Unlock()
 			return false
 		}
-		fds := receivedFDs(oob[:oobn])
+		got := receivedFDs(oob[:oobn])
 		verb, name, _ := strings.Cut(string(buf[:n]), " ")
 		answer := "ok"
+		k.mu.Lock()
 		switch {
-		case verb == "put" && len(fds) == 1 && name != "":
-			if old, ok := held[name]; ok {
+		case verb == "put" && len(got) == 1 && name != "":
+			if old, ok := k.held[name]; ok {
 				unix.Close(old)
 			}
-			held[name] = fds[0]
-			fds = nil
+			k.held[name] = got[0]
+			got = nil
 		case verb == "drop" && name != "":
-			if fd, ok := held[name]; ok {
+			if fd, ok := k.held[name]; ok {
 				unix.Close(fd)
-				delete(held, name)
+				delete(k.held, name)
 			}
-		case verb == "bye":
+		case verb == "bye" || verb == "restart":
+			k.mu.Unlock()
+			restarting = verb == "restart"
 			c.Write([]byte(answer))
 			return false // a stop that keeps its state: the next daemon follows
 		case verb == "quit":
-			for name, fd := range held {
+			for name, fd := range k.held {
 				unix.Close(fd)
-				delete(held, name)
+				delete(k.held, name)
 			}
+			k.mu.Unlock()
 			c.Write([]byte(answer))
 			return true
 		default:
 			answer = "err malformed message"
 		}
-		for _, fd := range fds {
+		k.mu.Unlock()
+		for _, fd := range got {
 			unix.Close(fd)
 		}
 		if _, err := c.Write([]byte(answer)); err != nil {
@@ -487,9 +585,15 @@ func (k *keeperClient) carrierOff(ifindex int) {
 func (k *keeperClient) quit() error { return k.ask("quit", nil) }
 
 // close leaves the keeper holding what it holds, for the next daemon,
-// which follows at once (a restart: the carriers stay on).
-func (k *keeperClient) close() {
-	k.ask("bye", nil)
+// which follows at once (the carriers stay on).
+func (k *keeperClient) close() { k.closeSaying("bye") }
+
+// closeRestart is close for a daemon that executes itself again: what
+// waits on the control socket is for the program that follows.
+func (k *keeperClient) closeRestart() { k.closeSaying("restart") }
+
+func (k *keeperClient) closeSaying(word string) {
+	k.ask(word, nil)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.c != nil {

@@ -517,6 +517,12 @@ func inheritedListener() (*net.UnixListener, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("%s=%d: not listening", ControlFD, fd)
 	}
+	// This very process listened on it (before it executed itself): no
+	// one can hand a daemon a socket of theirs to serve.
+	if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err != nil || int(cred.Pid) != os.Getpid() {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s=%d: not this process's socket", ControlFD, fd)
+	}
 	f := os.NewFile(uintptr(fd), "control")
 	defer f.Close()
 	l, err := net.FileListener(f)
@@ -549,6 +555,12 @@ func holderError() error {
 		return fmt.Errorf("%w (cannot identify it: %v)", ErrSquatted, err)
 	}
 	defer p.Close()
+	if p.PID() == os.Getpid() {
+		// This process listened on it before it executed itself
+		// (a restart that did not hand the socket over): the keeper
+		// holds it.
+		return errHolderGone
+	}
 	ok, why, err := p.NetAdmin()
 	switch {
 	case errors.Is(err, peer.ErrGone):
@@ -812,7 +824,11 @@ func (s *Server) stop() error {
 				errs = append(errs, err)
 			}
 		}
-		s.keeper.close()
+		if s.restarting && len(errs) == 0 {
+			s.keeper.closeRestart()
+		} else {
+			s.keeper.close()
+		}
 	}
 	if s.j != nil {
 		s.j.close()

@@ -231,6 +231,26 @@ func TestSetUIDAfterConnect(t *testing.T) {
 	}
 }
 
+// TestAmbientNetAdmin: a caller that is not root but holds CAP_NET_ADMIN
+// (ambient, as a network service may) is answered, as the kernel answers
+// it; the same user without the capability is refused (the control).
+func TestAmbientNetAdmin(t *testing.T) {
+	privtest.Require(t)
+	privtest.RequireCommand(t, "setpriv", "util-linux")
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	as := func(caps ...string) result {
+		args := append([]string{"ip", "netns", "exec", ns.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}, caps...)
+		return runCmd(t, nil, append(args, "--", binary(t), "show", "tunnel")...)
+	}
+	if r := as("--inh-caps=+net_admin", "--ambient-caps=+net_admin"); r.code != 0 || !strings.Contains(r.out, "Tunnel 1,") {
+		t.Fatalf("nobody with CAP_NET_ADMIN: %+v", r)
+	}
+	if r := as(); r.code != 1 || strings.Contains(r.out, "Tunnel 1,") {
+		t.Fatalf("control, nobody without it: %+v", r)
+	}
+}
+
 // TestGroupMemberCannotYield: a member of the daemon's -group may do what
 // root does through l2tpu, but not make the daemon yield (exit 0 with its
 // state kept, as to a service manager's daemon taking its place, which no

@@ -177,6 +177,29 @@ func TestControlSocketHeldAcrossCrash(t *testing.T) {
 	}
 }
 
+// TestControlQueueNotFilled: a daemon stops keeping its state (SIGTERM to
+// one a command started), the keeper holding its control socket; nobody
+// connects and closes, 5,000 times, which would fill the queue of a
+// listener no one accepts on, so that no daemon could start. The keeper
+// accepts and closes them while no daemon serves: root's next command
+// starts one, which restores the tunnel.
+func TestControlQueueNotFilled(t *testing.T) {
+	privtest.Require(t)
+	ns := cliNS(t)
+	must(t, ns, "add", "tunnel", "tid", "1", "ptid", "2", "encap", "ip", "local", "192.0.2.1", "remote", "198.51.100.1")
+	pid := daemonPID(t, ns)
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitGone(pid)
+	out, err := asNobody(ns, attacker(t), "fill", "5000").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "connected ") {
+		t.Fatalf("attacker: %v %s", err, out)
+	}
+	t.Logf("nobody %s", strings.TrimSpace(string(out)))
+	if out := must(t, ns, "show", "tunnel"); !strings.Contains(out, "Tunnel 1,") {
+		t.Fatalf("after the flood of connections:\n%s", out)
+	}
+}
+
 // TestCustomStateAfterCrash: a daemon that keeps its journal elsewhere
 // (-state, as a service may) dies; the next show, which starts no daemon
 // where none ran, brings it back with its options (the journal found

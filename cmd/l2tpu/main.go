@@ -268,6 +268,15 @@ func runKeeper(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT) // it goes when its daemon says so (or on SIGTERM)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	go func() {
+		<-term
+		// What it holds closes with the process; its socket file would
+		// not.
+		os.Remove(*sock)
+		os.Exit(0)
+	}()
 	if err := daemon.RunKeeper(log, *orphanCheck, *sock); err != nil {
 		log.Error("keeper", "err", err)
 		return 1

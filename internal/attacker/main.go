@@ -5,6 +5,9 @@
 //	                        record what clients send into FILE, answer ANSWER
 //	                        (a JSON line; "{}" by default)
 //	attacker bind           bind @l2tpu without listening, for 60 s
+//	attacker fill N         connect to @l2tpu and close, N times (filling the
+//	                        queue of a listener no one accepts on); print
+//	                        "connected C"
 //	attacker send JSON      send the request line JSON to @l2tpu, print the
 //	                        answer
 //	attacker bindloop SECS  bind @l2tpu over and over for SECS seconds; print
@@ -80,6 +83,26 @@ func main() {
 		}
 		fmt.Println("ok")
 		time.Sleep(60 * time.Second)
+	case "fill":
+		// Connect to @l2tpu and close, N times: the connections wait in
+		// the listener's queue until someone accepts them.
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		done := 0
+		for range n {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				break
+			}
+			err = unix.Connect(fd, &unix.SockaddrUnix{Name: "@l2tpu"})
+			unix.Close(fd)
+			if err == nil {
+				done++
+			}
+		}
+		fmt.Println("connected", done)
 	case "send":
 		// One request line to @l2tpu; print the answer.
 		c, err := net.Dial("unix", "@l2tpu")

@@ -59,7 +59,8 @@ func Of(c syscall.Conn) (*Process, error) {
 			p.pidfd = pidfd
 		case errors.Is(err, unix.ENOPROTOOPT):
 			// An older kernel: the PID is all there is.
-		case errors.Is(err, unix.ESRCH):
+		case errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EINVAL):
+			// Exited (and, from 6.5 to 6.15, reaped: EINVAL).
 			serr = ErrGone
 		default:
 			serr = fmt.Errorf("SO_PEERPIDFD: %w", err)
@@ -107,6 +108,10 @@ func (p *Process) Close() error {
 // PID is the peer's PID in the caller's PID namespace (0 when it is not
 // visible there), as it was at connect.
 func (p *Process) PID() int { return p.pid }
+
+// FD is the peer's pidfd (readable once it has exited), or -1 where the
+// kernel has none.
+func (p *Process) FD() int { return p.pidfd }
 
 // Alive reports whether the peer still runs: by its pidfd, or where there
 // is none, by its PID (which may by now be another process's).
@@ -193,6 +198,22 @@ func readAt(dir *os.File, name string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// SameUser reports whether the peer's effective user now is the one it
+// connected as (SO_PEERCRED): not so for a process that executed a
+// set-user-ID program since.
+func (p *Process) SameUser() (bool, error) {
+	dir, err := p.open()
+	if err != nil {
+		return false, err
+	}
+	defer dir.Close()
+	st, err := readStatus(dir)
+	if err != nil {
+		return false, err
+	}
+	return st.EUID == int(p.UID), nil
 }
 
 // OtherUserNS is NetAdmin's why for a peer the caller cannot judge: it runs
