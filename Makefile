@@ -5,9 +5,11 @@ FUZZTIME ?= 30s
 PKGS     := ./...
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 PREFIX   ?= /usr/local
+# staticcheck, pinned: `go run` fetches this version through the module proxy.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench bench-idle microbench demo interop install install-ip-shim uninstall clean
+.PHONY: all build test check fuzz bench bench-idle microbench demo interop install install-shims install-ip-shim uninstall clean
 
 all: build
 
@@ -26,6 +28,7 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 
 # Every fuzz target for FUZZTIME each (go test runs one target at a time).
 fuzz:
@@ -77,14 +80,20 @@ install: build
 	install -D -m 0644 dist/l2tpu.service $(DESTDIR)/etc/systemd/system/l2tpu.service
 	[ -e $(DESTDIR)/etc/l2tpu/l2tpu.conf ] || install -D -m 0600 dist/l2tpu.conf $(DESTDIR)/etc/l2tpu/l2tpu.conf
 
-# The ip shim: `ip` in PREFIX/sbin (before /usr/sbin and /usr/bin on PATH)
+# The shims, in PREFIX/sbin (before /usr/sbin and /usr/bin on PATH): `ip`
 # runs l2tpu, which serves `ip l2tp ...` and hands all else to the system's
-# ip. See README.md, "Unmodified ip l2tp tooling".
+# ip; `modprobe` answers the kernel's L2TPv3 modules and hands all else to
+# the system's modprobe. See README.md, "Unmodified ip l2tp tooling".
+SHIMS := ip modprobe
+install-shims: install
+	for s in $(SHIMS); do ln -sfn l2tpu $(DESTDIR)$(PREFIX)/sbin/$$s; done
+
+# The ip shim alone.
 install-ip-shim: install
 	ln -sfn l2tpu $(DESTDIR)$(PREFIX)/sbin/ip
 
 uninstall:
-	[ "$$(readlink $(DESTDIR)$(PREFIX)/sbin/ip)" != l2tpu ] || rm -f $(DESTDIR)$(PREFIX)/sbin/ip
+	for s in $(SHIMS); do [ "$$(readlink $(DESTDIR)$(PREFIX)/sbin/$$s)" != l2tpu ] || rm -f $(DESTDIR)$(PREFIX)/sbin/$$s; done
 	rm -f $(DESTDIR)$(PREFIX)/sbin/l2tpu $(DESTDIR)$(PREFIX)/share/man/man8/l2tpu.8 $(DESTDIR)/etc/systemd/system/l2tpu.service
 
 clean:

@@ -7,6 +7,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# The modprobe shim hands over to the system's (cmd/l2tpu/modprobe_test.go).
+PATH=$PATH:/usr/sbin:/sbin command -v modprobe >/dev/null 2>&1 || need+=(kmod)
 # promtool lints the daemon's /metrics (daemon/metrics_test.go).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # `deps.sh interop`: what make interop needs as well.

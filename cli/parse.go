@@ -64,8 +64,8 @@ var errIncomplete = &ExitError{ExitUsage, "Command line is not complete. Try opt
 // ErrUsage asks for the usage text and exit status 255.
 var ErrUsage = &ExitError{ExitUsage, ""}
 
-// matches is iproute2's matches(): arg is a non-empty prefix of word.
-func matches(arg, word string) bool {
+// Matches is iproute2's Matches(): arg is a non-empty prefix of word.
+func Matches(arg, word string) bool {
 	return arg != "" && strings.HasPrefix(word, arg)
 }
 
@@ -75,16 +75,16 @@ func Parse(args []string) (*Command, error) { return ParseAs(Prog, args) }
 // ParseAs parses the arguments after prog (Prog or IPProg), which the
 // messages name.
 func ParseAs(prog string, args []string) (*Command, error) {
-	if len(args) == 0 || matches(args[0], "help") {
+	if len(args) == 0 || Matches(args[0], "help") {
 		return nil, ErrUsage
 	}
 	c := &Command{}
 	switch {
-	case matches(args[0], "add"):
+	case Matches(args[0], "add"):
 		c.Verb = Add
-	case matches(args[0], "delete"):
+	case Matches(args[0], "delete"):
 		c.Verb = Del
-	case matches(args[0], "show"), matches(args[0], "lst"), matches(args[0], "list"):
+	case Matches(args[0], "show"), Matches(args[0], "lst"), Matches(args[0], "list"):
 		c.Verb = Show
 	default:
 		return nil, &ExitError{ExitUsage, fmt.Sprintf("Command \"%s\" is unknown, try \"%s help\".\n", args[0], prog)}
@@ -107,7 +107,7 @@ func (c *Command) parseArgs(prog string, args []string) error {
 		a := args[i]
 		k := lookup(a)
 		switch {
-		case k == nil && matches(a, "help"):
+		case k == nil && Matches(a, "help"):
 			return ErrUsage
 		case k == nil:
 			return &ExitError{ExitUsage, fmt.Sprintf("Unknown command: %s\n", a) + Usage(prog)}

@@ -169,7 +169,7 @@ func ErrnoOf(err error) syscall.Errno {
 
 // IsL2TPObject says whether ip takes word for its l2tp object: a prefix
 // of "l2tp" that is not one of "link" ("l").
-func IsL2TPObject(word string) bool { return len(word) >= 2 && matches(word, "l2tp") }
+func IsL2TPObject(word string) bool { return len(word) >= 2 && Matches(word, "l2tp") }
 
 // EnterNetns runs argv again inside the network namespace name, as ip -n
 // does (see netns.Exec); it returns only on failure, with ip's message and

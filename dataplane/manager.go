@@ -14,6 +14,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -325,7 +326,7 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 	}
 	err := m.inNS(func() (err error) {
 		if c.Encap == encap.EncapUDP {
-			local, remote := netipAddrPort(c.Local, c.UDPSourcePort), netipAddrPort(c.Remote, c.UDPDestPort)
+			local, remote := netip.AddrPortFrom(c.Local, c.UDPSourcePort), netip.AddrPortFrom(c.Remote, c.UDPDestPort)
 			o := conn.UDPOptions{Csum4: c.UDPCsum, ZeroCsum6Tx: c.UDP6ZeroCsumTx, ZeroCsum6Rx: c.UDP6ZeroCsumRx, GSO: !m.opt.NoGSO, GRO: !m.opt.NoGRO}
 			if kept != nil {
 				if t.conn, err = conn.AdoptUDP(kept, local, remote, o); err == nil {
@@ -998,7 +999,7 @@ func (m *Manager) Tunnels() []TunnelInfo {
 	for _, t := range m.tunnels {
 		out = append(out, TunnelInfo{Config: t.cfg, Stats: t.stats.snapshot(), ICMPErrors: t.conn.ICMPErrors()})
 	}
-	slices.SortFunc(out, func(a, b TunnelInfo) int { return cmpU32(a.Config.TunnelID, b.Config.TunnelID) })
+	slices.SortFunc(out, func(a, b TunnelInfo) int { return cmp.Compare(a.Config.TunnelID, b.Config.TunnelID) })
 	return out
 }
 
@@ -1014,10 +1015,10 @@ func (m *Manager) Sessions() []SessionInfo {
 		}
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int {
-		if c := cmpU32(a.Config.TunnelID, b.Config.TunnelID); c != 0 {
+		if c := cmp.Compare(a.Config.TunnelID, b.Config.TunnelID); c != 0 {
 			return c
 		}
-		return cmpU32(a.Config.SessionID, b.Config.SessionID)
+		return cmp.Compare(a.Config.SessionID, b.Config.SessionID)
 	})
 	return out
 }
@@ -1073,14 +1074,4 @@ func (m *Manager) Close(remove bool) error {
 
 func isClosed(err error) bool {
 	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -3,7 +3,6 @@ package dataplane
 import (
 	"iter"
 	"maps"
-	"net/netip"
 	"sync/atomic"
 )
 
@@ -13,11 +12,7 @@ import (
 // change costs the same at 10 and at 10,000 entries (a shard holds n/64).
 type atomicMap[K ~uint32 | ~int, V any] struct {
 	shards [mapShards]atomic.Pointer[map[K]V]
-	n      atomic.Int64
 }
-
-// len is how many entries there are.
-func (a *atomicMap[K, V]) len() int { return int(a.n.Load()) }
 
 const mapShards = 64
 
@@ -37,9 +32,6 @@ func (a *atomicMap[K, V]) set(k K, v V) {
 	if m := p.Load(); m != nil {
 		n = maps.Clone(*m)
 	}
-	if _, ok := n[k]; !ok {
-		a.n.Add(1)
-	}
 	n[k] = v
 	p.Store(&n)
 }
@@ -55,7 +47,6 @@ func (a *atomicMap[K, V]) del(k K) {
 	}
 	n := maps.Clone(*m)
 	delete(n, k)
-	a.n.Add(-1)
 	p.Store(&n)
 }
 
@@ -76,5 +67,3 @@ func (a *atomicMap[K, V]) all() iter.Seq2[K, V] {
 		}
 	}
 }
-
-func netipAddrPort(a netip.Addr, p uint16) netip.AddrPort { return netip.AddrPortFrom(a, p) }

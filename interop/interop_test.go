@@ -46,10 +46,6 @@ type kcase struct {
 	exact bool
 }
 
-func hexCookie(b byte, n int) string {
-	return strings.Repeat(fmt.Sprintf("%02x", b), n)
-}
-
 // cookiePair returns distinct cookies per direction: c0c1.. sent by the
 // kernel, d0d1.. by l2tpu.
 func cookiePair(n int) (string, string) {

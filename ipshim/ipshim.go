@@ -6,29 +6,21 @@
 package ipshim
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/daemon"
+	"github.com/l2tpu/l2tpu/internal/sysprog"
 )
 
 // EnvIP names the system's ip explicitly (else: the next ip on PATH that
 // is not this binary).
 const EnvIP = "L2TPU_IP"
-
-// ErrNoIP: no system ip to hand commands to.
-var ErrNoIP = errors.New("ipshim: no system ip found on PATH after the shim; install iproute2 or set " + EnvIP)
 
 // IsShim says whether argv0 runs the binary as ip.
 func IsShim(argv0 string) bool { return filepath.Base(argv0) == "ip" }
@@ -196,118 +188,18 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return r.BatchFile(stdin, batchFile, force)
 }
 
+// System is the system's ip: $L2TPU_IP, else the next ip on PATH that is
+// not this binary.
+var System = sysprog.Program{Name: "ip", Env: EnvIP, Files: []string{"ip"}, Install: "iproute2"}
+
 // handOver replaces this process with the system's ip, given args as they
 // came: its output and exit status are the caller's.
 func handOver(args []string, stderr io.Writer) int {
-	ip, done, err := SystemIP()
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return cli.ExitUsage
-	}
-	defer done()
-	err = syscall.Exec(ip, append([]string{"ip"}, args...), os.Environ())
-	fmt.Fprintf(stderr, "ipshim: exec %s: %v\n", ip, err)
-	return cli.ExitUsage
+	return System.Exec(append([]string{System.Name}, args...), stderr, cli.ExitUsage)
 }
 
 // runIP runs the system's ip with args (a batch line) and returns its exit
 // status.
 func runIP(args []string, stdout, stderr io.Writer) int {
-	ip, done, err := SystemIP()
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return cli.ExitUsage
-	}
-	defer done()
-	cmd := exec.Command(ip, args...)
-	cmd.Args[0] = "ip"
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	case err != nil:
-		fmt.Fprintf(stderr, "ipshim: %v\n", err)
-		return cli.ExitUsage
-	}
-	return 0
-}
-
-// SystemIP is the ip commands are handed to: $L2TPU_IP, else the first ip
-// on PATH after this binary's own entry (so that another copy of the shim
-// further on does not hand back to this one) that is not this binary. The
-// path is valid until done is called.
-func SystemIP() (path string, done func(), err error) {
-	self, err := os.Stat("/proc/self/exe")
-	if err != nil {
-		return "", nil, err
-	}
-	if p := os.Getenv(EnvIP); p != "" {
-		return openEnvIP(p, self)
-	}
-	var found []string
-	seen := false // the shim's own entry (which may be on PATH twice)
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		if dir == "" {
-			dir = "." // as execvp
-		}
-		p := filepath.Join(dir, "ip")
-		st, err := os.Stat(p)
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			continue
-		}
-		if os.SameFile(st, self) {
-			if !seen {
-				found = found[:0] // only what comes after the shim
-			}
-			seen = true
-			continue
-		}
-		found = append(found, p)
-	}
-	if len(found) == 0 {
-		return "", nil, ErrNoIP
-	}
-	return found[0], func() {}, nil
-}
-
-// openEnvIP accepts $L2TPU_IP unless it is the shim itself, or, for root,
-// anything but an absolute path to a file named ip that only root may
-// change: an environment kept across sudo or su must not choose what root
-// runs (L2TPU_IP=/bin/sh would run a script of the user's named like the
-// command, `ip addr` running ./addr). The file is judged and run through
-// one descriptor (opened without following a final symlink), so that no one
-// who can write its directory can swap it between the check and the exec;
-// the path returned names that descriptor, which the program it runs
-// inherits (an interpreter of a script reads the script through it).
-func openEnvIP(p string, self os.FileInfo) (string, func(), error) {
-	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", nil, fmt.Errorf("ipshim: $%s=%s: %w", EnvIP, p, err)
-	}
-	f := os.NewFile(uintptr(fd), p)
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return "", nil, fmt.Errorf("ipshim: $%s: %w", EnvIP, err)
-	}
-	fail := func(format string, a ...any) (string, func(), error) {
-		f.Close()
-		return "", nil, fmt.Errorf("ipshim: $%s=%s: "+format, append([]any{EnvIP, p}, a...)...)
-	}
-	switch sys, ok := st.Sys().(*syscall.Stat_t); {
-	case os.SameFile(st, self):
-		return fail("is the shim itself; name the system's ip")
-	case st.Mode()&os.ModeSymlink != 0: // O_PATH|O_NOFOLLOW opens the link itself
-		return fail("a symlink; name the file itself")
-	case !st.Mode().IsRegular():
-		return fail("not a regular file")
-	case os.Geteuid() == 0 && (!filepath.IsAbs(p) || filepath.Base(p) != "ip" || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0):
-		return fail("root runs only an absolute path to a root-owned file named ip that no one else may write")
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-		return fail("%v", err)
-	}
-	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { f.Close() }, nil
+	return System.Run(args, stdout, stderr, cli.ExitUsage)
 }

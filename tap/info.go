@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,7 +66,7 @@ func Info(index int) (TunInfo, error) {
 			for _, a := range attrs {
 				switch a.Attr.Type {
 				case unix.IFLA_IFNAME:
-					info.Name = string(trimNUL(a.Value))
+					info.Name = string(bytes.TrimRight(a.Value, "\x00"))
 				case unix.IFLA_LINKINFO:
 					linkinfo = a.Value
 				}
@@ -83,7 +84,7 @@ func parseLinkInfo(b []byte, info TunInfo) (TunInfo, error) {
 	for _, a := range nested(b) {
 		switch a.typ {
 		case unix.IFLA_INFO_KIND:
-			tun = string(trimNUL(a.val)) == "tun"
+			tun = string(bytes.TrimRight(a.val, "\x00")) == "tun"
 		case unix.IFLA_INFO_DATA:
 			data = a.val
 		}
@@ -131,11 +132,4 @@ func nested(b []byte) []attr {
 		b = b[min((l+3)&^3, len(b)):]
 	}
 	return out
-}
-
-func trimNUL(b []byte) []byte {
-	for len(b) > 0 && b[len(b)-1] == 0 {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -17,13 +17,13 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/l2tpu/l2tpu/cli"
 	"github.com/l2tpu/l2tpu/daemon"
 	"github.com/l2tpu/l2tpu/ipshim"
+	"github.com/l2tpu/l2tpu/modshim"
 	"github.com/l2tpu/l2tpu/tap"
 )
 
@@ -31,13 +31,14 @@ import (
 var version = "dev"
 
 func main() {
-	if ipshim.IsShim(os.Args[0]) {
+	switch {
+	case ipshim.IsShim(os.Args[0]):
 		os.Exit(ipshim.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	case modshim.IsShim(os.Args[0]):
+		os.Exit(modshim.Main(os.Args, os.Stderr))
 	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
-
-func matches(arg, word string) bool { return arg != "" && strings.HasPrefix(word, arg) }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var (
@@ -56,26 +57,26 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			opt = opt[1:]
 		}
 		switch {
-		case matches(opt, "-stats"), matches(opt, "-statistics"):
+		case cli.Matches(opt, "-stats"), cli.Matches(opt, "-statistics"):
 			f.Stats = true
-		case matches(opt, "-oneline"):
+		case cli.Matches(opt, "-oneline"):
 			f.Oneline = true
-		case matches(opt, "-Version"):
+		case cli.Matches(opt, "-Version"):
 			fmt.Fprintf(stdout, "l2tpu utility, l2tpu-%s\n", version)
 			return 0
-		case matches(opt, "-force"):
+		case cli.Matches(opt, "-force"):
 			force = true
-		case matches(opt, "-batch"):
+		case cli.Matches(opt, "-batch"):
 			if len(args) < 2 {
 				io.WriteString(stderr, cli.Usage(cli.Prog))
 				return cli.ExitUsage
 			}
 			args = args[1:]
 			batchFile = args[0]
-		case matches(opt, "-help"):
+		case cli.Matches(opt, "-help"):
 			io.WriteString(stderr, cli.Usage(cli.Prog))
 			return cli.ExitUsage
-		case matches(opt, "-netns"):
+		case cli.Matches(opt, "-netns"):
 			if len(args) < 2 {
 				io.WriteString(stderr, cli.Usage(cli.Prog))
 				return cli.ExitUsage
@@ -83,9 +84,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			nsAt = append(nsAt, len(all)-len(args))
 			args = args[1:]
 			netnsName = args[0]
-		case matches(opt, "-json"):
+		case cli.Matches(opt, "-json"):
 			f.JSON = true
-		case matches(opt, "-pretty"):
+		case cli.Matches(opt, "-pretty"):
 			f.Pretty = true
 		case opt == "-v" || opt == "-verbose":
 			verbose = true

@@ -20,7 +20,15 @@ type result struct {
 // runCmd runs argv with env added to the environment.
 func runCmd(t *testing.T, env []string, argv ...string) result {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
+	return runAs(t, env, argv[0], argv...)
+}
+
+// runAs runs the program at path with argv (argv[0] as given, as a shell
+// running a command found on PATH gives its name) and env added.
+func runAs(t *testing.T, env []string, path string, argv ...string) result {
+	t.Helper()
+	cmd := exec.Command(path)
+	cmd.Args = argv
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
