@@ -1,80 +1,66 @@
 package dataplane
 
 import (
-	"log/slog"
-	"os"
+	"net/netip"
 	"testing"
-	"time"
 
-	"github.com/l2tpu/l2tpu/conn"
+	"github.com/l2tpu/l2tpu/conn/conntest"
 	"github.com/l2tpu/l2tpu/encap"
-	"github.com/l2tpu/l2tpu/tap"
+	"github.com/l2tpu/l2tpu/tap/taptest"
 )
 
-// fakeConn is a tunnel socket that only counts what it is given.
-type fakeConn struct{ msgs, bytes int }
+// fakeSide is one Manager on in-memory devices and sockets: its TAPs in
+// links, its sockets a host of a conntest.Net.
+type fakeSide struct {
+	m     *Manager
+	links *taptest.Net
+	host  *conntest.Host
+}
 
-func (f *fakeConn) WaitRead() error                             { return nil }
-func (f *fakeConn) PollFD() int                                 { return -1 }
-func (f *fakeConn) ICMPErrors() uint64                          { return 0 }
-func (f *fakeConn) File() (*os.File, error)                     { return nil, os.ErrInvalid }
-func (f *fakeConn) ReadBatch([][]byte, []int, int) (int, error) { return 0, nil }
-func (f *fakeConn) PathMTU() int                                { return 1500 }
-func (f *fakeConn) Close() error                                { return nil }
-func (f *fakeConn) WriteBatch(bufs [][]byte, off int) (int, error) {
-	for _, b := range bufs {
-		f.bytes += len(b) - off
+// newFakeSide starts a Manager on a host owning addrs of net.
+func newFakeSide(tb testing.TB, net *conntest.Net, o Options, addrs ...netip.Addr) *fakeSide {
+	tb.Helper()
+	f := &fakeSide{links: taptest.NewNet(addrs...), host: net.Host(addrs...)}
+	o.Host = f.hostOf()
+	var err error
+	if f.m, err = New(o); err != nil {
+		tb.Fatal(err)
 	}
-	f.msgs += len(bufs)
-	return len(bufs), nil
+	tb.Cleanup(func() { f.m.Close(true) })
+	return f
 }
 
-var (
-	_ conn.Conn  = (*fakeConn)(nil)
-	_ tap.Device = (*fakeDev)(nil)
-)
-
-// fakeDev is a TAP that counts what it is given (and, with record, keeps a
-// copy of each frame).
-type fakeDev struct {
-	frames int
-	record bool
-	got    [][]byte
+func (f *fakeSide) hostOf() Host {
+	return Host{OpenTAP: f.links.Open, DialUDP: f.host.DialUDP, DialIP: f.host.DialIP, ListenIP: f.host.ListenIP, Links: f.links}
 }
 
-func (f *fakeDev) Name() string                           { return "fake0" }
-func (f *fakeDev) WaitRead() error                        { return nil }
-func (f *fakeDev) PollFD() int                            { return -1 }
-func (f *fakeDev) Read([][]byte, []int, int) (int, error) { return 0, nil }
-func (f *fakeDev) Write(bufs [][]byte, off int) (int, error) {
-	f.frames += len(bufs)
-	if f.record {
-		for _, b := range bufs {
-			f.got = append(f.got, append([]byte(nil), b[off:]...))
-		}
+// dev is the fake device of the session interface named name.
+func (f *fakeSide) dev(tb testing.TB, name string) *taptest.Device {
+	tb.Helper()
+	d := f.links.Device(name)
+	if d == nil {
+		tb.Fatalf("no device %s", name)
 	}
-	return len(bufs), nil
+	return d
 }
-func (f *fakeDev) Close() error  { return nil }
-func (f *fakeDev) Remove() error { return nil }
 
-func (f *fakeDev) SetPersist(bool) error { return nil }
-func (f *fakeDev) SetCarrier(bool) error { return nil }
-
-// benchSession wires one session of cfg to fakes, without any I/O.
-func benchSession(tb testing.TB, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *fakeConn, *fakeDev) {
-	m := &Manager{log: slog.New(slog.DiscardHandler), epoch: time.Now(), tunnels: map[uint32]*tunnel{}}
-	m.batches.New = func() any { return newBatch() }
-	m.helds.New = func() any { return &held{buf: make([]byte, 2048)} }
-	fc, fd := &fakeConn{}, &fakeDev{}
-	t := &tunnel{cfg: TunnelConfig{TunnelID: 1, Encap: e}, conn: fc}
-	wire := cfg.wire(e)
-	s := &session{m: m, cfg: cfg, t: t, dev: fd, queues: []tap.Device{fd}, tx: encap.NewTxHeader(&wire), rx: encap.NewRxHeader(&wire),
-		hasL2S: cfg.L2Spec == encap.L2SpecDefault,
-		seq:    encap.NewSeq[*held](encap.SeqConfig{SendSeq: cfg.SendSeq, RecvSeq: cfg.RecvSeq, ReorderTimeout: cfg.ReorderTimeout})}
-	s.setMTU(1446)
-	t.sessions.set(cfg.SessionID, s)
-	return m, t, s, fc, fd
+// benchSession is one session of cfg in tunnel 1 of a Manager on fakes
+// whose TAP discards what it is given: the loops find nothing to read, so
+// a benchmark drives the session's transmit and receive itself.
+func benchSession(tb testing.TB, e encap.Encap, cfg SessionConfig) (*Manager, *tunnel, *session, *conntest.Conn, *taptest.Device) {
+	f := newFakeSide(tb, conntest.NewNet(), Options{}, a4)
+	tc := TunnelConfig{TunnelID: 1, PeerTunnelID: 1, Encap: e, Local: a4, Remote: b4, UDPSourcePort: 1701, UDPDestPort: 1701}
+	if err := f.m.AddTunnel(tc); err != nil {
+		tb.Fatal(err)
+	}
+	name, err := f.m.AddSession(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d := f.dev(tb, name)
+	d.Discard()
+	t := f.m.tunnels[1]
+	return f.m, t, t.lookup(cfg.SessionID), t.conn.(*conntest.Conn), d
 }
 
 func benchCfg(seq bool) SessionConfig {
@@ -102,8 +88,8 @@ func BenchmarkTransmit(b *testing.B) {
 			for i := 0; i < b.N; i += batchSize {
 				s.transmit(bt, batchSize)
 			}
-			if fc.msgs < b.N {
-				b.Fatal(fc.msgs)
+			if fc.Sent() < uint64(b.N) {
+				b.Fatal(fc.Sent())
 			}
 		})
 	}
@@ -148,8 +134,8 @@ func BenchmarkReceive(b *testing.B) {
 				}
 				m.receive(tn, encap.EncapUDP, t, bt, batchSize)
 			}
-			if fd.frames < b.N {
-				b.Fatal(fd.frames)
+			if fd.Written() < uint64(b.N) {
+				b.Fatal(fd.Written())
 			}
 		})
 	}

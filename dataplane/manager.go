@@ -56,6 +56,9 @@ type Options struct {
 	// Keeper, when set, holds every tunnel socket and session queue
 	// across a crash, and restores adopt what it held: see Keeper.
 	Keeper Keeper
+	// Host opens the TAPs and sockets and reads the links; the zero
+	// value is the real system's.
+	Host Host
 }
 
 // Tuning are the dataplane's performance choices, each a daemon flag; the
@@ -141,6 +144,7 @@ type Change struct {
 type Manager struct {
 	turnHits atomic.Uint64 // frames sent by the turnaround (tests)
 	opt      Options
+	host     Host // opt.Host with its defaults
 	log      *slog.Logger
 	epoch    time.Time
 	batches  sync.Pool // for the reorder timers' deliveries: loops have their own (turn)
@@ -155,7 +159,7 @@ type Manager struct {
 	byIndex    atomicMap[int, *session]
 	ipRx       [2]*ipListener // IPv4, IPv6
 	sched      *scheduler
-	mon        *tap.Monitor
+	mon        tap.LinkMonitor
 	monDone    chan struct{}
 }
 
@@ -173,7 +177,7 @@ func (l *ipListener) serve(m *Manager) (err error) {
 
 // New starts a Manager.
 func New(o Options) (*Manager, error) {
-	m := &Manager{opt: o, log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel)}
+	m := &Manager{opt: o, host: o.Host.withDefaults(), log: o.Logger, epoch: time.Now(), tunnels: make(map[uint32]*tunnel)}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -184,7 +188,7 @@ func New(o Options) (*Manager, error) {
 		return nil, err
 	}
 	err = m.inNS(func() (err error) {
-		m.mon, err = tap.NewMonitor()
+		m.mon, err = m.host.Links.Monitor()
 		return err
 	})
 	if err != nil {
@@ -262,34 +266,45 @@ func (m *Manager) onLink(ev tap.LinkEvent) {
 func (m *Manager) resyncLinks() {
 	var evs []tap.LinkEvent
 	m.mu.Lock()
-	for _, t := range m.tunnels {
-		for _, s := range t.sessions.all() {
-			m.refreshLink(s)
-			var info tap.TunInfo
-			var err error
-			m.inNS(func() error { info, err = tap.Info(s.ifindex); return nil })
-			switch {
-			case errors.Is(err, syscall.ENODEV):
-				evs = append(evs, tap.LinkEvent{Index: s.ifindex, Deleted: true})
-			case err == nil && info.Name != s.name():
-				evs = append(evs, tap.LinkEvent{Index: s.ifindex, Name: info.Name})
+	err := m.inNS(func() error {
+		for _, t := range m.tunnels {
+			for _, s := range t.sessions.all() {
+				ev, err := m.readLink(s)
+				switch {
+				case errors.Is(err, syscall.ENODEV):
+					evs = append(evs, tap.LinkEvent{Index: s.ifindex, Deleted: true})
+				case err != nil:
+					m.log.Warn("link resync: cannot read a session's interface", "interface", s.name(), "err", err)
+				case ev.Name != s.name():
+					evs = append(evs, ev)
+				}
 			}
 		}
-	}
+		return nil
+	})
 	m.mu.Unlock()
+	if err != nil {
+		m.log.Error("link resync: interface MTU, deletions and renames lost meanwhile are not followed", "err", err)
+	}
 	for _, ev := range evs {
 		m.onLink(ev)
 	}
 }
 
-func (m *Manager) refreshLink(s *session) {
-	m.inNS(func() error {
-		st, err := tap.State(s.name())
-		if err == nil {
-			s.setMTU(st.MTU)
-		}
-		return nil
-	})
+// readLink re-reads a session's interface (inside the namespace): its MTU
+// is applied at once, its name returned in the event; ENODEV when it is
+// gone.
+func (m *Manager) readLink(s *session) (tap.LinkEvent, error) {
+	info, err := m.host.Links.Info(s.ifindex)
+	if err != nil {
+		return tap.LinkEvent{}, err
+	}
+	st, err := m.host.Links.State(info.Name)
+	if err != nil {
+		return tap.LinkEvent{}, err
+	}
+	s.setMTU(st.MTU)
+	return tap.LinkEvent{Index: s.ifindex, Name: info.Name, MTU: st.MTU, Up: st.Up}, nil
 }
 
 // AddTunnel creates a tunnel: for UDP a socket bound to local:udp_sport and
@@ -336,7 +351,7 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 				m.drop(keptTunnel(c.TunnelID))
 				kept = nil
 			}
-			t.conn, err = conn.DialUDP(local, remote, o)
+			t.conn, err = m.host.DialUDP(local, remote, o)
 			return err
 		}
 		if kept != nil {
@@ -347,7 +362,7 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 			}
 		}
 		if t.conn == nil {
-			if t.conn, err = conn.DialIP(c.Local, c.Remote); err != nil {
+			if t.conn, err = m.host.DialIP(c.Local, c.Remote); err != nil {
 				return needRaw(err)
 			}
 		}
@@ -411,7 +426,7 @@ func (m *Manager) holdIPListener(v6 bool) error {
 		}
 	}
 	if kept == nil {
-		if r, closeFn, err = conn.ListenIP(v6); err != nil {
+		if r, closeFn, err = m.host.ListenIP(v6); err != nil {
 			return err
 		}
 		m.keep(keptListener(v6), connFile(r))
@@ -614,14 +629,14 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 			}
 		} else if name == "" {
 			name = "l2tpeth%d"
-		} else if _, err := tap.InterfaceIndex(name); err == nil {
+		} else if _, err := m.host.Links.Index(name); err == nil {
 			return fmt.Errorf("interface %s: %w", name, ErrNameExists)
 		}
 		// A new interface is made persistent only once recorded (below):
 		// if the process dies before, the kernel removes it.
 		var err error
 		if !adopted {
-			qs, err = tap.OpenQueues(m.tapConfig(name, attach))
+			qs, err = m.host.OpenTAP(m.tapConfig(name, attach))
 		}
 		if attach && errors.Is(err, syscall.EBUSY) {
 			// A single-queue device with its queue taken (rtnetlink
@@ -662,14 +677,14 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 			}
 		}
 		if attach {
-			if st, err := tap.State(ifname); err == nil {
+			if st, err := m.host.Links.State(ifname); err == nil {
 				s.mtu = st.MTU // the administrator's, kept
 			}
-		} else if err := tap.SetMTU(ifname, s.mtu); err != nil {
+		} else if err := dev.SetMTU(s.mtu); err != nil {
 			closeAll()
 			return err
 		}
-		idx, err := tap.InterfaceIndex(ifname)
+		idx, err := dev.Index()
 		if err != nil {
 			closeAll()
 			return err
@@ -685,7 +700,10 @@ func (m *Manager) addSession(c SessionConfig, r *Restore) (string, error) {
 	}
 	s.setMTU(s.mtu)
 	m.byIndex.set(s.ifindex, s)
-	m.refreshLink(s) // events between creation and registration
+	// Events between creation and registration.
+	if err := m.inNS(func() error { _, err := m.readLink(s); return err }); err != nil {
+		m.log.Warn("cannot re-read the new session's interface: its MTU is the one set", "interface", s.name(), "err", err)
+	}
 	t.sessions.set(c.SessionID, s)
 	if t.cfg.Encap == encap.EncapIP {
 		m.ipSessions.set(c.SessionID, s)
@@ -755,7 +773,7 @@ func (m *Manager) adoptQueues(ifindex int) []tap.Device {
 		}
 	}
 	if err == nil && len(qs) > 0 {
-		if idx, ierr := tap.InterfaceIndex(qs[0].Name()); ierr != nil || idx != ifindex {
+		if idx, ierr := qs[0].Index(); ierr != nil || idx != ifindex {
 			err = fmt.Errorf("the kept queue is of interface %d, not %d", idx, ifindex)
 		}
 	}
@@ -778,7 +796,7 @@ func (m *Manager) adoptQueues(ifindex int) []tap.Device {
 // under (Recreate).
 func (m *Manager) restoreTarget(r *Restore) (name string, index int, attach bool, err error) {
 	check := func(idx int) error {
-		info, err := tap.Info(idx)
+		info, err := m.host.Links.Info(idx)
 		switch {
 		case err != nil || !info.Tap || (m.opt.Owner != nil && info.Owner != m.opt.Owner.UID && info.Owner != -1):
 			return ErrInterfaceGone // another device has the name now
@@ -789,7 +807,7 @@ func (m *Manager) restoreTarget(r *Restore) (name string, index int, attach bool
 		}
 		return nil
 	}
-	if idx, err := tap.InterfaceIndex(r.Interface); err == nil {
+	if idx, err := m.host.Links.Index(r.Interface); err == nil {
 		if err := check(idx); err != nil && !(r.Recreate && errors.Is(err, ErrInterfaceGone)) {
 			return "", 0, false, err
 		} else if err == nil {
@@ -798,7 +816,7 @@ func (m *Manager) restoreTarget(r *Restore) (name string, index int, attach bool
 		return "", 0, false, ErrInterfaceBusy // a reboot's restore: the name is another's
 	}
 	if r.Index > 0 && !r.Recreate {
-		if info, err := tap.Info(r.Index); err == nil && check(r.Index) == nil {
+		if info, err := m.host.Links.Info(r.Index); err == nil && check(r.Index) == nil {
 			return info.Name, r.Index, true, nil // renamed while no process held it
 		}
 	}
@@ -952,15 +970,13 @@ type SessionInfo struct {
 func (m *Manager) RefreshCarrier() error {
 	var have map[netip.Addr]bool
 	err := m.inNS(func() error {
-		addrs, err := net.InterfaceAddrs()
+		addrs, err := m.host.Links.Addrs()
 		if err != nil {
 			return err
 		}
 		have = make(map[netip.Addr]bool, len(addrs))
 		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				have[p.Addr().Unmap()] = true
-			}
+			have[a] = true
 		}
 		return nil
 	})

@@ -116,6 +116,10 @@ type Device interface {
 	// device created without persistence vanishes if the process dies
 	// before it is made persistent.
 	SetPersist(on bool) error
+	// Index is the interface's index.
+	Index() (int, error)
+	// SetMTU sets the interface's MTU.
+	SetMTU(mtu int) error
 }
 
 // Open creates (or attaches to) a TAP device.
@@ -370,6 +374,10 @@ type fileDevice struct {
 }
 
 func (d *fileDevice) Name() string { return d.name }
+
+func (d *fileDevice) Index() (int, error) { return InterfaceIndex(d.name) }
+
+func (d *fileDevice) SetMTU(mtu int) error { return SetMTU(d.name, mtu) }
 
 func (d *fileDevice) WaitRead() error { return d.waiter.Wait(d.idle.Load()) }
 
