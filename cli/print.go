@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"fmt"
 	"io"
-	"strings"
 
 	"github.com/l2tpu/l2tpu/dataplane"
 	"github.com/l2tpu/l2tpu/encap"
@@ -15,13 +13,6 @@ type Format struct {
 	Pretty  bool // -p (with -j)
 	Oneline bool // -o: print_nl() writes "\" instead of a newline
 	Stats   bool // -s: l2tpu's extension, the ten counters
-}
-
-func (f Format) nl() string {
-	if f.Oneline {
-		return `\`
-	}
-	return "\n"
 }
 
 // FilterTunnels keeps the tunnels show's tunnel_id asks for (iproute2 sends
@@ -53,142 +44,99 @@ func FilterSessions(ss []dataplane.SessionInfo, c *Command) []dataplane.SessionI
 
 // PrintTunnels is ipl2tp.c's print_tunnel over a dump.
 func PrintTunnels(w io.Writer, ts []dataplane.TunnelInfo, f Format) error {
-	if f.JSON {
-		j := &jsonw{w: w, pretty: f.Pretty}
-		j.startArray()
-		for _, t := range ts {
-			c := t.Config
-			j.startObject()
-			j.kvUint("tunnel_id", uint64(c.TunnelID))
-			j.kvStr("encap", encapName(c.Encap))
-			j.kvStr("local", c.Local.String())
-			j.kvStr("peer", c.Remote.String())
-			j.kvUint("peer_tunnel", uint64(c.PeerTunnelID))
-			if c.Encap == encap.EncapUDP {
-				j.kvUint("local_port", uint64(c.UDPSourcePort))
-				j.kvUint("peer_port", uint64(c.UDPDestPort))
-				if c.IPv6() {
-					j.kvBool("checksum_tx", !c.UDP6ZeroCsumTx)
-					j.kvBool("checksum_rx", !c.UDP6ZeroCsumRx)
-				} else {
-					j.kvBool("checksum", c.UDPCsum)
-				}
-			}
-			if f.Stats {
-				jsonStats(j, t.Stats)
-			}
-			j.endObject()
-		}
-		j.endArray()
-		return j.flush()
+	p := newPrinter(w, f)
+	for i := range ts {
+		printTunnel(p, &ts[i], f.Stats)
 	}
-	var b strings.Builder
-	nl := f.nl()
-	for _, t := range ts {
-		c := t.Config
-		fmt.Fprintf(&b, "Tunnel %d, encap %s%s", c.TunnelID, encapName(c.Encap), nl)
-		fmt.Fprintf(&b, "  From %s to %s%s", c.Local, c.Remote, nl)
-		fmt.Fprintf(&b, "  Peer tunnel %d%s", c.PeerTunnelID, nl)
-		if c.Encap == encap.EncapUDP {
-			fmt.Fprintf(&b, "  UDP source / dest ports: %d/%d%s", c.UDPSourcePort, c.UDPDestPort, nl)
-			if c.IPv6() {
-				tx, rx := !c.UDP6ZeroCsumTx, !c.UDP6ZeroCsumRx
-				v := "disabled"
-				switch {
-				case tx && rx:
-					v = "enabled"
-				case tx:
-					v = "tx"
-				case rx:
-					v = "rx"
-				}
-				fmt.Fprintf(&b, "  UDP checksum: %s\n", v)
-			} else {
-				fmt.Fprintf(&b, "  UDP checksum: %s\n", map[bool]string{true: "enabled", false: "disabled"}[c.UDPCsum])
-			}
-		}
-		if f.Stats {
-			textStats(&b, t.Stats, "", nl)
-		}
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return p.done()
 }
 
 // PrintSessions is ipl2tp.c's print_session over a dump, each session with
 // its own cookies (iproute2 repeats the previous session's; see README).
 func PrintSessions(w io.Writer, ss []dataplane.SessionInfo, f Format) error {
-	if f.JSON {
-		j := &jsonw{w: w, pretty: f.Pretty}
-		j.startArray()
-		for _, s := range ss {
-			c := s.Config
-			j.startObject()
-			j.kvUint("session_id", uint64(c.SessionID))
-			j.kvUint("tunnel_id", uint64(c.TunnelID))
-			j.kvUint("peer_session_id", uint64(c.PeerSessionID))
-			j.kvUint("peer_tunnel_id", uint64(s.PeerTunnelID))
-			if s.Interface != "" {
-				j.kvStr("interface", s.Interface)
-			}
-			if !c.Cookie.IsZero() {
-				j.kvStr("cookie", c.Cookie.String())
-			}
-			if !c.PeerCookie.IsZero() {
-				j.kvStr("peer_cookie", c.PeerCookie.String())
-			}
-			if ms := c.ReorderTimeout.Milliseconds(); ms != 0 {
-				j.kvUint("reorder_timeout", uint64(ms))
-			}
-			if s.SendSeq {
-				j.kvNull("send_seq")
-			}
-			if s.RecvSeq {
-				j.kvNull("recv_seq")
-			}
-			if f.Stats {
-				jsonStats(j, s.Stats)
-			}
-			j.endObject()
-		}
-		j.endArray()
-		return j.flush()
+	p := newPrinter(w, f)
+	for i := range ss {
+		printSession(p, &ss[i], f.Stats)
 	}
-	var b strings.Builder
-	nl := f.nl()
-	for _, s := range ss {
-		c := s.Config
-		fmt.Fprintf(&b, "Session %d in tunnel %d%s", c.SessionID, c.TunnelID, nl)
-		fmt.Fprintf(&b, "  Peer session %d, tunnel %d%s", c.PeerSessionID, s.PeerTunnelID, nl)
-		if s.Interface != "" {
-			fmt.Fprintf(&b, "  interface name: %s%s", s.Interface, nl)
+	return p.done()
+}
+
+// printTunnel names each field once, as print_tunnel does; where ip prints
+// a field in JSON only or in text only, so does the call here.
+func printTunnel(p *printer, t *dataplane.TunnelInfo, stats bool) {
+	c := &t.Config
+	p.open("")
+	p.uint(printAny, "tunnel_id", "Tunnel %d,", uint64(c.TunnelID))
+	p.str(printAny, "encap", " encap %s", encapName(c.Encap))
+	p.nl()
+	p.str(printAny, "local", "  From %s ", c.Local.String())
+	p.str(printAny, "peer", "to %s", c.Remote.String())
+	p.nl()
+	p.uint(printAny, "peer_tunnel", "  Peer tunnel %d", uint64(c.PeerTunnelID))
+	p.nl()
+	if c.Encap == encap.EncapUDP {
+		p.literal("  UDP source / dest ports:")
+		p.uint(printAny, "local_port", " %d", uint64(c.UDPSourcePort))
+		p.uint(printAny, "peer_port", "/%d", uint64(c.UDPDestPort))
+		p.nl()
+		// JSON has the flags, text one word; the text's line ends with
+		// "\n" even with -o, as ip's does.
+		if c.IPv6() {
+			tx, rx := !c.UDP6ZeroCsumTx, !c.UDP6ZeroCsumRx
+			p.bool(printJSON, "checksum_tx", "", tx)
+			p.bool(printJSON, "checksum_rx", "", rx)
+			p.str(printFP, "", "  UDP checksum: %s\n", csum6(tx, rx))
+		} else {
+			p.bool(printJSON, "checksum", "", c.UDPCsum)
+			p.str(printFP, "", "  UDP checksum: %s\n", enabled(c.UDPCsum))
 		}
-		b.WriteString("  offset 0, peer offset 0\n")
-		if !c.Cookie.IsZero() {
-			fmt.Fprintf(&b, "  cookie %s", c.Cookie)
-		}
-		if !c.PeerCookie.IsZero() {
-			fmt.Fprintf(&b, "  peer cookie %s", c.PeerCookie)
-		}
-		if ms := c.ReorderTimeout.Milliseconds(); ms != 0 {
-			fmt.Fprintf(&b, "  reorder timeout: %d", ms)
-		}
-		if s.SendSeq || s.RecvSeq {
-			fmt.Fprintf(&b, "%s  sequence numbering:", nl)
-			if s.SendSeq {
-				b.WriteString(" send")
-			}
-			if s.RecvSeq {
-				b.WriteString(" recv")
-			}
-		}
-		if f.Stats {
-			textStats(&b, s.Stats, nl, "")
-		}
-		b.WriteString("\n")
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	if stats {
+		p.stats(&t.Stats, false)
+	}
+	p.close()
+}
+
+// printSession names each field once, as print_session does.
+func printSession(p *printer, s *dataplane.SessionInfo, stats bool) {
+	c := &s.Config
+	p.open("")
+	p.uint(printAny, "session_id", "Session %d", uint64(c.SessionID))
+	p.uint(printAny, "tunnel_id", " in tunnel %d", uint64(c.TunnelID))
+	p.nl()
+	p.uint(printAny, "peer_session_id", "  Peer session %d,", uint64(c.PeerSessionID))
+	p.uint(printAny, "peer_tunnel_id", " tunnel %d", uint64(s.PeerTunnelID))
+	p.nl()
+	if s.Interface != "" {
+		p.str(printAny, "interface", "  interface name: %s", s.Interface)
+		p.nl()
+	}
+	// The offsets are in text only (ip keeps them for legacy scripts).
+	p.uint(printFP, "offset", "  offset %d,", 0)
+	p.uint(printFP, "peer_offset", " peer offset %d\n", 0)
+	if !c.Cookie.IsZero() {
+		p.str(printAny, "cookie", "  cookie %s", c.Cookie.String())
+	}
+	if !c.PeerCookie.IsZero() {
+		p.str(printAny, "peer_cookie", "  peer cookie %s", c.PeerCookie.String())
+	}
+	if ms := c.ReorderTimeout.Milliseconds(); ms != 0 {
+		p.uint(printAny, "reorder_timeout", "  reorder timeout: %d", uint64(ms))
+	}
+	if s.SendSeq || s.RecvSeq {
+		p.str(printFP, "", "%s  sequence numbering:", p.sl)
+		if s.SendSeq {
+			p.null(printAny, "send_seq", " send")
+		}
+		if s.RecvSeq {
+			p.null(printAny, "recv_seq", " recv")
+		}
+	}
+	if stats {
+		p.stats(&s.Stats, true)
+	}
+	p.literal("\n")
+	p.close()
 }
 
 func encapName(e encap.Encap) string {
@@ -201,25 +149,23 @@ func encapName(e encap.Encap) string {
 	return "??"
 }
 
-// textStats prints the counters on two lines, each preceded by pre and
-// followed by post (the line breaks of the block it extends).
-func textStats(b *strings.Builder, s dataplane.Stats, pre, post string) {
-	fmt.Fprintf(b, "%s  tx_packets %d tx_bytes %d tx_errors %d%s", pre, s.TxPackets, s.TxBytes, s.TxErrors, post)
-	fmt.Fprintf(b, "%s  rx_packets %d rx_bytes %d rx_errors %d rx_seq_discards %d rx_oos_packets %d rx_cookie_discards %d rx_invalid %d%s",
-		pre, s.RxPackets, s.RxBytes, s.RxErrors, s.RxSeqDiscards, s.RxOOSPackets, s.RxCookieDiscards, s.RxInvalid, post)
+func enabled(on bool) string {
+	if on {
+		return "enabled"
+	}
+	return "disabled"
 }
 
-func jsonStats(j *jsonw, s dataplane.Stats) {
-	j.name("stats")
-	j.startObject()
-	for _, kv := range []struct {
-		k string
-		v uint64
-	}{{"tx_packets", s.TxPackets}, {"tx_bytes", s.TxBytes}, {"tx_errors", s.TxErrors},
-		{"rx_packets", s.RxPackets}, {"rx_bytes", s.RxBytes}, {"rx_seq_discards", s.RxSeqDiscards},
-		{"rx_oos_packets", s.RxOOSPackets}, {"rx_errors", s.RxErrors},
-		{"rx_cookie_discards", s.RxCookieDiscards}, {"rx_invalid", s.RxInvalid}} {
-		j.kvUint(kv.k, kv.v)
+// csum6 is the text of an IPv6 tunnel's checksums, sent (tx) and required
+// (rx).
+func csum6(tx, rx bool) string {
+	switch {
+	case tx && rx:
+		return "enabled"
+	case tx:
+		return "tx"
+	case rx:
+		return "rx"
 	}
-	j.endObject()
+	return "disabled"
 }

@@ -18,6 +18,30 @@ type Stats struct {
 	RxInvalid        uint64 `json:"rx_invalid"`
 }
 
+// Counter is one of the ten counters: its name, as the kernel's
+// L2TP_ATTR_ names it and show -s and the JSON print it, and its value in
+// a Stats.
+type Counter struct {
+	Name string
+	Get  func(*Stats) uint64
+}
+
+// Counters is the one list of the ten counters, in Stats' order (the
+// kernel's attribute order): show -s (text and JSON) and the Prometheus
+// metrics print them in this order.
+var Counters = [...]Counter{
+	{"tx_packets", func(s *Stats) uint64 { return s.TxPackets }},
+	{"tx_bytes", func(s *Stats) uint64 { return s.TxBytes }},
+	{"tx_errors", func(s *Stats) uint64 { return s.TxErrors }},
+	{"rx_packets", func(s *Stats) uint64 { return s.RxPackets }},
+	{"rx_bytes", func(s *Stats) uint64 { return s.RxBytes }},
+	{"rx_seq_discards", func(s *Stats) uint64 { return s.RxSeqDiscards }},
+	{"rx_oos_packets", func(s *Stats) uint64 { return s.RxOOSPackets }},
+	{"rx_errors", func(s *Stats) uint64 { return s.RxErrors }},
+	{"rx_cookie_discards", func(s *Stats) uint64 { return s.RxCookieDiscards }},
+	{"rx_invalid", func(s *Stats) uint64 { return s.RxInvalid }},
+}
+
 // counters is Stats updated by the data path and read at any time.
 type counters struct {
 	txPackets, txBytes, txErrors          atomic.Uint64

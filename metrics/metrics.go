@@ -37,43 +37,47 @@ type stat struct {
 	get          func(*dataplane.Stats) uint64
 }
 
-// stats lists the ten counters of dataplane.Stats. Where the tunnel's
-// counter is never incremented (the kernel counts those drops on the
-// session only) its help says so, so that a flat 0 is not read as "no
-// drops".
-func stats() []stat {
+// counterHelp is each counter's help, the tunnel's and the session's, by
+// its name in dataplane.Counters. Where the tunnel's counter is never
+// incremented (the kernel counts those drops on the session only) its help
+// says so, so that a flat 0 is not read as "no drops".
+var counterHelp = func() map[string]struct{ tunnel, sess string } {
 	const sessionOnly = " Counted on the session only (as the kernel does): always 0 on the tunnel."
-	return []stat{
-		{"tx_packets_total", "Data packets the tunnel's sessions sent.", "Data packets the session sent.",
-			func(s *dataplane.Stats) uint64 { return s.TxPackets }},
-		{"tx_bytes_total", "Bytes the tunnel's sessions sent: L2TP header (for UDP, from the flags word on) and Ethernet frame.",
-			"Bytes the session sent: L2TP header (for UDP, from the flags word on) and Ethernet frame.",
-			func(s *dataplane.Stats) uint64 { return s.TxBytes }},
-		{"tx_errors_total", "Data packets of the tunnel's sessions that the socket refused to send.",
-			"Data packets of the session that the socket refused to send.",
-			func(s *dataplane.Stats) uint64 { return s.TxErrors }},
-		{"rx_packets_total", "Data packets the tunnel's sessions received and delivered to their interfaces.",
-			"Data packets the session received and delivered to its interface.",
-			func(s *dataplane.Stats) uint64 { return s.RxPackets }},
-		{"rx_bytes_total", "Bytes of the data packets the tunnel's sessions delivered: L2TP header and Ethernet frame.",
-			"Bytes of the data packets the session delivered: L2TP header and Ethernet frame.",
-			func(s *dataplane.Stats) uint64 { return s.RxBytes }},
-		{"rx_seq_discards_total", "Received packets dropped by the sequence rules." + sessionOnly,
-			"Received packets dropped by the sequence rules: unsequenced while sequencing is required, or out of sequence.",
-			func(s *dataplane.Stats) uint64 { return s.RxSeqDiscards }},
-		{"rx_oos_packets_total", "Received packets that arrived out of sequence." + sessionOnly,
-			"Received packets that arrived out of sequence (overtook a packet held for reordering).",
-			func(s *dataplane.Stats) uint64 { return s.RxOOSPackets }},
-		{"rx_errors_total", "Received packets dropped with an error." + sessionOnly,
-			"Received packets dropped with an error: wrong cookie, sequence drops, reorder buffer purges.",
-			func(s *dataplane.Stats) uint64 { return s.RxErrors }},
-		{"rx_cookie_discards_total", "Received packets dropped for a cookie other than peer_cookie." + sessionOnly,
-			"Received packets dropped for a cookie other than the session's peer_cookie.",
-			func(s *dataplane.Stats) uint64 { return s.RxCookieDiscards }},
-		{"rx_invalid_total", "Received packets for a known session with an L2TP version other than 3, or too short for the session's cookie and sublayer.",
-			"Always 0 on the session: invalid packets are counted on their tunnel (l2tpu_tunnel_rx_invalid_total), as the kernel does.",
-			func(s *dataplane.Stats) uint64 { return s.RxInvalid }},
+	return map[string]struct{ tunnel, sess string }{
+		"tx_packets": {"Data packets the tunnel's sessions sent.", "Data packets the session sent."},
+		"tx_bytes": {"Bytes the tunnel's sessions sent: L2TP header (for UDP, from the flags word on) and Ethernet frame.",
+			"Bytes the session sent: L2TP header (for UDP, from the flags word on) and Ethernet frame."},
+		"tx_errors": {"Data packets of the tunnel's sessions that the socket refused to send.",
+			"Data packets of the session that the socket refused to send."},
+		"rx_packets": {"Data packets the tunnel's sessions received and delivered to their interfaces.",
+			"Data packets the session received and delivered to its interface."},
+		"rx_bytes": {"Bytes of the data packets the tunnel's sessions delivered: L2TP header and Ethernet frame.",
+			"Bytes of the data packets the session delivered: L2TP header and Ethernet frame."},
+		"rx_seq_discards": {"Received packets dropped by the sequence rules." + sessionOnly,
+			"Received packets dropped by the sequence rules: unsequenced while sequencing is required, or out of sequence."},
+		"rx_oos_packets": {"Received packets that arrived out of sequence." + sessionOnly,
+			"Received packets that arrived out of sequence (overtook a packet held for reordering)."},
+		"rx_errors": {"Received packets dropped with an error." + sessionOnly,
+			"Received packets dropped with an error: wrong cookie, sequence drops, reorder buffer purges."},
+		"rx_cookie_discards": {"Received packets dropped for a cookie other than peer_cookie." + sessionOnly,
+			"Received packets dropped for a cookie other than the session's peer_cookie."},
+		"rx_invalid": {"Received packets for a known session with an L2TP version other than 3, or too short for the session's cookie and sublayer.",
+			"Always 0 on the session: invalid packets are counted on their tunnel (l2tpu_tunnel_rx_invalid_total), as the kernel does."},
 	}
+}()
+
+// stats are the counters of dataplane.Counters, in its order, named
+// <counter>_total.
+func stats() []stat {
+	out := make([]stat, 0, len(dataplane.Counters))
+	for _, c := range dataplane.Counters {
+		h, ok := counterHelp[c.Name]
+		if !ok {
+			panic("metrics: no help for counter " + c.Name)
+		}
+		out = append(out, stat{c.Name + "_total", h.tunnel, h.sess, c.Get})
+	}
+	return out
 }
 
 // Collector is a prometheus.Collector over a Source: every scrape takes a

@@ -202,6 +202,21 @@ func TestMetricsCollector(t *testing.T) {
 	}
 }
 
+// TestMetricsCounterTable: the metrics are dataplane.Counters, in its
+// order, each with its help and no help left over for a counter that is
+// gone.
+func TestMetricsCounterTable(t *testing.T) {
+	st := stats()
+	if len(st) != len(dataplane.Counters) || len(counterHelp) != len(dataplane.Counters) {
+		t.Fatalf("%d metrics, %d help entries, %d counters", len(st), len(counterHelp), len(dataplane.Counters))
+	}
+	for i, c := range dataplane.Counters {
+		if st[i].name != statNames[i] || st[i].name != c.Name+"_total" {
+			t.Errorf("metric %d is %s, counter %s, want %s", i, st[i].name, c.Name, statNames[i])
+		}
+	}
+}
+
 // badCollector is a counter named against the conventions.
 type badCollector struct{ d *prometheus.Desc }
 
