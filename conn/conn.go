@@ -216,20 +216,7 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 	for done := 0; done < len(bufs); {
 		nm := 0
 		for i := done; i < len(bufs) && nm < MaxBatch; nm++ {
-			size := len(bufs[i]) - offset
-			j, total := i+1, size
-			// Larger than the path allows: alone, and fragmented as usual.
-			for size <= gsoMax && j < len(bufs) && j-i < gsoMaxSegments {
-				l := len(bufs[j]) - offset
-				if l > size || total+l > gsoMaxBytes {
-					break
-				}
-				total += l
-				j++
-				if l < size {
-					break // a shorter message ends the run
-				}
-			}
+			j, size := gsoRun(bufs, i, offset, gsoMax)
 			m := &ms[nm]
 			m.Buffers = m.Buffers[:0]
 			for k := i; k < j; k++ {
@@ -285,6 +272,29 @@ func (s *sock) writeGSO(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	return sent, lastErr
+}
+
+// gsoRun groups messages for one GSO send: the run of bufs[i:j] that
+// starts at i, whose messages (from offset on) are all of bufs[i]'s size
+// but the last, which may be shorter, within the kernel's limits on
+// segments and bytes. A message larger than gsoMax (what the path allows)
+// runs alone, and the stack fragments it as usual. size is the segment
+// size, bufs[i]'s.
+func gsoRun(bufs [][]byte, i, offset, gsoMax int) (j, size int) {
+	size = len(bufs[i]) - offset
+	j, total := i+1, size
+	for size <= gsoMax && j < len(bufs) && j-i < gsoMaxSegments {
+		l := len(bufs[j]) - offset
+		if l > size || total+l > gsoMaxBytes {
+			break
+		}
+		total += l
+		j++
+		if l < size {
+			break // a shorter message ends the run
+		}
+	}
+	return j, size
 }
 
 // setGSOMax sets the largest GSO segment from the path MTU.
