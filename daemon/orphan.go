@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -73,7 +74,7 @@ func orphaned(self string, except ...int) bool {
 	}
 	for _, p := range procs {
 		pid := p.Name()
-		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == itoa(e) }) {
+		if pid[0] < '0' || pid[0] > '9' || pid == strconv.Itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == strconv.Itoa(e) }) {
 			continue
 		}
 		tasks, err := filepath.Glob("/proc/" + pid + "/task/*/ns/net")
@@ -107,7 +108,7 @@ func heldElsewhere(self string, except ...int) (held bool, why string) {
 	mountNS := map[string]bool{}
 	for _, p := range procs {
 		pid := p.Name()
-		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == itoa(e) }) {
+		if pid[0] < '0' || pid[0] > '9' || pid == strconv.Itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == strconv.Itoa(e) }) {
 			continue
 		}
 		fds, err := os.ReadDir("/proc/" + pid + "/fd")
@@ -135,17 +136,4 @@ func heldElsewhere(self string, except ...int) (held bool, why string) {
 		}
 	}
 	return false, ""
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
