@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -136,4 +137,43 @@ func heldElsewhere(self string, except ...int) (held bool, why string) {
 		}
 	}
 	return false, ""
+}
+
+// watchNamespace stops the daemon once its namespace is gone for everyone
+// else (see orphaned). It stops as with Keep: if something the daemon
+// cannot see still holds the namespace, a later command restores it all.
+func (s *Server) watchNamespace(ctx context.Context, stop func()) {
+	self, points := nsMounts()
+	if len(points) == 0 {
+		s.log.Info("the network namespace has no name (ip netns) in this mount table: the daemon stays until stopped", "netns", self)
+		return // never mounted: never given up
+	}
+	s.log.Info("watching the network namespace: the daemon stops once it is deleted and empty", "netns", self, "mounted_at", points)
+	every(ctx, s.opt.OrphanCheck, func() bool {
+		if !orphaned(self, s.keeperPID()) {
+			return true
+		}
+		held, why := heldElsewhere(self, s.keeperPID())
+		s.mu.Lock()
+		if held {
+			s.log.Info("the network namespace was deleted and nothing else is in it, but it may be held: stopping as with -keep",
+				"mounted_at", points, "why", why)
+			s.opt.Keep = true
+		} else {
+			// No namespace can ever have this one's cookie, so no
+			// daemon would ever read its files again.
+			s.log.Info("the network namespace is gone: stopping, its state and files with it", "mounted_at", points)
+			s.opt.Keep, s.gone = false, true
+		}
+		s.mu.Unlock()
+		stop()
+		return false
+	})
+}
+
+func (s *Server) keeperPID() int {
+	if s.keeper == nil {
+		return 0
+	}
+	return s.keeper.alivePID()
 }
