@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -23,24 +22,14 @@ import (
 // an earlier daemon recorded. What cannot be restored yet is kept and
 // retried (see Serve).
 func Listen(o Options) (*Server, error) {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.RetryInterval == 0 {
-		o.RetryInterval = 10 * time.Second
-	}
-	if o.OrphanCheck == 0 {
-		o.OrphanCheck = 10 * time.Second
-	}
-	s := &Server{opt: o, log: o.Logger, gid: -1, limit: newLogLimiter(o.Logger),
-		pendingT: map[uint32]string{}, pendingS: map[sessionKey]string{}, lastNS: map[sessionKey]uint32{},
-		retry: make(chan struct{}, 1), byUser: map[uint32]int{}, stopServe: func() {}}
+	o = o.withDefaults()
+	s := newServer(o)
 	if o.Group != "" {
-		g, err := user.LookupGroup(o.Group)
+		gid, err := lookupGID(o.Group)
 		if err != nil {
-			return nil, fmt.Errorf("group %q: %w", o.Group, err)
+			return nil, err
 		}
-		s.gid, _ = strconv.Atoi(g.Gid)
+		s.gid = gid
 	}
 	id, stable, err := NamespaceID()
 	if err != nil {
@@ -54,98 +43,26 @@ func Listen(o Options) (*Server, error) {
 	if stable {
 		s.cookie, _ = NamespaceCookie()
 	}
-	ln, err := inheritedListener()
-	if ln == nil && err == nil {
-		ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
-	}
-	if errors.Is(err, syscall.EADDRINUSE) {
-		err = holderError()
-		if errors.Is(err, ErrRunning) && o.TakeOver {
-			s.log.Info("another daemon serves the namespace: taking its place", "other", err)
-			ln, err = s.takeOver()
-		} else if errors.Is(err, errHolderGone) {
-			ln, err = s.adoptControl()
-		}
-	}
-	if err != nil {
+	if s.ln, err = s.claimControl(); err != nil {
 		if s.keeper != nil {
 			s.keeper.close()
 		}
 		return nil, err
 	}
-	s.ln = ln
 	// A taken metrics address does not stop the daemon: any local user
 	// can bind a port, and must not keep tunnels from being restored.
 	// Serve keeps trying it.
 	if o.MetricsAddr != "" {
 		s.bindMetrics()
 	}
-	statePath := o.StatePath
-	if statePath == "" && stable {
-		statePath = s.paths.State
+	t, err := s.openState(statePathFor(o.StatePath, stable, s.paths))
+	if err != nil {
+		s.closeListeners()
+		return nil, err
 	}
-	t := newTable()
-	if statePath == "" {
-		s.log.Warn("state is not kept across restarts", "why", ErrNoCookie)
-	} else {
-		var note string
-		t, note, err = loadJournal(statePath, s.cookie)
-		if errors.Is(err, ErrEarlierBoot) {
-			// Not this namespace's: set aside (for an administrator to
-			// look at), never restored here.
-			aside := statePath + ".earlier-boot"
-			if rerr := os.Rename(statePath, aside); rerr == nil {
-				s.log.Warn("state file set aside, not restored", "file", aside, "why", err)
-				t, note, err = newTable(), "", nil
-			}
-		}
-		if err != nil {
-			s.closeListeners()
-			return nil, err
-		}
-		if note != "" {
-			s.log.Warn("state file", "file", statePath, "note", note)
-		}
-		if s.j, err = openJournal(statePath, s.cookie, t); err != nil {
-			s.closeListeners()
-			return nil, fmt.Errorf("state file %s: %w", statePath, err)
-		}
-	}
-	from := "the command line"
-	if os.Getenv(OptionsFromRecord) == "1" {
-		from = "the record of the daemon before (started on demand after it died)"
-	}
-	s.log.Info("options", "args", o.Args, "from", from)
-	if s.j != nil && o.Args != nil {
-		if err := recordOptions(s.paths.Options, o.Args, s.cookie); err != nil {
-			s.log.Warn("options not recorded: a daemon started on demand after a crash would run without them", "err", err)
-		}
-	}
-	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
-	dopt := dataplane.Options{Logger: o.Logger, PersistTAP: s.j != nil, Tuning: o.Tuning, Owner: owner, Recorder: s}
-	if s.keeper == nil && s.j != nil && o.KeeperExe != "" {
-		k, err := connectKeeper(o.KeeperExe, os.Stderr, o.OrphanCheck, s.paths.Keeper)
-		if err != nil {
-			s.log.Warn("sockets are not kept across a crash: a restart opens them again", "err", err)
-		} else {
-			s.keeper = k
-			s.log.Info("descriptor keeper", "holds", len(k.kept), "pid", k.pid)
-		}
-	}
-	if s.keeper != nil {
-		dopt.Keeper = s.keeper
-		if f := s.keeper.Take(keptControl); f != nil {
-			f.Close() // the keeper's copy: this daemon has its own
-		}
-		// The control socket too, so that a crash leaves its name to
-		// no one: the next daemon adopts it.
-		if f, err := s.ln.File(); err != nil {
-			s.log.Warn("the control socket is not kept across a crash", "err", err)
-		} else if err := s.keeper.Keep(keptControl, f); err != nil {
-			s.log.Warn("the control socket is not kept across a crash", "err", err)
-		}
-	}
-	s.m, err = dataplane.New(dopt)
+	s.logOptions()
+	s.startKeeper()
+	s.m, err = dataplane.New(s.dataplaneOptions())
 	if err != nil {
 		s.closeListeners()
 		if s.j != nil {
@@ -166,26 +83,89 @@ func Listen(o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	// What waits in adopted sockets is for sessions restored after their
-	// tunnels: read on once all are.
-	s.m.PauseReceive()
-	s.mu.Lock()
-	s.restoreAll(t)
-	s.mu.Unlock()
-	if err := s.m.ResumeReceive(); err != nil {
-		s.log.Error("tunnel sockets not served", "err", err)
+	s.restoreState(t)
+	return s, nil
+}
+
+// newServer is a Server of o (with its defaults) before it holds anything.
+func newServer(o Options) *Server {
+	return &Server{opt: o, log: o.Logger, gid: -1, limit: newLogLimiter(o.Logger),
+		pendingT: map[uint32]string{}, pendingS: map[sessionKey]string{}, lastNS: map[sessionKey]uint32{},
+		retry: make(chan struct{}, 1), byUser: map[uint32]int{}, stopServe: func() {}}
+}
+
+// lookupGID is the ID of the group named name (Options.Group).
+func lookupGID(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("group %q: %w", name, err)
 	}
-	// A tunnel whose kept socket was adopted is restored even while its
-	// address is gone (as the kernel's socket stays): its carrier says so.
-	if err := s.m.RefreshCarrier(); err != nil {
-		s.log.Warn("carrier not updated", "err", err)
+	gid, _ := strconv.Atoi(g.Gid)
+	return gid, nil
+}
+
+// claimControl listens on the control socket: the one a restarting daemon
+// handed over, else bound anew; where its name is taken, it takes the
+// place of the daemon that serves the namespace (Options.TakeOver) or
+// adopts the socket of one that died from the keeper, or says who holds
+// it. It may leave s.keeper connected, even on failure.
+func (s *Server) claimControl() (*net.UnixListener, error) {
+	ln, err := inheritedListener()
+	if ln == nil && err == nil {
+		ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: SocketName, Net: "unix"})
 	}
-	if s.keeper != nil {
-		if err := s.keeper.dropUnclaimed(keptFor(t)); err != nil {
-			s.log.Error("keeper", "err", err)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		err = holderError()
+		if errors.Is(err, ErrRunning) && s.opt.TakeOver {
+			s.log.Info("another daemon serves the namespace: taking its place", "other", err)
+			ln, err = s.takeOver()
+		} else if errors.Is(err, errHolderGone) {
+			ln, err = s.adoptControl()
 		}
 	}
-	return s, nil
+	return ln, err
+}
+
+// startKeeper connects the namespace's descriptor keeper where state is
+// kept and Options.KeeperExe says how to run it (unless claimControl
+// connected it already), and gives it the control socket, so that a crash
+// leaves the socket's name to no one: the next daemon adopts it. Without a
+// keeper the daemon runs on, its sockets opened again by a restart.
+func (s *Server) startKeeper() {
+	if s.keeper == nil && s.j != nil && s.opt.KeeperExe != "" {
+		k, err := connectKeeper(s.opt.KeeperExe, os.Stderr, s.opt.OrphanCheck, s.paths.Keeper)
+		if err != nil {
+			s.log.Warn("sockets are not kept across a crash: a restart opens them again", "err", err)
+		} else {
+			s.keeper = k
+			s.log.Info("descriptor keeper", "holds", len(k.kept), "pid", k.pid)
+		}
+	}
+	if s.keeper == nil {
+		return
+	}
+	if f := s.keeper.Take(keptControl); f != nil {
+		f.Close() // the keeper's copy: this daemon has its own
+	}
+	// The control socket too, so that a crash leaves its name to
+	// no one: the next daemon adopts it.
+	if f, err := s.ln.File(); err != nil {
+		s.log.Warn("the control socket is not kept across a crash", "err", err)
+	} else if err := s.keeper.Keep(keptControl, f); err != nil {
+		s.log.Warn("the control socket is not kept across a crash", "err", err)
+	}
+}
+
+// dataplaneOptions are the dataplane's options for this daemon: its TAPs
+// persist where state is kept, belong to it (and its group), and go to
+// the keeper if there is one; every change is recorded (Record).
+func (s *Server) dataplaneOptions() dataplane.Options {
+	owner := &tap.Owner{UID: os.Geteuid(), GID: s.gid}
+	dopt := dataplane.Options{Logger: s.opt.Logger, PersistTAP: s.j != nil, Tuning: s.opt.Tuning, Owner: owner, Recorder: s}
+	if s.keeper != nil {
+		dopt.Keeper = s.keeper
+	}
+	return dopt
 }
 
 func (s *Server) closeListeners() {
@@ -274,6 +254,23 @@ func (s *Server) takeOver() (*net.UnixListener, error) {
 // errHolderGone: the control socket's listener has exited, its socket held
 // on (by the keeper, for the next daemon, or by whatever a squatter left).
 var errHolderGone = errors.New("the control socket's process has exited")
+
+// closeControl stops accepting on the control socket; for a restart
+// (OpRestart) its descriptor is kept first (RestartFD).
+func (s *Server) closeControl() {
+	s.mu.Lock()
+	if s.restarting {
+		// Keep the socket listening across the exec: connections
+		// wait in its queue for the next program.
+		if fd, err := dupListener(s.ln); err != nil {
+			s.log.Warn("the control socket is not kept across the restart: someone may take it meanwhile", "err", err)
+		} else {
+			s.restartFD = fd
+		}
+	}
+	s.mu.Unlock()
+	s.ln.Close()
+}
 
 // RestartFD is the control socket's descriptor to hand to the program a
 // restart executes (ControlFD), or 0.

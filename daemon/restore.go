@@ -5,12 +5,79 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/l2tpu/l2tpu/dataplane"
 	"github.com/l2tpu/l2tpu/encap"
 )
+
+// statePathFor is the journal's path: the one given (Options.StatePath),
+// else the namespace's file under the runtime directory where the
+// namespace has a stable identity, else "" (no state is kept).
+func statePathFor(given string, stable bool, p Paths) string {
+	if given == "" && stable {
+		return p.State
+	}
+	return given
+}
+
+// openState reads the state recorded at path ("": none is kept) and opens
+// the journal there (s.j) with it as a fresh snapshot. A state file of an
+// earlier boot that cannot be this namespace's is set aside, not
+// restored. It returns what to restore.
+func (s *Server) openState(path string) (*table, error) {
+	if path == "" {
+		s.log.Warn("state is not kept across restarts", "why", ErrNoCookie)
+		return newTable(), nil
+	}
+	t, note, err := loadJournal(path, s.cookie)
+	if errors.Is(err, ErrEarlierBoot) {
+		// Not this namespace's: set aside (for an administrator to
+		// look at), never restored here.
+		aside := path + ".earlier-boot"
+		if rerr := os.Rename(path, aside); rerr == nil {
+			s.log.Warn("state file set aside, not restored", "file", aside, "why", err)
+			t, note, err = newTable(), "", nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if note != "" {
+		s.log.Warn("state file", "file", path, "note", note)
+	}
+	if s.j, err = openJournal(path, s.cookie, t); err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	return t, nil
+}
+
+// restoreState restores t into the dataplane (restoreAll), then serves
+// the tunnels' sockets, sets the sessions' carriers and lets the keeper
+// drop what nothing restored claims.
+func (s *Server) restoreState(t *table) {
+	// What waits in adopted sockets is for sessions restored after their
+	// tunnels: read on once all are.
+	s.m.PauseReceive()
+	s.mu.Lock()
+	s.restoreAll(t)
+	s.mu.Unlock()
+	if err := s.m.ResumeReceive(); err != nil {
+		s.log.Error("tunnel sockets not served", "err", err)
+	}
+	// A tunnel whose kept socket was adopted is restored even while its
+	// address is gone (as the kernel's socket stays): its carrier says so.
+	if err := s.m.RefreshCarrier(); err != nil {
+		s.log.Warn("carrier not updated", "err", err)
+	}
+	if s.keeper != nil {
+		if err := s.keeper.dropUnclaimed(keptFor(t)); err != nil {
+			s.log.Error("keeper", "err", err)
+		}
+	}
+}
 
 // restoreAll re-creates what the table records; interfaces left by a
 // crashed daemon are re-attached, not re-created. What fails is kept as

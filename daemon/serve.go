@@ -16,15 +16,7 @@ import (
 func (s *Server) Serve(ctx context.Context) error {
 	if s.j != nil {
 		os.MkdirAll(s.paths.Dir, 0o700)
-		// Written aside and renamed: on a full filesystem the write
-		// fails and the file is left as it was, never cut empty.
-		tmp := s.paths.PID + ".tmp"
-		err := os.WriteFile(tmp, pidRecord(), 0o644)
-		if err == nil {
-			err = os.Rename(tmp, s.paths.PID)
-		}
-		if err != nil {
-			os.Remove(tmp)
+		if err := writePIDFile(s.paths.PID); err != nil {
 			s.log.Warn("pid file", "err", err)
 		}
 		defer os.Remove(s.paths.PID)
@@ -37,18 +29,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	go func() {
 		<-ctx.Done()
-		s.mu.Lock()
-		if s.restarting {
-			// Keep the socket listening across the exec: connections
-			// wait in its queue for the next program.
-			if fd, err := dupListener(s.ln); err != nil {
-				s.log.Warn("the control socket is not kept across the restart: someone may take it meanwhile", "err", err)
-			} else {
-				s.restartFD = fd
-			}
-		}
-		s.mu.Unlock()
-		s.ln.Close()
+		s.closeControl()
 	}()
 	go s.watchNamespace(ctx, orphan)
 	bg, stopBG := context.WithCancel(ctx)

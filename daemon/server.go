@@ -65,6 +65,21 @@ type Options struct {
 	KeeperExe string
 }
 
+// withDefaults fills in what o leaves to the daemon: a logger that
+// discards, and 10 s for RetryInterval and OrphanCheck.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RetryInterval == 0 {
+		o.RetryInterval = 10 * time.Second
+	}
+	if o.OrphanCheck == 0 {
+		o.OrphanCheck = 10 * time.Second
+	}
+	return o
+}
+
 // ControlFD is the environment variable with which a restarting daemon
 // hands its control socket, still listening, to the program it executes
 // (so that nobody can take the name in between): the descriptor's number.
