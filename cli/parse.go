@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"encoding"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -165,10 +166,8 @@ func lookup(word string) *keyword {
 var keywords = []keyword{
 	{names: []string{"tunnel"}, flag: func(c *Command) { c.Tunnel = true }},
 	{names: []string{"session"}, flag: func(c *Command) { c.Session = true }},
-	{names: []string{"encap"}, value: choice(false, "Unknown tunnel encapsulation \"%s\"\n", map[string]func(*Command){
-		"ip":  func(c *Command) { c.T.Encap = encap.EncapIP },
-		"udp": func(c *Command) { c.T.Encap = encap.EncapUDP },
-	})},
+	{names: []string{"encap"}, value: enum(false, "Unknown tunnel encapsulation \"%s\"\n",
+		func(c *Command) encoding.TextUnmarshaler { return &c.T.Encap })},
 	{names: []string{"name"}, value: func(p *parser, v string) error {
 		if !validIfName(v) {
 			return invarg("\"name\" not a valid ifname", v)
@@ -197,10 +196,8 @@ var keywords = []keyword{
 	{names: []string{"peer_offset"}, value: ignored},
 	{names: []string{"cookie"}, value: cookie(func(c *Command, k encap.Cookie) { c.S.Cookie = k })},
 	{names: []string{"peer_cookie"}, value: cookie(func(c *Command, k encap.Cookie) { c.S.PeerCookie = k })},
-	{names: []string{"l2spec_type"}, value: choice(true, "Unknown layer2specific header type \"%s\"\n", map[string]func(*Command){
-		"default": func(c *Command) { c.S.L2Spec = encap.L2SpecDefault },
-		"none":    func(c *Command) { c.S.L2Spec = encap.L2SpecNone },
-	})},
+	{names: []string{"l2spec_type"}, value: enum(true, "Unknown layer2specific header type \"%s\"\n",
+		func(c *Command) encoding.TextUnmarshaler { return &c.S.L2Spec })},
 	{names: []string{"seq"}, value: choice(true, "Unknown seq value \"%s\"\n", map[string]func(*Command){
 		"both": func(c *Command) { c.S.SendSeq, c.S.RecvSeq = true, true },
 		"recv": func(c *Command) { c.S.RecvSeq = true },
@@ -227,6 +224,24 @@ func choice(fold bool, unknown string, set map[string]func(*Command)) func(*pars
 			return &ExitError{ExitUsage, fmt.Sprintf(unknown, v)}
 		}
 		f(p.c)
+		return nil
+	}
+}
+
+// enum takes a word of the text form of the field's type (its
+// UnmarshalText: encap.Encap's udp and ip, encap.L2Spec's none and
+// default), case-blind if fold (lowered first, as ipl2tp.c's strcasecmp);
+// ip takes these words whole, never a prefix. unknown is the message, with
+// the word, for any other.
+func enum(fold bool, unknown string, field func(*Command) encoding.TextUnmarshaler) func(*parser, string) error {
+	return func(p *parser, v string) error {
+		w := v
+		if fold {
+			w = strings.ToLower(v)
+		}
+		if field(p.c).UnmarshalText([]byte(w)) != nil {
+			return &ExitError{ExitUsage, fmt.Sprintf(unknown, v)}
+		}
 		return nil
 	}
 }

@@ -141,3 +141,37 @@ func (nopBackend) DeleteSession(uint32, uint32) error       { return nil }
 func (nopBackend) List() ([]dataplane.TunnelInfo, []dataplane.SessionInfo, error) {
 	return nil, nil, nil
 }
+
+// TestParseEnums: encap and l2spec_type take their types' text forms, as
+// ip does: encap exactly, l2spec_type in any case, neither a prefix; other
+// words get ip's messages.
+func TestParseEnums(t *testing.T) {
+	base := "add tunnel session tid 1 ptid 2 sid 3 psid 4 local 192.0.2.1 remote 192.0.2.2 udp_sport 1 udp_dport 2 "
+	for _, tc := range []struct {
+		args   string
+		encap  encap.Encap
+		l2spec encap.L2Spec
+		err    string
+	}{
+		{args: "encap ip", encap: encap.EncapIP, l2spec: encap.L2SpecDefault},
+		{args: "encap ip encap udp l2spec_type none", encap: encap.EncapUDP, l2spec: encap.L2SpecNone},
+		{args: "l2spec_type NoNe l2spec_type DEFAULT", l2spec: encap.L2SpecDefault},
+		{args: "l2spec_type None", l2spec: encap.L2SpecNone},
+		{args: "encap UDP", err: "Unknown tunnel encapsulation \"UDP\"\n"},
+		{args: "encap u", err: "Unknown tunnel encapsulation \"u\"\n"},
+		{args: "encap ''", err: "Unknown tunnel encapsulation \"''\"\n"},
+		{args: "l2spec_type def", err: "Unknown layer2specific header type \"def\"\n"},
+		{args: "l2spec_type encap(1)", err: "Unknown layer2specific header type \"encap(1)\"\n"},
+	} {
+		c, err := Parse(strings.Fields(base + tc.args))
+		if tc.err != "" {
+			if e, ok := err.(*ExitError); !ok || e.Code != ExitUsage || e.Msg != tc.err {
+				t.Errorf("%s: %v, want %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.T.Encap != tc.encap || c.S.L2Spec != tc.l2spec {
+			t.Errorf("%s: %v %v %v", tc.args, c.T.Encap, c.S.L2Spec, err)
+		}
+	}
+}

@@ -205,7 +205,7 @@ func (s *Server) do(req Request, cred *peer.Process) Response {
 // beside (the kernel's rules, as dataplane's checkSessionID): the same IDs,
 // or the same session ID where either tunnel is IP-encapsulated.
 func (s *Server) pendingConflict(tid, sid uint32) (sessionKey, bool) {
-	ip := func(id uint32) bool { t, ok := s.j.tunnel(id); return ok && t.Encap == "ip" }
+	ip := func(id uint32) bool { t, ok := s.j.tunnel(id); return ok && t.encapIP() }
 	for k := range s.pendingS {
 		if k.session == sid && (k.tunnel == tid || ip(k.tunnel) || ip(tid)) {
 			return k, true

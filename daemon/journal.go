@@ -86,6 +86,11 @@ type record struct {
 	Exact     bool           `json:"exact,omitempty"`
 }
 
+// tunnelRecord and sessionRecord hold the enums as their text forms'
+// words (encap.Encap's "udp" and "ip", encap.L2Spec's "none" and
+// "default"), as strings: a record with a word this l2tpu does not know
+// loads, and its config reports it (the tunnel or session pending with the
+// reason, the rest restored).
 type tunnelRecord struct {
 	TunnelID       uint32     `json:"tunnel_id"`
 	PeerTunnelID   uint32     `json:"peer_tunnel_id"`
@@ -124,21 +129,25 @@ type nextNSRecord struct {
 	NextNS    uint32 `json:"next_ns"`
 }
 
+// tunnelRecordOf records c. Its encapsulation is the text form's word;
+// String gives the same, and "encap(N)" for a value with none (a
+// version-1 file's), which config reports.
 func tunnelRecordOf(c dataplane.TunnelConfig) *tunnelRecord {
 	return &tunnelRecord{TunnelID: c.TunnelID, PeerTunnelID: c.PeerTunnelID, Encap: c.Encap.String(), Local: c.Local, Remote: c.Remote,
 		UDPSourcePort: c.UDPSourcePort, UDPDestPort: c.UDPDestPort, UDPCsum: c.UDPCsum, UDP6ZeroCsumTx: c.UDP6ZeroCsumTx, UDP6ZeroCsumRx: c.UDP6ZeroCsumRx}
 }
 
+// encapIP reports whether the tunnel is IP-encapsulated.
+func (r *tunnelRecord) encapIP() bool {
+	var e encap.Encap
+	return e.UnmarshalText([]byte(r.Encap)) == nil && e == encap.EncapIP
+}
+
 func (r *tunnelRecord) config() (dataplane.TunnelConfig, error) {
 	c := dataplane.TunnelConfig{TunnelID: r.TunnelID, PeerTunnelID: r.PeerTunnelID, Local: r.Local, Remote: r.Remote,
 		UDPSourcePort: r.UDPSourcePort, UDPDestPort: r.UDPDestPort, UDPCsum: r.UDPCsum, UDP6ZeroCsumTx: r.UDP6ZeroCsumTx, UDP6ZeroCsumRx: r.UDP6ZeroCsumRx}
-	switch r.Encap {
-	case "udp":
-		c.Encap = encap.EncapUDP
-	case "ip":
-		c.Encap = encap.EncapIP
-	default:
-		return c, fmt.Errorf("tunnel %d: unknown encap %q", r.TunnelID, r.Encap)
+	if err := c.Encap.UnmarshalText([]byte(r.Encap)); err != nil {
+		return c, fmt.Errorf("tunnel %d: %w", r.TunnelID, err)
 	}
 	return c, c.Validate()
 }
@@ -152,13 +161,8 @@ func sessionRecordOf(c dataplane.SessionConfig, ifname string, index int) *sessi
 func (r *sessionRecord) config() (dataplane.SessionConfig, error) {
 	c := dataplane.SessionConfig{TunnelID: r.TunnelID, SessionID: r.SessionID, PeerSessionID: r.PeerSessionID, Name: r.Name,
 		Cookie: r.Cookie, PeerCookie: r.PeerCookie, SendSeq: r.SendSeq, RecvSeq: r.RecvSeq, ReorderTimeout: time.Duration(r.ReorderTimeoutNS)}
-	switch r.L2Spec {
-	case "default":
-		c.L2Spec = encap.L2SpecDefault
-	case "none":
-		c.L2Spec = encap.L2SpecNone
-	default:
-		return c, fmt.Errorf("session %d/%d: unknown l2spec_type %q", r.TunnelID, r.SessionID, r.L2Spec)
+	if err := c.L2Spec.UnmarshalText([]byte(r.L2Spec)); err != nil {
+		return c, fmt.Errorf("session %d/%d: %w", r.TunnelID, r.SessionID, err)
 	}
 	if r.Interface == "" {
 		return c, fmt.Errorf("session %d/%d: no interface", r.TunnelID, r.SessionID)

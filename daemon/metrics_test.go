@@ -147,20 +147,6 @@ func (d *testDaemonProc) stop(t *testing.T) int {
 	return d.cmd.ProcessState.ExitCode()
 }
 
-// wait waits for a daemon that exits by itself.
-func (d *testDaemonProc) wait(t *testing.T) int {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the daemon did not exit")
-	}
-	d.stopped = true
-	return d.cmd.ProcessState.ExitCode()
-}
-
 func callIn(t *testing.T, ns *privtest.NS, req Request) Response {
 	t.Helper()
 	var r Response

@@ -86,3 +86,23 @@ func recordedArgs(path string, cookie uint64) ([]string, error) {
 	}
 	return r.Args, nil
 }
+
+// optionsSource says where the daemon's options came from: the command
+// line, or the record of the daemon before (OptionsFromRecord is fromRecord).
+func optionsSource(fromRecord string) string {
+	if fromRecord == "1" {
+		return "the record of the daemon before (started on demand after it died)"
+	}
+	return "the command line"
+}
+
+// logOptions logs the daemon's options and, where state is kept, records
+// them (recordOptions) for a daemon started on demand after a crash.
+func (s *Server) logOptions() {
+	s.log.Info("options", "args", s.opt.Args, "from", optionsSource(os.Getenv(OptionsFromRecord)))
+	if s.j != nil && s.opt.Args != nil {
+		if err := recordOptions(s.paths.Options, s.opt.Args, s.cookie); err != nil {
+			s.log.Warn("options not recorded: a daemon started on demand after a crash would run without them", "err", err)
+		}
+	}
+}

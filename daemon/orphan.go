@@ -3,11 +3,13 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -73,7 +75,7 @@ func orphaned(self string, except ...int) bool {
 	}
 	for _, p := range procs {
 		pid := p.Name()
-		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == itoa(e) }) {
+		if pid[0] < '0' || pid[0] > '9' || pid == strconv.Itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == strconv.Itoa(e) }) {
 			continue
 		}
 		tasks, err := filepath.Glob("/proc/" + pid + "/task/*/ns/net")
@@ -107,7 +109,7 @@ func heldElsewhere(self string, except ...int) (held bool, why string) {
 	mountNS := map[string]bool{}
 	for _, p := range procs {
 		pid := p.Name()
-		if pid[0] < '0' || pid[0] > '9' || pid == itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == itoa(e) }) {
+		if pid[0] < '0' || pid[0] > '9' || pid == strconv.Itoa(me) || slices.ContainsFunc(except, func(e int) bool { return e > 0 && pid == strconv.Itoa(e) }) {
 			continue
 		}
 		fds, err := os.ReadDir("/proc/" + pid + "/fd")
@@ -137,15 +139,41 @@ func heldElsewhere(self string, except ...int) (held bool, why string) {
 	return false, ""
 }
 
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
+// watchNamespace stops the daemon once its namespace is gone for everyone
+// else (see orphaned). It stops as with Keep: if something the daemon
+// cannot see still holds the namespace, a later command restores it all.
+func (s *Server) watchNamespace(ctx context.Context, stop func()) {
+	self, points := nsMounts()
+	if len(points) == 0 {
+		s.log.Info("the network namespace has no name (ip netns) in this mount table: the daemon stays until stopped", "netns", self)
+		return // never mounted: never given up
 	}
+	s.log.Info("watching the network namespace: the daemon stops once it is deleted and empty", "netns", self, "mounted_at", points)
+	every(ctx, s.opt.OrphanCheck, func() bool {
+		if !orphaned(self, s.keeperPID()) {
+			return true
+		}
+		held, why := heldElsewhere(self, s.keeperPID())
+		s.mu.Lock()
+		if held {
+			s.log.Info("the network namespace was deleted and nothing else is in it, but it may be held: stopping as with -keep",
+				"mounted_at", points, "why", why)
+			s.opt.Keep = true
+		} else {
+			// No namespace can ever have this one's cookie, so no
+			// daemon would ever read its files again.
+			s.log.Info("the network namespace is gone: stopping, its state and files with it", "mounted_at", points)
+			s.opt.Keep, s.gone = false, true
+		}
+		s.mu.Unlock()
+		stop()
+		return false
+	})
+}
+
+func (s *Server) keeperPID() int {
+	if s.keeper == nil {
+		return 0
+	}
+	return s.keeper.alivePID()
 }

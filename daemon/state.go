@@ -110,6 +110,21 @@ func pidRecord() []byte {
 	return fmt.Appendf(nil, "%d %d\n", os.Getpid(), start)
 }
 
+// writePIDFile writes this process's pidRecord to path, aside and renamed
+// over: on a full filesystem the write fails and the file is left as it
+// was, never cut empty.
+func writePIDFile(path string) error {
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, pidRecord(), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
 // recordedDaemon is the daemon a PID file names, if it still runs; a stale
 // file is removed.
 func recordedDaemon(path string) *peer.Process {

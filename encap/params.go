@@ -18,12 +18,11 @@ const (
 // IPProto is the IP protocol number of L2TPv3 over IP (RFC 3931 §4.1.1).
 const IPProto = 115
 
+// String is the text form (see [Encap.MarshalText]), or "encap(N)" for a
+// value that has none.
 func (e Encap) String() string {
-	switch e {
-	case EncapUDP:
-		return "udp"
-	case EncapIP:
-		return "ip"
+	if w, ok := wordOf(encapWords, e); ok {
+		return w
 	}
 	return fmt.Sprintf("encap(%d)", uint8(e))
 }
@@ -37,12 +36,11 @@ const (
 	L2SpecDefault L2Spec = 1 // RFC 3931 §4.6 default sublayer, 4 bytes (ip l2tp's default)
 )
 
+// String is the text form (see [L2Spec.MarshalText]), or "l2spec(N)" for
+// a value that has none.
 func (l L2Spec) String() string {
-	switch l {
-	case L2SpecNone:
-		return "none"
-	case L2SpecDefault:
-		return "default"
+	if w, ok := wordOf(l2specWords, l); ok {
+		return w
 	}
 	return fmt.Sprintf("l2spec(%d)", uint8(l))
 }

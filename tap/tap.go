@@ -34,16 +34,40 @@ const (
 	Unix
 )
 
+// backendWords are the backends' text forms, by value.
+var backendWords = []string{Auto: "auto", Water: "water", Unix: "unix"}
+
+// String is the text form (see [Backend.MarshalText]), or "backend?".
 func (b Backend) String() string {
-	switch b {
-	case Auto:
-		return "auto"
-	case Water:
-		return "water"
-	case Unix:
-		return "unix"
+	if int(b) < len(backendWords) {
+		return backendWords[b]
 	}
 	return "backend?"
+}
+
+// ErrBadBackend: a word that names no backend.
+var ErrBadBackend = errors.New("the TAP backend must be auto, water or unix")
+
+// MarshalText is "auto", "water" or "unix"; any other value has no text
+// form ([ErrBadBackend]).
+func (b Backend) MarshalText() ([]byte, error) {
+	if int(b) >= len(backendWords) {
+		return nil, fmt.Errorf("%w, not backend %d", ErrBadBackend, uint8(b))
+	}
+	return []byte(backendWords[b]), nil
+}
+
+// UnmarshalText takes "auto", "water" or "unix", exactly (l2tpu daemon's
+// -tap-backend); any other word is an error that wraps [ErrBadBackend],
+// and leaves b as it was.
+func (b *Backend) UnmarshalText(text []byte) error {
+	for v, w := range backendWords {
+		if w == string(text) {
+			*b = Backend(v)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w, not %q", ErrBadBackend, text)
 }
 
 // Config describes a TAP device to create or attach to.

@@ -72,7 +72,8 @@ func TestDaemonFlagErrors(t *testing.T) {
 	}{
 		{[]string{"daemon", "-tap-queues", "0"}, "-tap-queues 0: from 1 to 256"},
 		{[]string{"daemon", "-tap-queues", "257"}, "-tap-queues 257: from 1 to 256"},
-		{[]string{"daemon", "-tap-backend", "x"}, `unknown -tap-backend "x" (auto, water or unix)`},
+		{[]string{"daemon", "-tap-backend", "x"}, `invalid value "x" for flag -tap-backend: the TAP backend must be auto, water or unix, not "x"`},
+		{[]string{"daemon", "-tap-backend", "Unix"}, `invalid value "Unix" for flag -tap-backend: the TAP backend must be auto, water or unix, not "Unix"`},
 	} {
 		var out, errb strings.Builder
 		if code := run(tc.args, nil, &out, &errb); code != 255 || !strings.Contains(errb.String(), tc.want) {

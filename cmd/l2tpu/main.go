@@ -149,7 +149,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.BoolVar(&o.Keep, "keep", false, "on SIGTERM keep interfaces and state for the next daemon")
 	fs.StringVar(&o.Group, "group", "", "a group whose members may change state (besides root)")
 	fs.StringVar(&o.StatePath, "state", "", "state journal (default /run/l2tpu/net-cCOOKIE.state, by the namespace's cookie)")
-	backend := fs.String("tap-backend", "auto", "how TAP devices are created: auto, water or unix")
+	fs.TextVar(&o.Tuning.TAPBackend, "tap-backend", tap.Auto, "how TAP devices are created: auto, water or unix")
 	fs.BoolVar(&o.Tuning.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
 	fs.BoolVar(&o.Tuning.NoGRO, "no-gro", false, "never receive with UDP GRO")
 	fs.BoolVar(&o.Tuning.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
@@ -163,16 +163,6 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.BoolVar(&o.Tuning.NoTurnaround, "no-turnaround", false, "leave what the stack answers to a frame written to a session's TAP to the transmit loop (woken), instead of sending it at once")
 	fs.StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (host:port; bind to loopback, e.g. 127.0.0.1:9115) at /metrics; off when empty")
 	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
-	}
-	switch *backend {
-	case "auto":
-	case "water":
-		o.Tuning.TAPBackend = tap.Water
-	case "unix":
-		o.Tuning.TAPBackend = tap.Unix
-	default:
-		fmt.Fprintf(stderr, "l2tpu daemon: unknown -tap-backend %q (auto, water or unix)\n", *backend)
 		return cli.ExitUsage
 	}
 	if o.Tuning.TAPQueues < 1 || o.Tuning.TAPQueues > tap.MaxQueues {
