@@ -213,6 +213,17 @@ func (s *Server) adoptControl() (*net.UnixListener, error) {
 	if lerr != nil {
 		return nil, lerr
 	}
+	ul, err := unixListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("the keeper's control socket: %w", err)
+	}
+	s.log.Info("control socket adopted from the keeper")
+	return ul, nil
+}
+
+// unixListener is a listening unix socket's descriptor (a duplicate of f)
+// as a listener.
+func unixListener(f *os.File) (*net.UnixListener, error) {
 	l, err := net.FileListener(f)
 	if err != nil {
 		return nil, err
@@ -220,9 +231,8 @@ func (s *Server) adoptControl() (*net.UnixListener, error) {
 	ul, ok := l.(*net.UnixListener)
 	if !ok {
 		l.Close()
-		return nil, fmt.Errorf("the keeper's control socket is a %T", l)
+		return nil, fmt.Errorf("a %T, not a unix socket", l)
 	}
-	s.log.Info("control socket adopted from the keeper")
 	return ul, nil
 }
 
@@ -324,14 +334,9 @@ func inheritedListener() (*net.UnixListener, error) {
 	}
 	f := os.NewFile(uintptr(fd), "control")
 	defer f.Close()
-	l, err := net.FileListener(f)
+	ul, err := unixListener(f)
 	if err != nil {
-		return nil, err
-	}
-	ul, ok := l.(*net.UnixListener)
-	if !ok {
-		l.Close()
-		return nil, fmt.Errorf("%s=%d: not a unix socket", ControlFD, fd)
+		return nil, fmt.Errorf("%s=%d: %w", ControlFD, fd, err)
 	}
 	return ul, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/l2tpu/l2tpu/conn/conntest"
 	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/internal/fixture"
+	"github.com/l2tpu/l2tpu/internal/privtest"
 	"github.com/l2tpu/l2tpu/tap/taptest"
 )
 
@@ -141,20 +142,7 @@ func TestFakePseudowire(t *testing.T) {
 }
 
 // eventually retries f for a few seconds.
-func eventually(t *testing.T, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(recvWait)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func eventually(t *testing.T, f func() error) { t.Helper(); privtest.Eventually(t, recvWait, f) }
 
 // fakeRig is one session in B and a peer socket the test writes with, as
 // newRig's, in memory.

@@ -162,40 +162,37 @@ func (n *Net) event(ev tap.LinkEvent) {
 
 // Rename renames the device as `ip link set NAME name TO` does.
 func (n *Net) Rename(name, to string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	d := n.byName(name)
-	if d == nil {
-		return syscall.ENODEV
-	}
-	d.name = to
-	n.event(tap.LinkEvent{Index: d.index, Name: to, MTU: d.mtu, Up: true})
-	return nil
+	return n.change(name, func(d *Device) tap.LinkEvent {
+		d.name = to
+		return tap.LinkEvent{Index: d.index, Name: to, MTU: d.mtu, Up: true}
+	})
 }
 
 // SetLinkMTU sets the device's MTU as `ip link set NAME mtu MTU` does.
 func (n *Net) SetLinkMTU(name string, mtu int) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	d := n.byName(name)
-	if d == nil {
-		return syscall.ENODEV
-	}
-	d.mtu = mtu
-	n.event(tap.LinkEvent{Index: d.index, Name: d.name, MTU: mtu, Up: true})
-	return nil
+	return n.change(name, func(d *Device) tap.LinkEvent {
+		d.mtu = mtu
+		return tap.LinkEvent{Index: d.index, Name: d.name, MTU: mtu, Up: true}
+	})
 }
 
 // Delete deletes the device as `ip link del NAME` does.
 func (n *Net) Delete(name string) error {
+	return n.change(name, func(d *Device) tap.LinkEvent {
+		n.remove(d)
+		return tap.LinkEvent{Index: d.index, Name: d.name, Deleted: true}
+	})
+}
+
+// change applies fn to the device named name and reports its event.
+func (n *Net) change(name string, fn func(*Device) tap.LinkEvent) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d := n.byName(name)
 	if d == nil {
-		return syscall.ENODEV
+		return fmt.Errorf("taptest: %s: %w", name, syscall.ENODEV)
 	}
-	n.remove(d)
-	n.event(tap.LinkEvent{Index: d.index, Name: d.name, Deleted: true})
+	n.event(fn(d))
 	return nil
 }
 
