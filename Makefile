@@ -85,12 +85,17 @@ install: build
 # ip; `modprobe` answers the kernel's L2TPv3 modules and hands all else to
 # the system's modprobe. See README.md, "Unmodified ip l2tp tooling".
 SHIMS := ip modprobe
+# A shim never replaces a program of the system's (PREFIX=/usr would make
+# the kernel's own module requests, through /sbin/modprobe, reach it).
 install-shims: install
+	@for s in $(SHIMS); do t=$(DESTDIR)$(PREFIX)/sbin/$$s; \
+	  if [ -e "$$t" ] && [ "$$(readlink "$$t")" != l2tpu ]; then \
+	    echo "install-shims: $$t exists and is not l2tpu's; choose another PREFIX (before the system's on PATH)" >&2; exit 1; fi; done
 	for s in $(SHIMS); do ln -sfn l2tpu $(DESTDIR)$(PREFIX)/sbin/$$s; done
 
 # The ip shim alone.
 install-ip-shim: install
-	ln -sfn l2tpu $(DESTDIR)$(PREFIX)/sbin/ip
+	$(MAKE) install-shims SHIMS=ip
 
 uninstall:
 	for s in $(SHIMS); do [ "$$(readlink $(DESTDIR)$(PREFIX)/sbin/$$s)" != l2tpu ] || rm -f $(DESTDIR)$(PREFIX)/sbin/$$s; done

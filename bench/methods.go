@@ -64,6 +64,10 @@ func kernelL2TP() string {
 	if out, err := exec.Command("modprobe", "l2tp_eth").CombinedOutput(); err != nil {
 		return fmt.Sprintf("the host kernel has no L2TP modules (modprobe l2tp_eth: %s)", strings.TrimSpace(string(out)))
 	}
+	if _, err := os.Stat("/sys/module/l2tp_eth"); err != nil {
+		// l2tpu's modprobe shim answers without loading anything.
+		return "modprobe l2tp_eth succeeded but loaded no module (l2tpu's modprobe shim is first on PATH?)"
+	}
 	return ""
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/l2tpu/l2tpu/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +33,7 @@ func RuntimeDir() (string, error) {
 	if err == nil {
 		return RunDir, nil
 	}
-	if os.Geteuid() == 0 && initialUserNS() {
+	if os.Geteuid() == 0 && userns.Initial() {
 		return "", fmt.Errorf("%w: %s: %w (root keeps its state nowhere else: make it writable)", ErrRunDir, RunDir, err)
 	}
 	if x := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
@@ -41,17 +42,6 @@ func RuntimeDir() (string, error) {
 	// Not $TMPDIR: the daemon, started with a minimal environment, must
 	// choose the same.
 	return privateDir(filepath.Join("/tmp", "l2tpu-"+strconv.Itoa(outsideUID())))
-}
-
-// initialUserNS reports whether the caller is in the initial user
-// namespace (its uid_map maps every uid to itself).
-func initialUserNS() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return true // no user namespaces: the initial one
-	}
-	f := strings.Fields(string(b))
-	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
 }
 
 // privateDir makes dir (mode 0700) or checks that it is the caller's own

@@ -14,6 +14,7 @@ import (
 	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/internal/fixture"
 	"github.com/l2tpu/l2tpu/internal/privtest"
+	"github.com/l2tpu/l2tpu/tap"
 	"github.com/l2tpu/l2tpu/tap/taptest"
 )
 
@@ -472,6 +473,26 @@ func TestFakeRestore(t *testing.T) {
 	if got, err := m3.RestoreSession(sb, Restore{Interface: "renamed0", Index: index, Recreate: true}); err != nil || got != "renamed0" {
 		t.Fatalf("recreate: %q %v", got, err)
 	}
+
+	// Another user's TAP under the recorded name is not attached to.
+	qs, err := links.Open(tap.Config{Name: "other0", Owner: &tap.Owner{UID: 4242}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs[0].SetPersist(true)
+	qs[0].Close()
+	m4, err := New(Options{PersistTAP: true, Owner: &tap.Owner{UID: 0}, Host: Host{OpenTAP: links.Open, DialUDP: host.DialUDP, DialIP: host.DialIP, ListenIP: host.ListenIP, Links: links}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m4.Close(true) })
+	m3.Close(true)
+	if err := m4.AddTunnel(tb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m4.RestoreSession(sb, Restore{Interface: "other0"}); !errors.Is(err, ErrInterfaceGone) {
+		t.Fatalf("restore onto another owner's TAP: %v", err)
+	}
 }
 
 // TestFakeLinkEvents: an interface renamed or deleted behind the Manager's
@@ -504,16 +525,99 @@ func TestFakeLinkEvents(t *testing.T) {
 }
 
 // TestFakeCarrier: a session's carrier is off while its tunnel's local
-// address is gone, on when it is back.
+// address is gone, on when it is back; a session added meanwhile starts
+// with it off (attaching a queue turns it on: the fake does as the kernel).
 func TestFakeCarrier(t *testing.T) {
 	p := newFakePair(t, combo{encap: encap.EncapUDP, l2spec: encap.L2SpecDefault}, Options{})
+	if err := p.b.m.RefreshCarrier(); err != nil || !p.devB.Carrier() {
+		t.Fatalf("carrier off with the local address there: %v", err)
+	}
 	p.b.links.SetAddrs(b6)
 	if err := p.b.m.RefreshCarrier(); err != nil || p.devB.Carrier() {
 		t.Fatalf("carrier on without the local address: %v", err)
 	}
+	name, err := p.b.m.AddSession(SessionConfig{TunnelID: 200, SessionID: 3, PeerSessionID: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.b.dev(t, name).Carrier() {
+		t.Fatal("a session added while the address is gone has carrier")
+	}
 	p.b.links.SetAddrs(b4, b6)
-	if err := p.b.m.RefreshCarrier(); err != nil || !p.devB.Carrier() {
+	if err := p.b.m.RefreshCarrier(); err != nil || !p.devB.Carrier() || !p.b.dev(t, name).Carrier() {
 		t.Fatalf("carrier off with the local address back: %v", err)
+	}
+}
+
+// lostEvents are links whose monitor reports nothing (events lost: the
+// Manager resyncs) and whose interface is renamed between Info and State,
+// as a rename racing a resync.
+type lostEvents struct {
+	*taptest.Net
+	mu       sync.Mutex
+	from, to string
+}
+
+func (l *lostEvents) Monitor() (tap.LinkMonitor, error) { return silent{make(chan struct{})}, nil }
+
+func (l *lostEvents) Info(index int) (tap.TunInfo, error) {
+	info, err := l.Net.Info(index)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.from != "" && info.Name == l.from {
+		l.Net.Rename(l.from, l.to)
+		l.from = ""
+	}
+	return info, err
+}
+
+type silent struct{ done chan struct{} }
+
+func (s silent) Run(func(tap.LinkEvent), func()) error { <-s.done; return nil }
+func (s silent) Close() error                          { close(s.done); return nil }
+
+// TestFakeResyncRename: an interface renamed while the Manager re-reads it
+// after lost events is renamed, not deleted (a read of its MTU by the old
+// name fails with ENODEV), and a deleted one is deleted.
+func TestFakeResyncRename(t *testing.T) {
+	n := conntest.NewNet()
+	links := &lostEvents{Net: taptest.NewNet(b4)}
+	host := n.Host(b4)
+	rec := &recorder{}
+	m, err := New(Options{Recorder: rec, Host: Host{OpenTAP: links.Open, DialUDP: host.DialUDP, DialIP: host.DialIP, ListenIP: host.ListenIP, Links: links}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(true) })
+	_, tb := tunnelPair(encap.EncapUDP, false)
+	if err := m.AddTunnel(tb); err != nil {
+		t.Fatal(err)
+	}
+	name, err := m.AddSession(SessionConfig{TunnelID: 200, SessionID: 1, PeerSessionID: 1, Name: "race0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links.mu.Lock()
+	links.from, links.to = name, "race1"
+	links.mu.Unlock()
+	m.resyncLinks() // read race0's index, then its MTU after the rename
+	if ss := m.Sessions(); len(ss) != 1 {
+		t.Fatalf("a rename during resync deleted the session: %+v", ss)
+	}
+	m.resyncLinks() // what the rename's own event (here lost too) brings
+	if ss := m.Sessions(); len(ss) != 1 || ss[0].Interface != "race1" {
+		t.Fatalf("after a rename during resync: %+v", ss)
+	}
+	if links.Device("race1") == nil {
+		t.Fatal("the renamed interface is gone")
+	}
+	links.Delete("race1") // the positive control: a deletion is one
+	m.resyncLinks()
+	if ss := m.Sessions(); len(ss) != 0 {
+		t.Fatalf("after a deletion: %+v", ss)
+	}
+	if got := fmt.Sprint(rec.ops()); got != fmt.Sprint([]ChangeOp{TunnelAdded, SessionAdded, SessionRenamed, SessionDeleted}) {
+		t.Fatalf("recorded %v", got)
 	}
 }
 

@@ -83,20 +83,21 @@ func (m *Manager) resyncLinks() {
 	}
 }
 
-// readLink re-reads a session's interface (inside the namespace): its MTU
-// is applied at once, its name returned in the event; ENODEV when it is
-// gone.
+// readLink re-reads a session's interface (inside the namespace): its name,
+// in the event, and its MTU, applied at once. Only an interface gone by its
+// index is gone (ENODEV); reading the MTU by a name that was just changed
+// fails, and then the MTU waits for the rename's own event.
 func (m *Manager) readLink(s *session) (tap.LinkEvent, error) {
 	info, err := m.host.Links.Info(s.ifindex)
 	if err != nil {
 		return tap.LinkEvent{}, err
 	}
-	st, err := m.host.Links.State(info.Name)
-	if err != nil {
-		return tap.LinkEvent{}, err
+	ev := tap.LinkEvent{Index: s.ifindex, Name: info.Name}
+	if st, err := m.host.Links.State(info.Name); err == nil {
+		s.setMTU(st.MTU)
+		ev.MTU, ev.Up = st.MTU, st.Up
 	}
-	s.setMTU(st.MTU)
-	return tap.LinkEvent{Index: s.ifindex, Name: info.Name, MTU: st.MTU, Up: st.Up}, nil
+	return ev, nil
 }
 
 // setInitialCarrier gives a session's new or adopted interface the carrier

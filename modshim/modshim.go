@@ -11,6 +11,7 @@ package modshim
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,6 +35,12 @@ var Modules = []string{"l2tp_core", "l2tp_netlink", "l2tp_eth", "l2tp_ip", "l2tp
 // statusFail is modprobe's exit status for a failure of its own.
 const statusFail = 1
 
+// inKernel says whether the kernel has module m, loaded or built in.
+func inKernel(m string) bool {
+	_, err := os.Stat(filepath.Join("/sys/module", m))
+	return err == nil
+}
+
 // IsShim says whether argv0 runs the binary as modprobe.
 func IsShim(argv0 string) bool { return filepath.Base(argv0) == "modprobe" }
 
@@ -48,12 +55,15 @@ type request struct {
 // only -a, -r, -q, -v and -n (and their long names) over names that are
 // all L2TP modules, with no module parameters. Anything else, including
 // what modprobe would refuse, is the system's to answer.
-func parse(args []string) (request, bool) {
+func parse(args []string, posix bool) (request, bool) {
 	var r request
 	all := false
 	var words []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
+		if posix && len(words) > 0 && a != "--" && len(a) > 1 && a[0] == '-' {
+			return r, false // POSIXLY_CORRECT: getopt stops at the first word
+		}
 		switch {
 		case a == "--":
 			words = append(words, args[i+1:]...)
@@ -107,8 +117,12 @@ func parse(args []string) (request, bool) {
 
 // Main is modprobe's main for the shim: argv is os.Args.
 func Main(argv []string, stderr io.Writer) int {
-	r, ok := parse(argv[1:])
-	if !ok {
+	r, ok := parse(argv[1:], os.Getenv("POSIXLY_CORRECT") != "")
+	// MODPROBE_OPTIONS are options kmod reads before argv's: the system's
+	// to act on. A module the kernel has (loaded or built in) is the
+	// kernel's: removing it, or loading it, is the system's modprobe's
+	// to do or refuse.
+	if !ok || os.Getenv("MODPROBE_OPTIONS") != "" || slices.ContainsFunc(r.modules, inKernel) {
 		return System.Exec(argv, stderr, statusFail)
 	}
 	if r.verbose {

@@ -36,7 +36,7 @@ func TestParse(t *testing.T) {
 		{"-", false, false, false, nil},
 		{"-- -r", false, false, false, nil},
 	} {
-		r, ok := parse(strings.Fields(c.args))
+		r, ok := parse(strings.Fields(c.args), false)
 		if ok != c.answer {
 			t.Errorf("%q: answered %v, want %v", c.args, ok, c.answer)
 			continue
@@ -44,6 +44,20 @@ func TestParse(t *testing.T) {
 		if ok && (r.remove != c.remove || r.verbose != c.verbose || !slices.Equal(r.modules, c.modules)) {
 			t.Errorf("%q: %+v", c.args, r)
 		}
+	}
+}
+
+// TestParsePOSIX: with POSIXLY_CORRECT kmod's getopt stops at the first
+// word, so an option after it is a parameter: the system's to judge.
+func TestParsePOSIX(t *testing.T) {
+	if _, ok := parse([]string{"l2tp_eth", "-r"}, true); ok {
+		t.Error("answered an option after the module under POSIXLY_CORRECT")
+	}
+	if _, ok := parse([]string{"-r", "l2tp_eth"}, true); !ok {
+		t.Error("options before the module refused under POSIXLY_CORRECT")
+	}
+	if _, ok := parse([]string{"l2tp_eth", "-r"}, false); !ok {
+		t.Error("getopt permutes: the option after the module")
 	}
 }
 
@@ -67,7 +81,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("--\x00l2tp-ip6")
 	f.Fuzz(func(t *testing.T, s string) {
 		args := strings.Split(s, "\x00")
-		r, ok := parse(args)
+		r, ok := parse(args, false)
 		if !ok {
 			return
 		}

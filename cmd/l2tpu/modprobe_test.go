@@ -148,6 +148,34 @@ func TestModprobeShim(t *testing.T) {
 	if r := runCmd(t, []string{"PATH=" + dir + ":" + evil}, mp, "l2tp_ppp"); r.code != 0 || r.out != "ran\n" {
 		t.Errorf("a root-owned modprobe on PATH: %+v", r)
 	}
+	// Nor through a directory another user may write: a link there to a
+	// root-owned program (env, which would run the user's ./l2tp_ppp), a
+	// relative PATH entry.
+	users := t.TempDir()
+	os.Chmod(users, 0o755)
+	if err := os.Symlink("/usr/bin/env", filepath.Join(users, "modprobe")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(users, "l2tp_ppp"), []byte("#!/bin/sh\necho payload\n"), 0o755)
+	os.Lchown(filepath.Join(users, "modprobe"), 65534, 65534)
+	os.Chown(users, 65534, 65534)
+	for _, path := range []string{dir + ":" + users, dir + ":."} {
+		cmd := []string{"PATH=" + path}
+		r := runAs(t, cmd, mp, "modprobe", "l2tp_ppp")
+		if strings.Contains(r.out, "payload") || r.code != 1 || !strings.Contains(r.err, "install kmod") {
+			t.Errorf("PATH=%s: %+v", path, r)
+		}
+	}
+	os.Chown(users, 0, 0) // the positive control: root's link in root's directory runs
+	os.Lchown(filepath.Join(users, "modprobe"), 0, 0)
+	if r := runCmd(t, []string{"PATH=" + dir + ":" + users}, mp, "l2tp_ppp"); r.out == "" {
+		t.Errorf("the link in a root-only directory did not run: %+v", r)
+	}
+	// MODPROBE_OPTIONS are kmod's: handed over even for an L2TP module.
+	mo := []string{"MODPROBE_OPTIONS=-C /dev/null"}
+	if got, want := runAs(t, append(env, mo...), mp, "modprobe", "l2tp_eth"), runAs(t, mo, sys, "modprobe", "l2tp_eth"); got != want {
+		t.Errorf("MODPROBE_OPTIONS: shim %+v, system %+v", got, want)
+	}
 }
 
 // TestModprobeThenIPL2TP is what Gentoo's netifrc and VyOS do, unchanged:

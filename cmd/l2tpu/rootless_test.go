@@ -126,3 +126,29 @@ exec ip netns exec ` + ns.Name + ` "$BIN" add tunnel tunnel_id 1 peer_tunnel_id 
 		t.Fatalf("with /run/l2tpu writable: %s", errs)
 	}
 }
+
+// TestRootlessShims: in an unprivileged user namespace (root there, whose
+// host files show as owned by an unmapped user) the shims still hand over
+// to the system's ip and modprobe, which no one there can change.
+func TestRootlessShims(t *testing.T) {
+	privtest.Require(t)
+	systemModprobe(t)
+	dir := openDir(t)
+	for _, name := range []string{"ip", "modprobe"} {
+		if err := os.Symlink(binary(t), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `ip link set lo up
+sys=$(ip -br link)
+shim=$(PATH=` + dir + `:$PATH ip -br link)
+[ "$sys" = "$shim" ] || { echo "ip -br link: system '$sys', shim '$shim'"; exit 1; }
+PATH=` + dir + `:$PATH modprobe l2tp_eth
+PATH=` + dir + `:$PATH modprobe -V | grep -q kmod || { echo "modprobe -V not handed over"; exit 1; }
+echo ok
+`
+	out, err := rootlessSh(t, nil, script)
+	if err != nil || !strings.HasSuffix(out, "ok\n") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}

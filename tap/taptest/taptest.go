@@ -53,6 +53,7 @@ func (n *Net) Open(c tap.Config) ([]tap.Device, error) {
 			return nil, err
 		}
 		d.attached = true
+		d.setCarrier(true) // attaching a queue turns it on, as in the kernel
 		return []tap.Device{d}, nil
 	}
 	if c.Queues > 1 {
@@ -68,7 +69,10 @@ func (n *Net) Open(c tap.Config) ([]tap.Device, error) {
 	} else if n.byName(name) != nil {
 		return nil, fmt.Errorf("taptest: %s: %w", name, syscall.EEXIST)
 	}
-	d := &Device{net: n, name: name, index: n.next, mtu: 1500, attached: true}
+	d := &Device{net: n, name: name, index: n.next, mtu: 1500, attached: true, owner: -1, carrier: true}
+	if c.Owner != nil {
+		d.owner = c.Owner.UID
+	}
 	if err := d.open(); err != nil {
 		return nil, err
 	}
@@ -115,7 +119,7 @@ func (n *Net) Info(index int) (tap.TunInfo, error) {
 	if d.attached {
 		q = 1
 	}
-	return tap.TunInfo{Name: d.name, Owner: -1, Queues: q, Tap: true}, nil
+	return tap.TunInfo{Name: d.name, Owner: d.owner, Queues: q, Tap: true}, nil
 }
 
 // State is tap.Links.State.
@@ -247,6 +251,7 @@ type Device struct {
 	name     string
 	index    int
 	mtu      int
+	owner    int // tap.Config.Owner's UID, -1 for none
 	attached bool
 	gone     bool
 }
@@ -360,10 +365,18 @@ func (d *Device) Close() error {
 	d.net.mu.Lock()
 	defer d.net.mu.Unlock()
 	d.attached = false
-	if !persist {
+	d.setCarrier(false) // no queue: no carrier
+	if !persist && !d.gone {
 		d.net.remove(d)
+		d.net.event(tap.LinkEvent{Index: d.index, Name: d.name, Deleted: true})
 	}
 	return nil
+}
+
+func (d *Device) setCarrier(on bool) {
+	d.mu.Lock()
+	d.carrier = on
+	d.mu.Unlock()
 }
 
 // Remove deletes the interface even when persistent.
@@ -375,12 +388,7 @@ func (d *Device) Remove() error {
 	return nil
 }
 
-func (d *Device) SetCarrier(on bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.carrier = on
-	return nil
-}
+func (d *Device) SetCarrier(on bool) error { d.setCarrier(on); return nil }
 
 func (d *Device) SetPersist(on bool) error {
 	d.mu.Lock()
