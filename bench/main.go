@@ -48,7 +48,7 @@ var (
 )
 
 // allMethods in the order they run and are shown.
-var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "wireguard-go", "l2tpu", "l2tpu-no-rt", "l2tpu-no-mod", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-2proc", "l2tpu-no-turn"}
+var allMethods = []string{"direct", "vxlan", "kernel-l2tp", "qemu", "wireguard-go", "l2tpu", "l2tpu-ip", "l2tpu-udp6", "l2tpu-ip6", "l2tpu-no-rt", "l2tpu-no-mod", "l2tpu-exact", "l2tpu-no-gro", "l2tpu-no-tso", "l2tpu-no-tapgro", "l2tpu-none", "l2tpu-2proc", "l2tpu-no-turn"}
 
 // loadedVariants of l2tpu are measured under load too (the others change
 // the single flow's path only).
@@ -91,7 +91,8 @@ func cleanup() {
 
 func progress(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
 
-// topology: A 192.0.2.1 ── veth ── B 192.0.2.2; each method adds an inner
+// topology: A 192.0.2.1, 2001:db8::1 ── veth ── B 192.0.2.2, 2001:db8::2;
+// each method adds an inner
 // link with 203.0.113.1 (A) and 203.0.113.2 (B).
 func topology() {
 	must("ip", "netns", "add", nsA)
@@ -99,9 +100,10 @@ func topology() {
 	must("ip", "netns", "add", nsB)
 	cleanups = append(cleanups, func() { sh("ip", "netns", "del", nsB) })
 	must("ip", "link", "add", prefix+"va", "netns", nsA, "type", "veth", "peer", "name", prefix+"vb", "netns", nsB)
-	for _, x := range [][3]string{{nsA, prefix + "va", "192.0.2.1/24"}, {nsB, prefix + "vb", "192.0.2.2/24"}} {
+	for _, x := range [][4]string{{nsA, prefix + "va", "192.0.2.1/24", "2001:db8::1/64"}, {nsB, prefix + "vb", "192.0.2.2/24", "2001:db8::2/64"}} {
 		must(in(x[0], "ip", "link", "set", "lo", "up")...)
 		must(in(x[0], "ip", "addr", "add", x[2], "dev", x[1])...)
+		must(in(x[0], "ip", "addr", "add", x[3], "dev", x[1], "nodad")...)
 		must(in(x[0], "ip", "link", "set", x[1], "up")...)
 	}
 }

@@ -14,17 +14,22 @@ import (
 var variants = map[string]struct {
 	flags []string
 	note  string
+	encap string // "" is udp
+	v6    bool   // an IPv6 underlay
 }{
-	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446"},
-	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)"},
-	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive"},
-	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP"},
-	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)"},
-	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)"},
-	"l2tpu-2proc":     {[]string{"-procs", "2"}, "-procs 2: two loops (threads)"},
-	"l2tpu-no-turn":   {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop"},
-	"l2tpu-no-rt":     {[]string{"-rt-priority", "0"}, "-rt-priority 0: ordinary threads (not realtime)"},
-	"l2tpu-no-mod":    {[]string{"-moderation", "0"}, "-moderation 0: loops look again at once after every round"},
+	"l2tpu":           {nil, "l2tpu UDP/IPv4, default parameters and fast paths, MTU 1446", "", false},
+	"l2tpu-ip":        {nil, "l2tpu encap ip over IPv4, default parameters", "ip", false},
+	"l2tpu-udp6":      {nil, "l2tpu UDP/IPv6, default parameters", "", true},
+	"l2tpu-ip6":       {nil, "l2tpu encap ip over IPv6, default parameters", "ip", true},
+	"l2tpu-exact":     {[]string{"-no-gso"}, "byte-exact wire (-no-gso: checksum 0 as the kernel sends, no UDP GSO)", "", false},
+	"l2tpu-no-gro":    {[]string{"-no-gro"}, "-no-gro: no UDP GRO on receive", "", false},
+	"l2tpu-no-tso":    {[]string{"-no-tso"}, "-no-tso: no TSO super-frames from the TAP", "", false},
+	"l2tpu-no-tapgro": {[]string{"-no-tap-gro"}, "-no-tap-gro: no IFF_VNET_HDR (no TSO, no coalescing on the TAP)", "", false},
+	"l2tpu-none":      {[]string{"-no-gso", "-no-gro", "-no-tap-gro"}, "every fast path off (batching only)", "", false},
+	"l2tpu-2proc":     {[]string{"-procs", "2"}, "-procs 2: two loops (threads)", "", false},
+	"l2tpu-no-turn":   {[]string{"-no-turnaround"}, "-no-turnaround: answers to frames written to the TAP wait for the transmit loop", "", false},
+	"l2tpu-no-rt":     {[]string{"-rt-priority", "0"}, "-rt-priority 0: ordinary threads (not realtime)", "", false},
+	"l2tpu-no-mod":    {[]string{"-moderation", "0"}, "-moderation 0: loops look again at once after every round", "", false},
 }
 
 // link is a method's inner link between the namespaces.
@@ -80,10 +85,10 @@ func inner(ns, dev, cidr string) {
 // ends are the two sides: namespace, tunnel and session IDs, outer and inner
 // addresses.
 var ends = [2]struct {
-	ns, id, peerID, local, remote, inner string
+	ns, id, peerID, local, remote, local6, remote6, inner string
 }{
-	{"", "100", "200", "192.0.2.1", "192.0.2.2", "203.0.113.1/24"},
-	{"", "200", "100", "192.0.2.2", "192.0.2.1", "203.0.113.2/24"},
+	{"", "100", "200", "192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2", "203.0.113.1/24"},
+	{"", "200", "100", "192.0.2.2", "192.0.2.1", "2001:db8::2", "2001:db8::1", "203.0.113.2/24"},
 }
 
 func init() { ends[0].ns, ends[1].ns = nsA, nsB }
@@ -133,9 +138,18 @@ func setup(method string) link {
 	}
 	startDaemons(v.flags)
 	for _, e := range ends {
-		must(in(e.ns, *l2tpu, "add", "tunnel", "session", "tunnel_id", e.id, "peer_tunnel_id", e.peerID,
-			"local", e.local, "remote", e.remote, "udp_sport", "1701", "udp_dport", "1701",
-			"session_id", e.id, "peer_session_id", e.peerID, "name", "pw0")...)
+		local, remote := e.local, e.remote
+		if v.v6 {
+			local, remote = e.local6, e.remote6
+		}
+		args := []string{*l2tpu, "add", "tunnel", "session", "tunnel_id", e.id, "peer_tunnel_id", e.peerID,
+			"local", local, "remote", remote, "session_id", e.id, "peer_session_id", e.peerID, "name", "pw0"}
+		if v.encap == "ip" {
+			args = append(args, "encap", "ip")
+		} else {
+			args = append(args, "udp_sport", "1701", "udp_dport", "1701")
+		}
+		must(in(e.ns, args...)...)
 		inner(e.ns, "pw0", e.inner)
 	}
 	return link{target, stopDaemons, v.note, daemonPIDs}
