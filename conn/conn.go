@@ -329,15 +329,33 @@ func (s *sock) WriteBatch(bufs [][]byte, offset int) (int, error) {
 }
 
 func (s *sock) writeBatch(bufs [][]byte, offset int) (int, error) {
+	sent := 0
+	var lastErr error
+	for done := 0; done < len(bufs); {
+		k, err := s.writeUntil(bufs[done:], offset)
+		sent += k
+		done += k
+		if done < len(bufs) {
+			// sendmmsg stops at the first message that fails: count it as
+			// lost and go on with the rest, as one send per packet would.
+			lastErr = err
+			done++
+		}
+	}
+	return sent, lastErr
+}
+
+// writeUntil sends bufs[i][offset:] until one fails: it returns how many
+// were sent and, if not all, the error of the next one.
+func (s *sock) writeUntil(bufs [][]byte, offset int) (int, error) {
 	mp := writeMsgs.Get().(*[]Message)
 	defer writeMsgs.Put(mp)
 	ms := *mp
 	sent := 0
-	var lastErr error
-	for done := 0; done < len(bufs); {
-		n := min(len(bufs)-done, MaxBatch)
+	for sent < len(bufs) {
+		n := min(len(bufs)-sent, MaxBatch)
 		for i := 0; i < n; i++ {
-			ms[i].Buffers = append(ms[i].Buffers[:0], bufs[done+i][offset:])
+			ms[i].Buffers = append(ms[i].Buffers[:0], bufs[sent+i][offset:])
 		}
 		k, err := s.bc.WriteBatch(ms[:n], 0)
 		for i := 0; i < n; i++ {
@@ -345,18 +363,14 @@ func (s *sock) writeBatch(bufs [][]byte, offset int) (int, error) {
 		}
 		k = max(k, 0)
 		sent += k
-		done += k
 		if k < n {
-			// sendmmsg stops at the first message that fails: count it as
-			// lost and go on with the rest, as one send per packet would.
 			if err == nil {
 				err = unix.EIO
 			}
-			lastErr = err
-			done++
+			return sent, err
 		}
 	}
-	return sent, lastErr
+	return sent, nil
 }
 
 func (s *sock) PathMTU() int {

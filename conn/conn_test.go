@@ -253,8 +253,8 @@ func TestDialErrors(t *testing.T) {
 			return DialUDP(ap(pr.a6, 1703), ap(netip.MustParseAddr("2001:db8:99::9"), 1701), UDPOptions{})
 		}, unix.ENETUNREACH},
 		{"mixed families", func() (Conn, error) { return DialUDP(ap(pr.a4, 1704), ap(pr.b6, 1701), UDPOptions{}) }, unix.EINVAL},
-		{"ip local not ours", func() (Conn, error) { return DialIP(netip.MustParseAddr("192.0.2.77"), pr.b4) }, unix.EADDRNOTAVAIL},
-		{"ip no route", func() (Conn, error) { return DialIP(pr.a4, netip.MustParseAddr("203.0.113.9")) }, unix.ENETUNREACH},
+		{"ip local not ours", func() (Conn, error) { return DialIP(netip.MustParseAddr("192.0.2.77"), pr.b4, IPOptions{}) }, unix.EADDRNOTAVAIL},
+		{"ip no route", func() (Conn, error) { return DialIP(pr.a4, netip.MustParseAddr("203.0.113.9"), IPOptions{}) }, unix.ENETUNREACH},
 	} {
 		err := netns.Do(pr.a.Path(), func() error {
 			c, err := tc.dial()
@@ -276,34 +276,43 @@ func TestIP(t *testing.T) {
 		la, lb netip.Addr
 		v6     bool
 	}{{"v4", pr.a4, pr.b4, false}, {"v6", pr.a6, pr.b6, true}} {
-		t.Run(fam.name, func(t *testing.T) {
-			a := in(t, pr.a, func() (Conn, error) { return DialIP(fam.la, fam.lb) })
-			defer a.Close()
-			b := in(t, pr.b, func() (Conn, error) { return DialIP(fam.lb, fam.la) })
-			defer b.Close()
-			type rx struct {
-				r     Reader
-				close func() error
-			}
-			l := in(t, pr.b, func() (rx, error) { r, c, err := ListenIP(fam.v6); return rx{r, c}, err })
-			defer l.close()
-			out := msgs(10, 100, 8)
-			out[3] = append(out[3], make([]byte, 3000)...) // fragmented and reassembled
-			if n, err := a.WriteBatch(out, 8); n != 10 || err != nil {
-				t.Fatalf("WriteBatch %d %v", n, err)
-			}
-			got := readN(t, l.r, 10, 64)
-			for i := range got {
-				if !bytes.Equal(got[i], out[i][8:]) {
-					t.Fatalf("message %d: %x", i, got[i][:8])
+		// The header written here (and, with room for it before the
+		// offset, in place) and the kernel's (Proto115).
+		for _, c := range []struct {
+			name string
+			o    IPOptions
+			off  int
+		}{{"hdrincl", IPOptions{}, 8}, {"hdrincl-room", IPOptions{}, HeaderRoom + 8}, {"proto115", IPOptions{Proto115: true}, 8}} {
+			t.Run(fam.name+"-"+c.name, func(t *testing.T) {
+				a := in(t, pr.a, func() (Conn, error) { return DialIP(fam.la, fam.lb, c.o) })
+				defer a.Close()
+				b := in(t, pr.b, func() (Conn, error) { return DialIP(fam.lb, fam.la, c.o) })
+				defer b.Close()
+				type rx struct {
+					r     Reader
+					close func() error
 				}
-			}
-			// The transmit socket itself queues nothing.
-			bufs, sizes := [][]byte{make([]byte, 4096)}, []int{0}
-			if n, _ := b.ReadBatch(bufs, sizes, 64); n != 0 {
-				t.Fatal("transmit socket received a packet")
-			}
-		})
+				l := in(t, pr.b, func() (rx, error) { r, c, err := ListenIP(fam.v6); return rx{r, c}, err })
+				defer l.close()
+				out := msgs(10, 100, c.off)
+				out[3] = append(out[3], make([]byte, 3000)...) // fragmented and reassembled
+				out[6] = append(out[6], make([]byte, 9000)...)
+				if n, err := a.WriteBatch(out, c.off); n != 10 || err != nil {
+					t.Fatalf("WriteBatch %d %v", n, err)
+				}
+				got := readN(t, l.r, 10, 64)
+				for i := range got {
+					if !bytes.Equal(got[i], out[i][c.off:]) {
+						t.Fatalf("message %d: %d bytes %x", i, len(got[i]), got[i][:8])
+					}
+				}
+				// The transmit socket itself queues nothing.
+				bufs, sizes := [][]byte{make([]byte, 4096)}, []int{0}
+				if n, _ := b.ReadBatch(bufs, sizes, 64); n != 0 {
+					t.Fatal("transmit socket received a packet")
+				}
+			})
+		}
 	}
 }
 

@@ -18,17 +18,38 @@ var proto = ":" + strconv.Itoa(encap.IPProto)
 
 func ipv6PacketConn(pc net.PacketConn) batchConn { return ipv6.NewPacketConn(pc) }
 
-// DialIP makes a tunnel's transmit socket for IP encapsulation: a raw
-// protocol-115 socket bound to local and connected to remote, as the kernel's
-// l2tp_ip socket is (so local must be ours and remote routable). It receives
-// nothing: a filter drops every packet, because IP-encap reception is
-// namespace-wide ([ListenIP]).
-func DialIP(local, remote netip.Addr) (Conn, error) { return openIP(nil, local, remote) }
+// IPOptions are the choices of an IP tunnel's transmit socket.
+type IPOptions struct {
+	// Proto115 sends through a raw protocol-115 socket, which builds the
+	// IP header itself. The kernel then hands that socket a copy of every
+	// protocol-115 packet from its remote to its local address (its
+	// filter drops them): a cost on every received packet for each
+	// tunnel between the same two addresses. Without it (the default)
+	// the socket is an IPPROTO_RAW one (IP_HDRINCL), which receives
+	// nothing; WriteBatch writes the header in front of each message.
+	Proto115 bool
+}
 
-// AdoptIP is DialIP for a socket an earlier process made (see AdoptUDP).
-func AdoptIP(f *os.File, local, remote netip.Addr) (Conn, error) { return openIP(f, local, remote) }
+// DialIP makes a tunnel's transmit socket for IP encapsulation: a raw socket
+// bound to local and connected to remote, as the kernel's l2tp_ip socket is
+// (so local must be ours and remote routable). It receives nothing, because
+// IP-encap reception is namespace-wide ([ListenIP]). Unless o.Proto115, its
+// WriteBatch writes the IP header in the HeaderRoom bytes before offset.
+func DialIP(local, remote netip.Addr, o IPOptions) (Conn, error) {
+	return openIP(nil, local, remote, o)
+}
 
-func openIP(f *os.File, local, remote netip.Addr) (Conn, error) {
+// AdoptIP is DialIP for a socket an earlier process made (see AdoptUDP),
+// of either kind.
+func AdoptIP(f *os.File, local, remote netip.Addr) (Conn, error) {
+	return openIP(f, local, remote, IPOptions{})
+}
+
+// HeaderRoom is what an IP tunnel's WriteBatch needs before offset: the
+// largest IP header it writes (IPv6). Less is copied.
+const HeaderRoom = ipv6.HeaderLen
+
+func openIP(f *os.File, local, remote netip.Addr, o IPOptions) (Conn, error) {
 	v6 := local.Is6()
 	if remote.Is6() != v6 {
 		if f != nil {
@@ -36,21 +57,42 @@ func openIP(f *os.File, local, remote netip.Addr) (Conn, error) {
 		}
 		return nil, &net.OpError{Op: "dial", Net: "ip", Err: unix.EINVAL}
 	}
+	hdrincl := !o.Proto115
+	if f != nil {
+		// A kept socket is used as it was made.
+		p, err := sockProtocol(f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		hdrincl = p == unix.IPPROTO_RAW
+	}
 	set := func(fd int) error {
 		bufSize(fd, SocketBuffer)
+		if hdrincl {
+			return nil // receives nothing; the header says DF off
+		}
 		if err := dropAll(fd); err != nil {
 			return err
 		}
 		return noDF(fd, v6)
 	}
+	nw := network("ip", local) + proto
+	if hdrincl {
+		nw = network("ip", local) + ":" + strconv.Itoa(unix.IPPROTO_RAW)
+	}
 	var c net.Conn
 	var err error
 	if f == nil {
-		c, err = dial(network("ip", local)+proto, &net.IPAddr{IP: local.AsSlice()}, remote.String(), set)
+		c, err = dial(nw, &net.IPAddr{IP: local.AsSlice()}, remote.String(), set)
 	} else {
 		c, err = adopt(f, "ip", netip.AddrPortFrom(local, 0), netip.AddrPortFrom(remote, 0), set)
 	}
-	return wrap(c, v6, err)
+	conn, err := wrap(c, v6, err)
+	if err != nil || !hdrincl {
+		return conn, err
+	}
+	return newHdrTx(conn.(*sock), local, remote)
 }
 
 // dropAll attaches a classic BPF program that accepts nothing.
@@ -96,4 +138,19 @@ func listenIP(f *os.File, v6 bool) (Reader, func() error, error) {
 	}
 	s.skipIP = !v6
 	return s, s.Close, nil
+}
+
+// sockProtocol is a socket's protocol (SO_PROTOCOL), read without making
+// its description blocking (as File.Fd would).
+func sockProtocol(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var p int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { p, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) }); err != nil {
+		return 0, err
+	}
+	return p, serr
 }

@@ -66,7 +66,7 @@ func (m *Manager) addTunnel(c TunnelConfig, record bool) error {
 			}
 		}
 		if t.conn == nil {
-			if t.conn, err = m.host.DialIP(c.Local, c.Remote); err != nil {
+			if t.conn, err = m.host.DialIP(c.Local, c.Remote, conn.IPOptions{Proto115: m.opt.IPProto115}); err != nil {
 				return needRaw(err)
 			}
 		}

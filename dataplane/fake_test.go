@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpu/l2tpu/conn"
 	"github.com/l2tpu/l2tpu/conn/conntest"
 	"github.com/l2tpu/l2tpu/encap"
 	"github.com/l2tpu/l2tpu/internal/fixture"
@@ -312,7 +313,7 @@ func TestFakeClassification(t *testing.T) {
 	wi := encap.Session{Encap: encap.EncapIP, SessionID: 7, PeerSessionID: 7}
 	txi := encap.NewTxHeader(&wi)
 	from := n.Host(c3) // not the tunnel's remote
-	pc, err := from.DialIP(c3, b4)
+	pc, err := from.DialIP(c3, b4, conn.IPOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ type Host struct {
 	// DialUDP opens a UDP tunnel's socket (conn.DialUDP).
 	DialUDP func(local, remote netip.AddrPort, o conn.UDPOptions) (conn.Conn, error)
 	// DialIP opens an IP tunnel's transmit socket (conn.DialIP).
-	DialIP func(local, remote netip.Addr) (conn.Conn, error)
+	DialIP func(local, remote netip.Addr, o conn.IPOptions) (conn.Conn, error)
 	// ListenIP opens the namespace's protocol-115 listener, from which
 	// every IP tunnel's messages are read (conn.ListenIP).
 	ListenIP func(v6 bool) (conn.Reader, func() error, error)

@@ -74,6 +74,10 @@ type Tuning struct {
 	NoGSO bool
 	// NoGRO turns UDP GRO off (receive side only: no change on the wire).
 	NoGRO bool
+	// IPProto115 sends IP-encapsulated messages through protocol-115
+	// sockets that build the header, the earlier path: each then also
+	// gets a copy of every message from its remote (see conn.IPOptions).
+	IPProto115 bool
 	// NoTAPGRO opens session TAPs without IFF_VNET_HDR: no coalescing of
 	// received TCP segments into one write.
 	NoTAPGRO bool

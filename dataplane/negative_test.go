@@ -62,7 +62,7 @@ func (r *rig) dialPeer(t *testing.T, local netip.Addr, port uint16) conn.Conn {
 	var c conn.Conn
 	err := netns.Do(r.e.a.Path(), func() (err error) {
 		if r.encap == encap.EncapIP {
-			c, err = conn.DialIP(local, b4)
+			c, err = conn.DialIP(local, b4, conn.IPOptions{})
 		} else {
 			c, err = conn.DialUDP(netip.AddrPortFrom(local, port), netip.AddrPortFrom(b4, 1702), conn.UDPOptions{})
 		}

@@ -52,7 +52,7 @@ func TestManDocumentsDaemonFlags(t *testing.T) {
 	manText := strings.ReplaceAll(string(man), `\-`, "-")
 	var out, errb strings.Builder
 	run([]string{"daemon", "-h"}, nil, &out, &errb)
-	flags := regexp.MustCompile(`(?m)^\s+(-[a-z-]+)`).FindAllStringSubmatch(errb.String()+out.String(), -1)
+	flags := regexp.MustCompile(`(?m)^\s+(-[a-z0-9-]+)`).FindAllStringSubmatch(errb.String()+out.String(), -1)
 	if len(flags) < 8 {
 		t.Fatalf("daemon usage lists %d flags:\n%s", len(flags), errb.String())
 	}

@@ -152,6 +152,7 @@ func runDaemon(args []string, verbose bool, stderr io.Writer) int {
 	fs.TextVar(&o.Tuning.TAPBackend, "tap-backend", tap.Auto, "how TAP devices are created: auto, water or unix")
 	fs.BoolVar(&o.Tuning.NoGSO, "no-gso", false, "byte-exact wire: no UDP GSO, so UDP checksum 0 where udp_csum/udp6_csum_tx are off, as the kernel sends (GSO needs real checksums)")
 	fs.BoolVar(&o.Tuning.NoGRO, "no-gro", false, "never receive with UDP GRO")
+	fs.BoolVar(&o.Tuning.IPProto115, "ip-proto115", false, "send IP-encapsulated messages through protocol-115 sockets that build the header (the earlier path: each then gets a copy of every message from its remote), not IPPROTO_RAW ones")
 	fs.BoolVar(&o.Tuning.NoTSO, "no-tso", false, "read frames from the TAP one by one (no TSO super-frames)")
 	fs.IntVar(&o.Tuning.TAPQueues, "tap-queues", 1, "queues per session TAP (IFF_MULTI_QUEUE when more than 1), each read by its own worker")
 	fs.DurationVar(&o.OrphanCheck, "orphan-check", 10*time.Second, "how often to check that the network namespace still exists for someone else (stop when it does not)")

@@ -93,7 +93,7 @@ func (h *Host) dialUDP(local, remote netip.AddrPort) (*Conn, error) {
 
 // DialIP is conn.DialIP: a socket that sends to remote and reads nothing
 // (the host's listener reads every IP tunnel's messages).
-func (h *Host) DialIP(local, remote netip.Addr) (conn.Conn, error) {
+func (h *Host) DialIP(local, remote netip.Addr, _ conn.IPOptions) (conn.Conn, error) {
 	local, remote = local.Unmap(), remote.Unmap()
 	if !h.owns(local) {
 		return nil, fmt.Errorf("conntest: bind %s: %w", local, syscall.EADDRNOTAVAIL)
