@@ -9,7 +9,7 @@ PREFIX   ?= /usr/local
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DESTDIR  ?=
 
-.PHONY: all build test check fuzz bench bench-idle microbench demo interop install install-shims install-ip-shim uninstall clean
+.PHONY: all build test check fuzz bench bench-idle bench-ipfloor microbench demo interop install install-shims install-ip-shim uninstall clean
 
 all: build
 
@@ -51,6 +51,12 @@ DURATION ?= 30m
 soak: build
 	.ci/deps.sh bench
 	$(GO) run ./bench -soak $(DURATION) -o build/bench -l2tpu bin/l2tpu
+
+# The floor under IP encapsulation: one thread sending 1400-byte messages
+# to a veth peer by a protocol-115 socket, IPPROTO_RAW, AF_PACKET, UDP and
+# UDP GSO (bench/ipfloor; README, "IP encapsulation").
+bench-ipfloor:
+	$(GO) run ./bench/ipfloor
 
 # SESSIONS (10,000) idle sessions in one daemon: seconds per 1,000 added,
 # memory a session, idle CPU, removal time.
