@@ -146,10 +146,10 @@ func fragment(pkt []byte, v6 bool, mtu int, id uint32) [][]byte {
 		hlen, extra = ipv6.HeaderLen, 8 // the fragment header
 	}
 	step := (mtu - hlen - extra) &^ 7
-	if step <= 0 {
-		return nil
-	}
 	msg := pkt[hlen:]
+	if step <= 0 || len(msg) > 0xffff-hlen {
+		return nil // no room, or longer than any IP datagram (as ip_append_data refuses)
+	}
 	var frags [][]byte
 	for off := 0; off < len(msg); off += step {
 		end := min(off+step, len(msg))

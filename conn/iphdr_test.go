@@ -69,4 +69,12 @@ func TestFragment(t *testing.T) {
 	if fragment(make([]byte, 100), false, 24, 1) != nil {
 		t.Error("an MTU with no room for 8 bytes of data gave fragments")
 	}
+	for _, v6 := range []bool{false, true} {
+		if fragment(make([]byte, 70000), v6, 1500, 1) != nil {
+			t.Errorf("v6 %v: a message longer than any datagram gave fragments", v6)
+		}
+		if fragment(make([]byte, 0xffff-8), v6, 1500, 1) == nil {
+			t.Errorf("v6 %v: the longest datagram gave no fragments", v6)
+		}
+	}
 }
