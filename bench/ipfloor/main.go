@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l2tpu/l2tpu/encap"
+	"github.com/l2tpu/l2tpu/internal/fixture"
 	"github.com/l2tpu/l2tpu/internal/netns"
 )
 
@@ -208,7 +209,7 @@ func send(method, dev string, peer net.HardwareAddr) error {
 			binary.BigEndian.PutUint16(ip[4:], uint16(i+1))
 			copy(ip[12:], src[:])
 			copy(ip[16:], dst[:])
-			binary.BigEndian.PutUint16(ip[10:], checksum(ip[:20]))
+			binary.BigEndian.PutUint16(ip[10:], ^fixture.Checksum(ip[:20]))
 			copy(ip[20:], payload)
 			bufs = append(bufs, b)
 		}
@@ -264,17 +265,6 @@ type mmsghdr struct {
 	hdr unix.Msghdr
 	n   uint32
 	_   [4]byte
-}
-
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
 
 // cleanup removes the namespaces (and with them the veth).
