@@ -476,7 +476,10 @@ func adopt(f *os.File, network string, local, remote netip.AddrPort, set func(fd
 		return nil, fmt.Errorf("conn: adopt: a %T, not a %s socket: %w", c, network, unix.EINVAL)
 	}
 	unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
-	if (network == "udp") != (la.Port() != 0) || unmap(la) != unmap(local) || (remote.IsValid() && unmap(ra) != unmap(remote)) {
+	// A raw socket has no peer name (getpeername needs a port): the
+	// caller connects it again (openIP).
+	peerKnown := ra.IsValid() || network != "ip"
+	if (network == "udp") != (la.Port() != 0) || unmap(la) != unmap(local) || (remote.IsValid() && peerKnown && unmap(ra) != unmap(remote)) {
 		return nil, fmt.Errorf("conn: adopt: the socket is %s→%s, not %s→%s: %w", la, ra, local, remote, unix.EINVAL)
 	}
 	rc, err := c.(syscall.Conn).SyscallConn()

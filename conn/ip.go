@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -25,14 +26,16 @@ type IPOptions struct {
 	// protocol-115 packet from its remote to its local address (its
 	// filter drops them): a cost on every received packet for each
 	// tunnel between the same two addresses. Without it (the default)
-	// the socket is an IPPROTO_RAW one (IP_HDRINCL), which receives
-	// nothing; WriteBatch writes the header in front of each message.
+	// the socket is an IPPROTO_RAW one (IP_HDRINCL), which is handed only
+	// protocol-255 packets (dropped by its filter too); WriteBatch writes
+	// the header in front of each message.
 	Proto115 bool
 }
 
 // DialIP makes a tunnel's transmit socket for IP encapsulation: a raw socket
 // bound to local and connected to remote, as the kernel's l2tp_ip socket is
-// (so local must be ours and remote routable). It receives nothing, because
+// (so local must be ours and remote routable). It queues nothing (a filter
+// drops what the kernel hands it), because
 // IP-encap reception is namespace-wide ([ListenIP]). Unless o.Proto115, its
 // WriteBatch writes the IP header in the HeaderRoom bytes before offset.
 func DialIP(local, remote netip.Addr, o IPOptions) (Conn, error) {
@@ -68,10 +71,13 @@ func openIP(f *os.File, local, remote netip.Addr, o IPOptions) (Conn, error) {
 		hdrincl = p == unix.IPPROTO_RAW
 	}
 	set := func(fd int) error {
-		bufSize(fd, SocketBuffer)
 		if hdrincl {
-			return nil // receives nothing; the header says DF off
+			// The kernel hands it protocol-255 packets from the
+			// remote: dropped by the filter, never queued. The
+			// header it sends says DF off.
+			return dropAll(fd)
 		}
+		bufSize(fd, SocketBuffer)
 		if err := dropAll(fd); err != nil {
 			return err
 		}
@@ -85,8 +91,8 @@ func openIP(f *os.File, local, remote netip.Addr, o IPOptions) (Conn, error) {
 	var err error
 	if f == nil {
 		c, err = dial(nw, &net.IPAddr{IP: local.AsSlice()}, remote.String(), set)
-	} else {
-		c, err = adopt(f, "ip", netip.AddrPortFrom(local, 0), netip.AddrPortFrom(remote, 0), set)
+	} else if c, err = adopt(f, "ip", netip.AddrPortFrom(local, 0), netip.AddrPortFrom(remote, 0), set); err == nil {
+		err = reconnect(c, remote)
 	}
 	conn, err := wrap(c, v6, err)
 	if err != nil || !hdrincl {
@@ -137,6 +143,20 @@ func listenIP(f *os.File, v6 bool) (Reader, func() error, error) {
 		return nil, nil, err
 	}
 	s.skipIP = !v6
+	if v6 {
+		// The IPv6 listener takes ICMPv6 errors about protocol 115
+		// (IPV6_RECVERR): a Packet Too Big then lowers the route's
+		// MTU, which the tunnels' IPPROTO_RAW sockets (no ICMP reaches
+		// them) fragment to. Errors reach its reads once each; its
+		// error queue is emptied then.
+		var serr error
+		s.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1) })
+		if serr != nil {
+			c.Close()
+			return nil, nil, serr
+		}
+		s.bc.(*recvBatch).errQueue = true
+	}
 	return s, s.Close, nil
 }
 
@@ -153,4 +173,25 @@ func sockProtocol(f *os.File) (int, error) {
 		return 0, err
 	}
 	return p, serr
+}
+
+// reconnect connects an adopted raw socket to remote again: its peer cannot
+// be read back, and this makes sure of it (and renews its route).
+func reconnect(c net.Conn, remote netip.Addr) error {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: remote.As4()}
+	if remote.Is6() {
+		sa = &unix.SockaddrInet6{Addr: remote.As16()}
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), sa) }); err != nil {
+		return err
+	}
+	if cerr != nil {
+		c.Close()
+	}
+	return cerr
 }

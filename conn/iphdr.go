@@ -15,8 +15,9 @@ import (
 )
 
 // hdrTx is an IP tunnel's transmit socket that writes the IP header itself
-// (IPPROTO_RAW, IP_HDRINCL): the kernel never hands such a socket a
-// received packet, so no tunnel costs the receive path anything. The
+// (IPPROTO_RAW, IP_HDRINCL): the kernel hands such a socket only packets
+// of protocol 255 (its filter drops them), not the tunnel's protocol-115
+// messages, so no tunnel costs their receive path anything. The
 // header is the kernel's l2tp_ip's: no options, TOS 0, DF off, the
 // namespace's TTL (hop limit), protocol 115; for IPv4 the kernel fills the
 // length, the identification and the checksum. A message longer than the
@@ -26,12 +27,14 @@ type hdrTx struct {
 	*sock
 	v6     bool
 	hlen   int
+	remote netip.Addr
 	tmpl   [ipv6.HeaderLen]byte
 	fragID atomic.Uint32
 }
 
 func newHdrTx(s *sock, local, remote netip.Addr) (Conn, error) {
-	t := &hdrTx{sock: s, v6: local.Is6()}
+	t := &hdrTx{sock: s, v6: local.Is6(), remote: remote}
+	s.bc.(*recvBatch).noICMP = true
 	var b [4]byte
 	rand.Read(b[:])
 	t.fragID.Store(binary.BigEndian.Uint32(b[:]))
@@ -67,9 +70,22 @@ func newHdrTx(s *sock, local, remote netip.Addr) (Conn, error) {
 	return t, nil
 }
 
-// put writes the header for a message of n bytes into h.
+// maxPayload is the longest message an IP datagram carries: the IPv4 total
+// length and the IPv6 payload length are 16 bits.
+func maxPayload(v6 bool) int {
+	if v6 {
+		return 0xffff
+	}
+	return 0xffff - ipv4.HeaderLen
+}
+
+// put writes the header for a message of n bytes into h (n at most
+// maxPayload: longer fails to send, as the kernel's own would).
 func (t *hdrTx) put(h []byte, n int) {
 	copy(h, t.tmpl[:t.hlen])
+	if n > maxPayload(t.v6) {
+		n = 0 // a length the kernel refuses (EINVAL) rather than one cut short
+	}
 	if t.v6 {
 		binary.BigEndian.PutUint16(h[4:], uint16(n))
 	} else {
@@ -110,6 +126,20 @@ func (t *hdrTx) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	return sent, lastErr
 }
 
+// refreshRoute connects the socket again, so that its route, and the MTU
+// IP_MTU reports, are the current ones: an IPPROTO_RAW send neither checks
+// nor renews the route cached at connect, while the kernel's EMSGSIZE
+// check reads the current route's device.
+func (t *hdrTx) refreshRoute() {
+	var sa unix.Sockaddr
+	if t.v6 {
+		sa = &unix.SockaddrInet6{Addr: t.remote.As16()}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: t.remote.As4()}
+	}
+	t.rc.Control(func(fd uintptr) { unix.Connect(int(fd), sa) })
+}
+
 // writeCopies sends copies with room for the header (a caller without
 // HeaderRoom: tests, not the data path).
 func (t *hdrTx) writeCopies(bufs [][]byte, offset int) (int, error) {
@@ -122,17 +152,28 @@ func (t *hdrTx) writeCopies(bufs [][]byte, offset int) (int, error) {
 }
 
 // writeFragments sends pkt (header and message) as fragments that fit the
-// route's MTU.
+// route's MTU, with the route renewed first (the MTU may have changed);
+// if the route still refuses them, at the smallest MTU of the family.
 func (t *hdrTx) writeFragments(pkt []byte) error {
 	id := t.fragID.Add(1)
 	if !t.v6 && id&0xffff == 0 {
 		id = t.fragID.Add(1) // 0 would let the kernel choose one per fragment
 	}
-	frags := fragment(pkt, t.v6, t.PathMTU(), id)
-	if frags == nil {
-		return unix.EMSGSIZE
+	t.refreshRoute()
+	minMTU := 576
+	if t.v6 {
+		minMTU = 1280
 	}
-	_, err := t.sock.writeUntil(frags, 0)
+	var err error
+	for _, mtu := range []int{t.PathMTU(), minMTU} {
+		frags := fragment(pkt, t.v6, mtu, id)
+		if frags == nil {
+			return unix.EMSGSIZE
+		}
+		if _, err = t.sock.writeUntil(frags, 0); !errors.Is(err, unix.EMSGSIZE) {
+			return err
+		}
+	}
 	return err
 }
 
@@ -147,7 +188,7 @@ func fragment(pkt []byte, v6 bool, mtu int, id uint32) [][]byte {
 	}
 	step := (mtu - hlen - extra) &^ 7
 	msg := pkt[hlen:]
-	if step <= 0 || len(msg) > 0xffff-hlen {
+	if step <= 0 || len(msg) > maxPayload(v6) {
 		return nil // no room, or longer than any IP datagram (as ip_append_data refuses)
 	}
 	var frags [][]byte

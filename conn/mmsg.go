@@ -27,6 +27,12 @@ type recvBatch struct {
 	got       int
 	errno     syscall.Errno
 	recvFn    func(uintptr) // r.recv, bound once: no closure per call
+	// noICMP: no ICMP error ever reaches the socket (IPPROTO_RAW), so a
+	// failed send's error is its own: never sent again.
+	noICMP bool
+	// errQueue: the socket queues its errors too (IPV6_RECVERR), held
+	// against its receive buffer until read: emptied when one is seen.
+	errQueue bool
 }
 
 func newRecvBatch(bc batchConn, rc syscall.RawConn) *recvBatch {
@@ -74,6 +80,9 @@ func (r *recvBatch) recv(fd uintptr) {
 			// it, read again.
 			retries++
 			r.icmp.Add(1)
+			if r.errQueue {
+				drainErrors(fd)
+			}
 			continue
 		}
 		r.got, r.errno = int(n), e
@@ -128,6 +137,9 @@ func (r *recvBatch) WriteBatch(ms []Message, flags int) (int, error) {
 		setControl(hd, m.OOB)
 	}
 	h.n, h.got, h.errno, h.retries, h.icmp = n, 0, 0, 0, &r.icmp
+	if r.noICMP {
+		h.retries = maxICMPRetries
+	}
 	// Through the fd's reference, not its write lock: senders of
 	// several sessions (threads) share a tunnel's socket, and one that
 	// the kernel preempts in sendmmsg must not hold the others. Only a
@@ -182,6 +194,16 @@ func (h *sendHdrs) send(fd uintptr) bool {
 		h.got += int(n)
 	}
 	return true
+}
+
+// drainErrors empties a socket's error queue.
+func drainErrors(fd uintptr) {
+	var b, oob [256]byte
+	for i := 0; i < 1024; i++ {
+		if _, _, _, _, err := unix.Recvmsg(int(fd), b[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT); err != nil {
+			return
+		}
+	}
 }
 
 // maxICMPRetries bounds the sends of one batch that an error ICMP may have
