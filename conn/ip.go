@@ -179,19 +179,26 @@ func sockProtocol(f *os.File) (int, error) {
 // be read back, and this makes sure of it (and renews its route).
 func reconnect(c net.Conn, remote netip.Addr) error {
 	rc, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return err
+	if err == nil {
+		err = connectRaw(rc, remote)
 	}
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: remote.As4()}
+	if err != nil {
+		c.Close()
+	}
+	return err
+}
+
+// connectRaw connects a raw socket to remote (again).
+func connectRaw(rc syscall.RawConn, remote netip.Addr) error {
+	var sa unix.Sockaddr
 	if remote.Is6() {
 		sa = &unix.SockaddrInet6{Addr: remote.As16()}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: remote.As4()}
 	}
 	var cerr error
 	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), sa) }); err != nil {
 		return err
-	}
-	if cerr != nil {
-		c.Close()
 	}
 	return cerr
 }

@@ -130,15 +130,7 @@ func (t *hdrTx) WriteBatch(bufs [][]byte, offset int) (int, error) {
 // IP_MTU reports, are the current ones: an IPPROTO_RAW send neither checks
 // nor renews the route cached at connect, while the kernel's EMSGSIZE
 // check reads the current route's device.
-func (t *hdrTx) refreshRoute() {
-	var sa unix.Sockaddr
-	if t.v6 {
-		sa = &unix.SockaddrInet6{Addr: t.remote.As16()}
-	} else {
-		sa = &unix.SockaddrInet4{Addr: t.remote.As4()}
-	}
-	t.rc.Control(func(fd uintptr) { unix.Connect(int(fd), sa) })
-}
+func (t *hdrTx) refreshRoute() { connectRaw(t.rc, t.remote) }
 
 // writeCopies sends copies with room for the header (a caller without
 // HeaderRoom: tests, not the data path).

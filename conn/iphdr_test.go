@@ -206,16 +206,19 @@ func TestAdoptIP(t *testing.T) {
 		r     Reader
 		close func() error
 	}
-	l := in(t, pr.b, func() (rx, error) { r, c, err := ListenIP(false); return rx{r, c}, err })
-	defer l.close()
-	for _, o := range []IPOptions{{}, {Proto115: true}} {
-		first := in(t, pr.a, func() (Conn, error) { return DialIP(pr.a4, pr.b4, o) })
+	for _, c := range []struct {
+		o      IPOptions
+		la, lb netip.Addr
+	}{{IPOptions{}, pr.a4, pr.b4}, {IPOptions{Proto115: true}, pr.a4, pr.b4}, {IPOptions{}, pr.a6, pr.b6}, {IPOptions{Proto115: true}, pr.a6, pr.b6}} {
+		o := c.o
+		l := in(t, pr.b, func() (rx, error) { r, c, err := ListenIP(c.la.Is6()); return rx{r, c}, err })
+		first := in(t, pr.a, func() (Conn, error) { return DialIP(c.la, c.lb, o) })
 		f, err := first.File()
 		if err != nil {
 			t.Fatal(err)
 		}
 		first.Close()
-		adopted := in(t, pr.a, func() (Conn, error) { return AdoptIP(f, pr.a4, pr.b4) })
+		adopted := in(t, pr.a, func() (Conn, error) { return AdoptIP(f, c.la, c.lb) })
 		if _, hdr := adopted.(*hdrTx); hdr == o.Proto115 {
 			t.Fatalf("proto115 %v: adopted as the other kind (%T)", o.Proto115, adopted)
 		}
@@ -224,10 +227,15 @@ func TestAdoptIP(t *testing.T) {
 			t.Fatalf("proto115 %v: adopted socket sent %d: %v", o.Proto115, n, err)
 		}
 		readN(t, l.r, 3, 64)
+		l.close()
 		g, _ := adopted.File()
 		adopted.Close()
-		if _, err := AdoptIP(g, netip.MustParseAddr("192.0.2.9"), pr.b4); err == nil {
-			t.Errorf("proto115 %v: adopted for another local address", o.Proto115)
+		other := netip.MustParseAddr("192.0.2.9")
+		if c.la.Is6() {
+			other = netip.MustParseAddr("2001:db8:1::9")
+		}
+		if _, err := AdoptIP(g, other, c.lb); err == nil {
+			t.Errorf("proto115 %v, %s: adopted for another local address", o.Proto115, c.la)
 		}
 	}
 }
