@@ -545,17 +545,21 @@ func TestFullStateFilesystem(t *testing.T) {
 		t.Fatalf("mount: %q", buf[:n])
 	}
 	mnt := fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid)
-	run := func(args ...string) (string, string, int) {
-		cmd := exec.Command("nsenter", append([]string{"--mount=" + mnt, "--net=" + ns.Path(), bin}, args...)...)
-		var o, e strings.Builder
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
+	// runIn runs the binary in the holder's mount namespace and netns.
+	runIn := func(netns string) func(args ...string) (string, string, int) {
+		return func(args ...string) (string, string, int) {
+			cmd := exec.Command("nsenter", append([]string{"--mount=" + mnt, "--net=" + netns, bin}, args...)...)
+			var o, e strings.Builder
+			cmd.Stdout, cmd.Stderr = &o, &e
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			return o.String(), e.String(), code
 		}
-		return o.String(), e.String(), code
 	}
+	run := runIn(ns.Path())
 	sh := func(script string) string {
 		o, err := exec.Command("nsenter", "--mount="+mnt, "sh", "-c", script).CombinedOutput()
 		if err != nil {
@@ -639,17 +643,7 @@ func TestFullStateFilesystem(t *testing.T) {
 	// command starts a daemon all the same, the change failing with the
 	// reason; with room again, changes are kept.
 	ns2 := cliNS(t)
-	run2 := func(args ...string) (string, string, int) {
-		cmd := exec.Command("nsenter", append([]string{"--mount=" + mnt, "--net=" + ns2.Path(), bin}, args...)...)
-		var o, e strings.Builder
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return o.String(), e.String(), code
-	}
+	run2 := runIn(ns2.Path())
 	t.Cleanup(func() { run2("daemon", "stop") })
 	sh("dd if=/dev/zero of=" + daemon.RunDir + "/filler bs=1k count=1000 2>/dev/null || true")
 	tunnel2 := []string{"add", "tunnel", "tid", "7", "ptid", "7", "encap", "udp", "local", "192.0.2.1", "remote", "192.0.2.2", "udp_sport", "7", "udp_dport", "7"}
